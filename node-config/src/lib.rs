@@ -1,0 +1,1 @@
+//! node-config (in progress)

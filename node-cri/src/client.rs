@@ -1,0 +1,896 @@
+//! A CRI v1 client over the runtime's unix socket.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::error::{CriError, Result};
+
+/// The upstream kubelet's default `runtimeRequestTimeout`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The largest CRI message accepted, as upstream's remote runtime client (16 MiB).
+const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Options of a [`CriClient`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Deadline of each unary call (the kubelet's `runtimeRequestTimeout`, default 2m).
+    pub request_timeout: Duration,
+    /// Deadline of an image pull; `None` lets a pull run as long as it makes progress, as
+    /// upstream does.
+    pub pull_timeout: Option<Duration>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            pull_timeout: None,
+        }
+    }
+}
+
+/// A stream of container lifecycle events from `GetContainerEvents`.
+pub type ContainerEventStream =
+    Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse>> + Send + 'static>>;
+
+/// A client of a CRI v1 runtime and image service.
+///
+/// Cheap to clone: clones share the connection. The connection is made on first use and made
+/// again after the runtime restarts, so a client outlives a runtime restart; calls made while
+/// the runtime is down fail with [`CriError::Unreachable`].
+#[derive(Clone, Debug)]
+pub struct CriClient {
+    runtime: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
+    runtime_socket: PathBuf,
+    image_socket: PathBuf,
+    options: ClientOptions,
+}
+
+/// Parses a runtime endpoint (`unix:///run/containerd/containerd.sock` or an absolute socket
+/// path) into the socket path.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf> {
+    let invalid = |reason| CriError::InvalidEndpoint {
+        endpoint: endpoint.to_string(),
+        reason,
+    };
+    let path = if let Some(rest) = endpoint.strip_prefix("unix://") {
+        rest
+    } else if endpoint.contains("://") {
+        return Err(invalid("only unix:// endpoints are supported"));
+    } else {
+        endpoint
+    };
+    if path.is_empty() {
+        return Err(invalid("the socket path is empty"));
+    }
+    if !path.starts_with('/') {
+        return Err(invalid("the socket path must be absolute"));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn channel(socket: &Path) -> Channel {
+    let socket = socket.to_path_buf();
+    // The URI is required by tonic but unused: every connection goes to the socket.
+    Endpoint::from_static("http://cri.invalid").connect_with_connector_lazy(tower::service_fn(
+        move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        },
+    ))
+}
+
+impl CriClient {
+    /// Connects to the runtime at `endpoint` (image service on the same socket) and checks that
+    /// it answers `Version`.
+    pub async fn connect(endpoint: &str, options: ClientOptions) -> Result<Self> {
+        let client = Self::connect_lazy(endpoint, endpoint, options)?;
+        client.version().await?;
+        Ok(client)
+    }
+
+    /// Makes a client for a runtime and an image service endpoint (they may be the same)
+    /// without dialling: the first call connects.
+    pub fn connect_lazy(
+        runtime_endpoint: &str,
+        image_endpoint: &str,
+        options: ClientOptions,
+    ) -> Result<Self> {
+        let runtime_socket = socket_path(runtime_endpoint)?;
+        let image_socket = socket_path(image_endpoint)?;
+        let runtime_channel = channel(&runtime_socket);
+        let image_channel = if image_socket == runtime_socket {
+            runtime_channel.clone()
+        } else {
+            channel(&image_socket)
+        };
+        Ok(CriClient {
+            runtime: RuntimeServiceClient::new(runtime_channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            images: ImageServiceClient::new(image_channel)
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            runtime_socket,
+            image_socket,
+            options,
+        })
+    }
+
+    /// The client's options.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// The runtime service's socket path.
+    pub fn runtime_socket(&self) -> &Path {
+        &self.runtime_socket
+    }
+
+    /// The runtime service's gRPC client, for calls this type does not wrap.
+    pub fn runtime_service(&self) -> RuntimeServiceClient<Channel> {
+        self.runtime.clone()
+    }
+
+    /// The image service's gRPC client, for calls this type does not wrap.
+    pub fn image_service(&self) -> ImageServiceClient<Channel> {
+        self.images.clone()
+    }
+
+    fn request<T>(message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(timeout) = timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+
+    /// Runs one unary call with a deadline and turns its failure into a [`CriError`] that
+    /// names the call and the object.
+    async fn unary<T>(
+        &self,
+        call: &'static str,
+        object: impl FnOnce() -> String,
+        socket: &Path,
+        timeout: Option<Duration>,
+        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T> {
+        let outcome = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, response).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(CriError::Timeout {
+                        call,
+                        object: object(),
+                        timeout,
+                    });
+                }
+            },
+            None => response.await,
+        };
+        outcome
+            .map(tonic::Response::into_inner)
+            .map_err(|status| status_error(call, object(), socket, timeout, status))
+    }
+
+    fn runtime_call<T>(
+        &self,
+        call: &'static str,
+        object: impl FnOnce() -> String,
+        timeout: Option<Duration>,
+        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> impl Future<Output = Result<T>> {
+        self.unary(call, object, &self.runtime_socket, timeout, response)
+    }
+
+    fn image_call<T>(
+        &self,
+        call: &'static str,
+        object: impl FnOnce() -> String,
+        timeout: Option<Duration>,
+        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> impl Future<Output = Result<T>> {
+        self.unary(call, object, &self.image_socket, timeout, response)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.options.request_timeout)
+    }
+
+    // ---- RuntimeService ----
+
+    /// `Version`: the runtime's name and versions.
+    pub async fn version(&self) -> Result<cri::VersionResponse> {
+        let mut c = self.runtime.clone();
+        let req = cri::VersionRequest {
+            version: "v1".into(),
+        };
+        self.runtime_call(
+            "Version",
+            String::new,
+            self.timeout(),
+            c.version(Self::request(req, self.timeout())),
+        )
+        .await
+    }
+
+    /// `Status`: the runtime's conditions (`RuntimeReady`, `NetworkReady`).
+    pub async fn status(&self, verbose: bool) -> Result<cri::StatusResponse> {
+        let mut c = self.runtime.clone();
+        let req = cri::StatusRequest { verbose };
+        self.runtime_call(
+            "Status",
+            String::new,
+            self.timeout(),
+            c.status(Self::request(req, self.timeout())),
+        )
+        .await
+    }
+
+    /// `RuntimeConfig`: the runtime's configuration the kubelet must agree with (cgroup driver).
+    pub async fn runtime_config(&self) -> Result<cri::RuntimeConfigResponse> {
+        let mut c = self.runtime.clone();
+        self.runtime_call(
+            "RuntimeConfig",
+            String::new,
+            self.timeout(),
+            c.runtime_config(Self::request(cri::RuntimeConfigRequest {}, self.timeout())),
+        )
+        .await
+    }
+
+    /// `RunPodSandbox`: creates and starts a pod sandbox; returns its id.
+    pub async fn run_pod_sandbox(
+        &self,
+        config: cri::PodSandboxConfig,
+        runtime_handler: &str,
+    ) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let object = sandbox_object(&config);
+        // Sandbox creation includes network set-up; upstream gives it the request timeout too.
+        let req = cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: runtime_handler.into(),
+        };
+        let resp = self
+            .runtime_call(
+                "RunPodSandbox",
+                || object,
+                self.timeout(),
+                c.run_pod_sandbox(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.pod_sandbox_id)
+    }
+
+    /// `StopPodSandbox`: stops the sandbox and its containers and tears down its network.
+    pub async fn stop_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+        };
+        self.runtime_call(
+            "StopPodSandbox",
+            || format!("pod sandbox {pod_sandbox_id}"),
+            self.timeout(),
+            c.stop_pod_sandbox(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `RemovePodSandbox`: removes a stopped sandbox and its containers.
+    pub async fn remove_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+        };
+        self.runtime_call(
+            "RemovePodSandbox",
+            || format!("pod sandbox {pod_sandbox_id}"),
+            self.timeout(),
+            c.remove_pod_sandbox(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `PodSandboxStatus`: state, network and metadata of one sandbox.
+    pub async fn pod_sandbox_status(
+        &self,
+        pod_sandbox_id: &str,
+        verbose: bool,
+    ) -> Result<cri::PodSandboxStatusResponse> {
+        let mut c = self.runtime.clone();
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+            verbose,
+        };
+        self.runtime_call(
+            "PodSandboxStatus",
+            || format!("pod sandbox {pod_sandbox_id}"),
+            self.timeout(),
+            c.pod_sandbox_status(Self::request(req, self.timeout())),
+        )
+        .await
+    }
+
+    /// `ListPodSandbox`: the sandboxes that match `filter`.
+    pub async fn list_pod_sandbox(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>> {
+        let mut c = self.runtime.clone();
+        let req = cri::ListPodSandboxRequest { filter };
+        let resp = self
+            .runtime_call(
+                "ListPodSandbox",
+                String::new,
+                self.timeout(),
+                c.list_pod_sandbox(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.items)
+    }
+
+    /// `CreateContainer`: creates a container in a sandbox; returns its id.
+    pub async fn create_container(
+        &self,
+        pod_sandbox_id: &str,
+        config: cri::ContainerConfig,
+        sandbox_config: cri::PodSandboxConfig,
+    ) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let name = config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let req = cri::CreateContainerRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+            config: Some(config),
+            sandbox_config: Some(sandbox_config),
+        };
+        let resp = self
+            .runtime_call(
+                "CreateContainer",
+                || format!("container {name:?} in pod sandbox {pod_sandbox_id}"),
+                self.timeout(),
+                c.create_container(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.container_id)
+    }
+
+    /// `StartContainer`.
+    pub async fn start_container(&self, container_id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::StartContainerRequest {
+            container_id: container_id.into(),
+        };
+        self.runtime_call(
+            "StartContainer",
+            || format!("container {container_id}"),
+            self.timeout(),
+            c.start_container(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `StopContainer`: SIGTERM (or the image's stop signal), then SIGKILL after
+    /// `grace_period_seconds`. The call's deadline is the grace period plus the request timeout,
+    /// as upstream.
+    pub async fn stop_container(
+        &self,
+        container_id: &str,
+        grace_period_seconds: i64,
+    ) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let timeout = self.options.request_timeout
+            + Duration::from_secs(u64::try_from(grace_period_seconds).unwrap_or(0));
+        let req = cri::StopContainerRequest {
+            container_id: container_id.into(),
+            timeout: grace_period_seconds,
+        };
+        self.runtime_call(
+            "StopContainer",
+            || format!("container {container_id}"),
+            Some(timeout),
+            c.stop_container(Self::request(req, Some(timeout))),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `RemoveContainer`: removes a container (killing it first if it runs).
+    pub async fn remove_container(&self, container_id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::RemoveContainerRequest {
+            container_id: container_id.into(),
+        };
+        self.runtime_call(
+            "RemoveContainer",
+            || format!("container {container_id}"),
+            self.timeout(),
+            c.remove_container(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ListContainers`: the containers that match `filter` (id, state, sandbox, labels).
+    pub async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>> {
+        let mut c = self.runtime.clone();
+        let req = cri::ListContainersRequest { filter };
+        let resp = self
+            .runtime_call(
+                "ListContainers",
+                String::new,
+                self.timeout(),
+                c.list_containers(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.containers)
+    }
+
+    /// `ContainerStatus`: state, exit code, reason and timestamps of one container.
+    pub async fn container_status(
+        &self,
+        container_id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatus> {
+        let mut c = self.runtime.clone();
+        let req = cri::ContainerStatusRequest {
+            container_id: container_id.into(),
+            verbose,
+        };
+        let resp = self
+            .runtime_call(
+                "ContainerStatus",
+                || format!("container {container_id}"),
+                self.timeout(),
+                c.container_status(Self::request(req, self.timeout())),
+            )
+            .await?;
+        resp.status.ok_or_else(|| CriError::MissingField {
+            call: "ContainerStatus",
+            object: format!("container {container_id}"),
+            field: "status",
+        })
+    }
+
+    /// `UpdateContainerResources`: changes a running container's Linux resources.
+    pub async fn update_container_resources(
+        &self,
+        container_id: &str,
+        linux: Option<cri::LinuxContainerResources>,
+    ) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::UpdateContainerResourcesRequest {
+            container_id: container_id.into(),
+            linux,
+            ..Default::default()
+        };
+        self.runtime_call(
+            "UpdateContainerResources",
+            || format!("container {container_id}"),
+            self.timeout(),
+            c.update_container_resources(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ReopenContainerLog`: asks the runtime to reopen a container's log file (after
+    /// rotation).
+    pub async fn reopen_container_log(&self, container_id: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::ReopenContainerLogRequest {
+            container_id: container_id.into(),
+        };
+        self.runtime_call(
+            "ReopenContainerLog",
+            || format!("container {container_id}"),
+            self.timeout(),
+            c.reopen_container_log(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ExecSync`: runs `cmd` in a container and returns its stdout, stderr and exit code.
+    /// `timeout` of zero means none; otherwise the call's deadline is `timeout` plus the request
+    /// timeout, as upstream.
+    pub async fn exec_sync(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<cri::ExecSyncResponse> {
+        let mut c = self.runtime.clone();
+        let deadline = (!timeout.is_zero()).then(|| timeout + self.options.request_timeout);
+        let req = cri::ExecSyncRequest {
+            container_id: container_id.into(),
+            cmd,
+            timeout: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        };
+        self.runtime_call(
+            "ExecSync",
+            || format!("container {container_id}"),
+            deadline,
+            c.exec_sync(Self::request(req, deadline)),
+        )
+        .await
+    }
+
+    /// `Exec`: prepares a streaming exec; returns the URL of the runtime's streaming server.
+    pub async fn exec(&self, request: cri::ExecRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let id = request.container_id.clone();
+        let resp = self
+            .runtime_call(
+                "Exec",
+                || format!("container {id}"),
+                self.timeout(),
+                c.exec(Self::request(request, self.timeout())),
+            )
+            .await?;
+        Ok(resp.url)
+    }
+
+    /// `Attach`: prepares a streaming attach; returns the streaming server URL.
+    pub async fn attach(&self, request: cri::AttachRequest) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let id = request.container_id.clone();
+        let resp = self
+            .runtime_call(
+                "Attach",
+                || format!("container {id}"),
+                self.timeout(),
+                c.attach(Self::request(request, self.timeout())),
+            )
+            .await?;
+        Ok(resp.url)
+    }
+
+    /// `PortForward`: prepares a port forward into a sandbox; returns the streaming server URL.
+    pub async fn port_forward(&self, pod_sandbox_id: &str, ports: Vec<i32>) -> Result<String> {
+        let mut c = self.runtime.clone();
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+            port: ports,
+        };
+        let resp = self
+            .runtime_call(
+                "PortForward",
+                || format!("pod sandbox {pod_sandbox_id}"),
+                self.timeout(),
+                c.port_forward(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.url)
+    }
+
+    /// `ContainerStats`: CPU, memory and writable-layer usage of one container.
+    pub async fn container_stats(&self, container_id: &str) -> Result<cri::ContainerStats> {
+        let mut c = self.runtime.clone();
+        let req = cri::ContainerStatsRequest {
+            container_id: container_id.into(),
+        };
+        let resp = self
+            .runtime_call(
+                "ContainerStats",
+                || format!("container {container_id}"),
+                self.timeout(),
+                c.container_stats(Self::request(req, self.timeout())),
+            )
+            .await?;
+        resp.stats.ok_or_else(|| CriError::MissingField {
+            call: "ContainerStats",
+            object: format!("container {container_id}"),
+            field: "stats",
+        })
+    }
+
+    /// `ListContainerStats`: stats of the containers that match `filter`.
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<cri::ContainerStatsFilter>,
+    ) -> Result<Vec<cri::ContainerStats>> {
+        let mut c = self.runtime.clone();
+        let req = cri::ListContainerStatsRequest { filter };
+        let resp = self
+            .runtime_call(
+                "ListContainerStats",
+                String::new,
+                self.timeout(),
+                c.list_container_stats(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.stats)
+    }
+
+    /// `PodSandboxStats`: CPU, memory, network and process stats of one sandbox.
+    pub async fn pod_sandbox_stats(&self, pod_sandbox_id: &str) -> Result<cri::PodSandboxStats> {
+        let mut c = self.runtime.clone();
+        let req = cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod_sandbox_id.into(),
+        };
+        let resp = self
+            .runtime_call(
+                "PodSandboxStats",
+                || format!("pod sandbox {pod_sandbox_id}"),
+                self.timeout(),
+                c.pod_sandbox_stats(Self::request(req, self.timeout())),
+            )
+            .await?;
+        resp.stats.ok_or_else(|| CriError::MissingField {
+            call: "PodSandboxStats",
+            object: format!("pod sandbox {pod_sandbox_id}"),
+            field: "stats",
+        })
+    }
+
+    /// `ListPodSandboxStats`: stats of the sandboxes that match `filter`.
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        filter: Option<cri::PodSandboxStatsFilter>,
+    ) -> Result<Vec<cri::PodSandboxStats>> {
+        let mut c = self.runtime.clone();
+        let req = cri::ListPodSandboxStatsRequest { filter };
+        let resp = self
+            .runtime_call(
+                "ListPodSandboxStats",
+                String::new,
+                self.timeout(),
+                c.list_pod_sandbox_stats(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.stats)
+    }
+
+    /// `UpdateRuntimeConfig`: tells the runtime the node's pod CIDR.
+    pub async fn update_runtime_config(&self, pod_cidr: &str) -> Result<()> {
+        let mut c = self.runtime.clone();
+        let req = cri::UpdateRuntimeConfigRequest {
+            runtime_config: Some(cri::RuntimeConfig {
+                network_config: Some(cri::NetworkConfig {
+                    pod_cidr: pod_cidr.into(),
+                }),
+            }),
+        };
+        self.runtime_call(
+            "UpdateRuntimeConfig",
+            || format!("pod CIDR {pod_cidr}"),
+            self.timeout(),
+            c.update_runtime_config(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `GetContainerEvents`: a stream of container created / started / stopped / deleted
+    /// events. Runtimes without it (containerd 1.6) give an error for which
+    /// [`CriError::is_unimplemented`] is true, either here or as the stream's first item.
+    pub async fn container_events(&self) -> Result<ContainerEventStream> {
+        let mut c = self.runtime.clone();
+        let socket = self.runtime_socket.clone();
+        let stream = self
+            .runtime_call(
+                "GetContainerEvents",
+                String::new,
+                self.timeout(),
+                c.get_container_events(Self::request(cri::GetEventsRequest {}, None)),
+            )
+            .await?;
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|status| {
+                status_error("GetContainerEvents", String::new(), &socket, None, status)
+            })
+        })))
+    }
+
+    // ---- ImageService ----
+
+    /// `ListImages`: the images that match `filter`.
+    pub async fn list_images(&self, filter: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>> {
+        let mut c = self.images.clone();
+        let req = cri::ListImagesRequest { filter };
+        let resp = self
+            .image_call(
+                "ListImages",
+                String::new,
+                self.timeout(),
+                c.list_images(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.images)
+    }
+
+    /// `ImageStatus`: the image, or `None` when the runtime does not have it.
+    pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
+        let mut c = self.images.clone();
+        let req = cri::ImageStatusRequest {
+            image: Some(image_spec(image)),
+            verbose: false,
+        };
+        let resp = self
+            .image_call(
+                "ImageStatus",
+                || format!("image {image:?}"),
+                self.timeout(),
+                c.image_status(Self::request(req, self.timeout())),
+            )
+            .await?;
+        Ok(resp.image)
+    }
+
+    /// `PullImage`: pulls `image` with optional registry credentials; returns the image
+    /// reference the runtime stored (usually a digest).
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<cri::AuthConfig>,
+        sandbox_config: Option<cri::PodSandboxConfig>,
+    ) -> Result<String> {
+        let mut c = self.images.clone();
+        let timeout = self.options.pull_timeout;
+        let req = cri::PullImageRequest {
+            image: Some(image_spec(image)),
+            auth,
+            sandbox_config,
+        };
+        let resp = self
+            .image_call(
+                "PullImage",
+                || format!("image {image:?}"),
+                timeout,
+                c.pull_image(Self::request(req, timeout)),
+            )
+            .await?;
+        Ok(resp.image_ref)
+    }
+
+    /// `RemoveImage`.
+    pub async fn remove_image(&self, image: &str) -> Result<()> {
+        let mut c = self.images.clone();
+        let req = cri::RemoveImageRequest {
+            image: Some(image_spec(image)),
+        };
+        self.image_call(
+            "RemoveImage",
+            || format!("image {image:?}"),
+            self.timeout(),
+            c.remove_image(Self::request(req, self.timeout())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `ImageFsInfo`: usage of the filesystems that hold images and container layers.
+    pub async fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse> {
+        let mut c = self.images.clone();
+        self.image_call(
+            "ImageFsInfo",
+            String::new,
+            self.timeout(),
+            c.image_fs_info(Self::request(cri::ImageFsInfoRequest {}, self.timeout())),
+        )
+        .await
+    }
+}
+
+/// An `ImageSpec` for a reference.
+pub fn image_spec(image: &str) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    }
+}
+
+fn sandbox_object(config: &cri::PodSandboxConfig) -> String {
+    match &config.metadata {
+        Some(m) => format!("for pod {}/{} ({})", m.namespace, m.name, m.uid),
+        None => "for a pod without metadata".into(),
+    }
+}
+
+/// Turns a failed call's status into a [`CriError`]; a connection failure becomes
+/// [`CriError::Unreachable`] with the reason the socket could not be dialled.
+fn status_error(
+    call: &'static str,
+    object: String,
+    socket: &Path,
+    timeout: Option<Duration>,
+    status: tonic::Status,
+) -> CriError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown if is_transport_failure(&status) => {
+            let reason = if !socket.exists() {
+                "no such socket".to_string()
+            } else {
+                error_chain(&status)
+            };
+            CriError::Unreachable {
+                call,
+                object,
+                endpoint: format!("unix://{}", socket.display()),
+                reason,
+            }
+        }
+        tonic::Code::DeadlineExceeded if timeout.is_some() => CriError::Timeout {
+            call,
+            object,
+            timeout: timeout.unwrap_or_default(),
+        },
+        code => CriError::Status {
+            call,
+            object,
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    status.code() == tonic::Code::Unavailable
+        || status
+            .source()
+            .is_some_and(|s| s.is::<tonic::transport::Error>())
+}
+
+fn error_chain(status: &tonic::Status) -> String {
+    use std::error::Error as _;
+    let mut out = status.message().to_string();
+    let mut source = status.source();
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = err.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        assert_eq!(
+            socket_path("unix:///run/containerd/containerd.sock").unwrap(),
+            PathBuf::from("/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            socket_path("/run/x.sock").unwrap(),
+            PathBuf::from("/run/x.sock")
+        );
+        for bad in ["tcp://127.0.0.1:1", "unix://", "relative.sock", ""] {
+            let err = socket_path(bad).unwrap_err();
+            assert!(
+                matches!(err, CriError::InvalidEndpoint { ref endpoint, .. } if endpoint == bad),
+                "{bad}: {err}"
+            );
+        }
+    }
+}

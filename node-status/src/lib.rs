@@ -1,0 +1,9 @@
+//! Node and pod statistics and node status for a Kubernetes node agent.
+//!
+//! node-status owns the `StatsProvider` trait with its Linux implementation (`/proc`,
+//! cgroups v1 and v2, `statfs`, CRI stats), the summary API, the node status setters, node
+//! registration and the node lease.
+//!
+//! Status: the crate is a placeholder in the workspace layout; its implementation comes with
+//! the node-status and cluster issues (see the README's status section).
+#![forbid(unsafe_code)]
