@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p benches --bench cri_floor`
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use benches::{StartedPod, remove_pod, start_pod};

@@ -1,6 +1,6 @@
 //! [`ImageBuilder`] and the [`OciArchive`] it builds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::Write;
@@ -314,16 +314,11 @@ impl ImageBuilder {
             config = config.user(user.clone());
         }
         if !self.labels.is_empty() {
-            config = config.labels(
-                self.labels
-                    .clone()
-                    .into_iter()
-                    .collect::<std::collections::HashMap<_, _>>(),
-            );
+            let labels: HashMap<String, String> = self.labels.clone().into_iter().collect();
+            config = config.labels(labels);
         }
-        let platform_arch = host_arch();
         ImageConfigurationBuilder::default()
-            .architecture(platform_arch)
+            .architecture(host_arch())
             .os(Os::Linux)
             .config(config.build()?)
             .rootfs(
