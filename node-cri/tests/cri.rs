@@ -160,7 +160,7 @@ async fn a_busybox_container_is_created_started_stopped_and_removed() {
     let status = client.container_status(&id, false).await.unwrap();
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     assert!(status.started_at > 0);
-    assert_eq!(status.image_ref.is_empty(), false);
+    assert!(!status.image_ref.is_empty());
     // sleep ignores nothing: SIGTERM ends it well within the grace period.
     client.stop_container(&id, 10).await.unwrap();
     let status = client.container_status(&id, false).await.unwrap();
