@@ -834,11 +834,15 @@ fn status_error(
                 reason,
             }
         }
-        tonic::Code::DeadlineExceeded if timeout.is_some() => CriError::Timeout {
-            call,
-            object,
-            timeout: timeout.unwrap_or_default(),
-        },
+        // Our deadline passed: tonic reports its own timer as Cancelled("Timeout expired"),
+        // the runtime reports DeadlineExceeded.
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled if timeout.is_some() => {
+            CriError::Timeout {
+                call,
+                object,
+                timeout: timeout.unwrap_or_default(),
+            }
+        }
         code => CriError::Status {
             call,
             object,

@@ -495,3 +495,170 @@ async fn sandbox_stats_and_runtime_config_answer() {
     client.update_runtime_config("10.244.0.0/24").await.unwrap();
     harness::remove_pods(&client, &pod).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_node_reaches_a_pod_on_its_address_and_the_pod_has_no_default_route() {
+    let client = harness::shared().client();
+    let (pod, sandbox, config) = run_sandbox(&client, "reach").await;
+    let id = start_busybox(
+        &client,
+        &sandbox,
+        &config,
+        "web",
+        &["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        &[],
+    )
+    .await;
+    let ip = client
+        .pod_sandbox_status(&sandbox, false)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap();
+    // Traffic only to the pod's address, in the network namespace this test created.
+    let body = eventually(
+        Duration::from_secs(20),
+        "the pod's web server to answer",
+        || {
+            let ip = ip.clone();
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut conn = tokio::net::TcpStream::connect((ip.as_str(), 8080))
+                    .await
+                    .ok()?;
+                conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+                    .await
+                    .ok()?;
+                let mut response = String::new();
+                conn.read_to_string(&mut response).await.ok()?;
+                Some(response)
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("hello-from-pod"), "{body}");
+
+    let routes = client
+        .exec_sync(
+            &id,
+            vec!["ip".into(), "route".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        routes.contains(&harness::shared().network().cidr()),
+        "{routes}"
+    );
+    assert!(
+        !routes.contains("default"),
+        "pod traffic must stay on the node: {routes}"
+    );
+    harness::remove_pods(&client, &pod).await.unwrap();
+}
+
+#[tokio::test]
+async fn remove_image_deletes_an_imported_image() {
+    let shared = harness::shared();
+    let client = shared.client();
+    let reference = format!("example.invalid/removable:{}", std::process::id());
+    let archive = shared.dir().join("removable.tar");
+    node_images::oci::busybox_image(
+        std::path::Path::new(node_images::oci::DEFAULT_BUSYBOX_PATH),
+        &reference,
+    )
+    // Content of its own: RemoveImage removes every tag of an image id, and an identical
+    // image would share busybox's id.
+    .label("node-agent.test/removable", &reference)
+    .build()
+    .unwrap()
+    .write_to(&archive)
+    .unwrap();
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(shared.dir().join("containerd.sock"))
+        .args(["--namespace", "k8s.io", "images", "import"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = eventually(
+        Duration::from_secs(10),
+        "the CRI plugin to see the import",
+        || async { client.image_status(&reference).await.ok().flatten() },
+    )
+    .await;
+    assert!(image.repo_tags.contains(&reference));
+    client.remove_image(&reference).await.unwrap();
+    assert!(client.image_status(&reference).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn calls_give_up_at_their_deadline() {
+    // A "runtime" that accepts connections and never answers.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("silent.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", socket.display());
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        pull_timeout: Some(Duration::from_millis(300)),
+    };
+    let client = CriClient::connect_lazy(&endpoint, &endpoint, options).unwrap();
+    let err = client.list_containers(None).await.unwrap_err();
+    assert!(
+        matches!(err, CriError::Timeout { call: "ListContainers", timeout, .. } if timeout == Duration::from_millis(200)),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "CRI ListContainers timed out after 200ms");
+    let err = client
+        .pull_image(BUSYBOX_IMAGE, None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CriError::Timeout { call: "PullImage", timeout, .. } if timeout == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(err.to_string().starts_with("CRI PullImage image"), "{err}");
+    silent.abort();
+}
+
+#[tokio::test]
+async fn attach_and_sandbox_stats_listing_answer() {
+    let client = harness::shared().client();
+    let (pod, sandbox, config) = run_sandbox(&client, "attach").await;
+    let id = start_busybox(&client, &sandbox, &config, "idle", &["sleep", "3600"], &[]).await;
+    let url = client
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let stats = client
+        .list_pod_sandbox_stats(Some(cri::PodSandboxStatsFilter {
+            id: sandbox.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!(stats[0].attributes.as_ref().unwrap().id, sandbox);
+    client.reopen_container_log(&id).await.unwrap();
+    harness::remove_pods(&client, &pod).await.unwrap();
+}
