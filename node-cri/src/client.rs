@@ -157,16 +157,21 @@ impl CriClient {
         request
     }
 
-    /// Runs one unary call with a deadline and turns its failure into a [`CriError`] that
-    /// names the call and the object.
-    async fn unary<T>(
-        &self,
+    /// Runs one unary call with a deadline (sent to the runtime too) and turns its failure into
+    /// a [`CriError`] that names the call and the object.
+    async fn unary<C, Req, T, Fut>(
         call: &'static str,
         object: impl FnOnce() -> String,
         socket: &Path,
         timeout: Option<Duration>,
-        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T> {
+        client: C,
+        message: Req,
+        send: impl FnOnce(C, tonic::Request<Req>) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let response = send(client, Self::request(message, timeout));
         let outcome = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, response).await {
                 Ok(outcome) => outcome,
@@ -185,24 +190,54 @@ impl CriClient {
             .map_err(|status| status_error(call, object(), socket, timeout, status))
     }
 
-    fn runtime_call<T>(
+    /// A RuntimeService call.
+    async fn runtime_call<Req, T, Fut>(
         &self,
         call: &'static str,
         object: impl FnOnce() -> String,
         timeout: Option<Duration>,
-        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> impl Future<Output = Result<T>> {
-        self.unary(call, object, &self.runtime_socket, timeout, response)
+        message: Req,
+        send: impl FnOnce(RuntimeServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.runtime.clone();
+        Self::unary(
+            call,
+            object,
+            &self.runtime_socket,
+            timeout,
+            client,
+            message,
+            send,
+        )
+        .await
     }
 
-    fn image_call<T>(
+    /// An ImageService call.
+    async fn image_call<Req, T, Fut>(
         &self,
         call: &'static str,
         object: impl FnOnce() -> String,
         timeout: Option<Duration>,
-        response: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> impl Future<Output = Result<T>> {
-        self.unary(call, object, &self.image_socket, timeout, response)
+        message: Req,
+        send: impl FnOnce(ImageServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.images.clone();
+        Self::unary(
+            call,
+            object,
+            &self.image_socket,
+            timeout,
+            client,
+            message,
+            send,
+        )
+        .await
     }
 
     fn timeout(&self) -> Option<Duration> {
@@ -213,7 +248,6 @@ impl CriClient {
 
     /// `Version`: the runtime's name and versions.
     pub async fn version(&self) -> Result<cri::VersionResponse> {
-        let mut c = self.runtime.clone();
         let req = cri::VersionRequest {
             version: "v1".into(),
         };
@@ -221,32 +255,33 @@ impl CriClient {
             "Version",
             String::new,
             self.timeout(),
-            c.version(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.version(r).await },
         )
         .await
     }
 
     /// `Status`: the runtime's conditions (`RuntimeReady`, `NetworkReady`).
     pub async fn status(&self, verbose: bool) -> Result<cri::StatusResponse> {
-        let mut c = self.runtime.clone();
         let req = cri::StatusRequest { verbose };
         self.runtime_call(
             "Status",
             String::new,
             self.timeout(),
-            c.status(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.status(r).await },
         )
         .await
     }
 
     /// `RuntimeConfig`: the runtime's configuration the kubelet must agree with (cgroup driver).
     pub async fn runtime_config(&self) -> Result<cri::RuntimeConfigResponse> {
-        let mut c = self.runtime.clone();
         self.runtime_call(
             "RuntimeConfig",
             String::new,
             self.timeout(),
-            c.runtime_config(Self::request(cri::RuntimeConfigRequest {}, self.timeout())),
+            cri::RuntimeConfigRequest {},
+            |mut c, r| async move { c.runtime_config(r).await },
         )
         .await
     }
@@ -257,7 +292,6 @@ impl CriClient {
         config: cri::PodSandboxConfig,
         runtime_handler: &str,
     ) -> Result<String> {
-        let mut c = self.runtime.clone();
         let object = sandbox_object(&config);
         // Sandbox creation includes network set-up; upstream gives it the request timeout too.
         let req = cri::RunPodSandboxRequest {
@@ -269,7 +303,8 @@ impl CriClient {
                 "RunPodSandbox",
                 || object,
                 self.timeout(),
-                c.run_pod_sandbox(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.run_pod_sandbox(r).await },
             )
             .await?;
         Ok(resp.pod_sandbox_id)
@@ -277,7 +312,6 @@ impl CriClient {
 
     /// `StopPodSandbox`: stops the sandbox and its containers and tears down its network.
     pub async fn stop_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::StopPodSandboxRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
         };
@@ -285,7 +319,8 @@ impl CriClient {
             "StopPodSandbox",
             || format!("pod sandbox {pod_sandbox_id}"),
             self.timeout(),
-            c.stop_pod_sandbox(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.stop_pod_sandbox(r).await },
         )
         .await
         .map(drop)
@@ -293,7 +328,6 @@ impl CriClient {
 
     /// `RemovePodSandbox`: removes a stopped sandbox and its containers.
     pub async fn remove_pod_sandbox(&self, pod_sandbox_id: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::RemovePodSandboxRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
         };
@@ -301,7 +335,8 @@ impl CriClient {
             "RemovePodSandbox",
             || format!("pod sandbox {pod_sandbox_id}"),
             self.timeout(),
-            c.remove_pod_sandbox(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.remove_pod_sandbox(r).await },
         )
         .await
         .map(drop)
@@ -313,7 +348,6 @@ impl CriClient {
         pod_sandbox_id: &str,
         verbose: bool,
     ) -> Result<cri::PodSandboxStatusResponse> {
-        let mut c = self.runtime.clone();
         let req = cri::PodSandboxStatusRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
             verbose,
@@ -322,7 +356,8 @@ impl CriClient {
             "PodSandboxStatus",
             || format!("pod sandbox {pod_sandbox_id}"),
             self.timeout(),
-            c.pod_sandbox_status(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.pod_sandbox_status(r).await },
         )
         .await
     }
@@ -332,14 +367,14 @@ impl CriClient {
         &self,
         filter: Option<cri::PodSandboxFilter>,
     ) -> Result<Vec<cri::PodSandbox>> {
-        let mut c = self.runtime.clone();
         let req = cri::ListPodSandboxRequest { filter };
         let resp = self
             .runtime_call(
                 "ListPodSandbox",
                 String::new,
                 self.timeout(),
-                c.list_pod_sandbox(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.list_pod_sandbox(r).await },
             )
             .await?;
         Ok(resp.items)
@@ -352,7 +387,6 @@ impl CriClient {
         config: cri::ContainerConfig,
         sandbox_config: cri::PodSandboxConfig,
     ) -> Result<String> {
-        let mut c = self.runtime.clone();
         let name = config
             .metadata
             .as_ref()
@@ -368,7 +402,8 @@ impl CriClient {
                 "CreateContainer",
                 || format!("container {name:?} in pod sandbox {pod_sandbox_id}"),
                 self.timeout(),
-                c.create_container(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.create_container(r).await },
             )
             .await?;
         Ok(resp.container_id)
@@ -376,7 +411,6 @@ impl CriClient {
 
     /// `StartContainer`.
     pub async fn start_container(&self, container_id: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::StartContainerRequest {
             container_id: container_id.into(),
         };
@@ -384,7 +418,8 @@ impl CriClient {
             "StartContainer",
             || format!("container {container_id}"),
             self.timeout(),
-            c.start_container(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.start_container(r).await },
         )
         .await
         .map(drop)
@@ -398,7 +433,6 @@ impl CriClient {
         container_id: &str,
         grace_period_seconds: i64,
     ) -> Result<()> {
-        let mut c = self.runtime.clone();
         let timeout = self.options.request_timeout
             + Duration::from_secs(u64::try_from(grace_period_seconds).unwrap_or(0));
         let req = cri::StopContainerRequest {
@@ -409,7 +443,8 @@ impl CriClient {
             "StopContainer",
             || format!("container {container_id}"),
             Some(timeout),
-            c.stop_container(Self::request(req, Some(timeout))),
+            req,
+            |mut c, r| async move { c.stop_container(r).await },
         )
         .await
         .map(drop)
@@ -417,7 +452,6 @@ impl CriClient {
 
     /// `RemoveContainer`: removes a container (killing it first if it runs).
     pub async fn remove_container(&self, container_id: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::RemoveContainerRequest {
             container_id: container_id.into(),
         };
@@ -425,7 +459,8 @@ impl CriClient {
             "RemoveContainer",
             || format!("container {container_id}"),
             self.timeout(),
-            c.remove_container(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.remove_container(r).await },
         )
         .await
         .map(drop)
@@ -436,14 +471,14 @@ impl CriClient {
         &self,
         filter: Option<cri::ContainerFilter>,
     ) -> Result<Vec<cri::Container>> {
-        let mut c = self.runtime.clone();
         let req = cri::ListContainersRequest { filter };
         let resp = self
             .runtime_call(
                 "ListContainers",
                 String::new,
                 self.timeout(),
-                c.list_containers(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.list_containers(r).await },
             )
             .await?;
         Ok(resp.containers)
@@ -455,7 +490,6 @@ impl CriClient {
         container_id: &str,
         verbose: bool,
     ) -> Result<cri::ContainerStatus> {
-        let mut c = self.runtime.clone();
         let req = cri::ContainerStatusRequest {
             container_id: container_id.into(),
             verbose,
@@ -465,7 +499,8 @@ impl CriClient {
                 "ContainerStatus",
                 || format!("container {container_id}"),
                 self.timeout(),
-                c.container_status(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.container_status(r).await },
             )
             .await?;
         resp.status.ok_or_else(|| CriError::MissingField {
@@ -481,7 +516,6 @@ impl CriClient {
         container_id: &str,
         linux: Option<cri::LinuxContainerResources>,
     ) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::UpdateContainerResourcesRequest {
             container_id: container_id.into(),
             linux,
@@ -491,7 +525,8 @@ impl CriClient {
             "UpdateContainerResources",
             || format!("container {container_id}"),
             self.timeout(),
-            c.update_container_resources(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.update_container_resources(r).await },
         )
         .await
         .map(drop)
@@ -500,7 +535,6 @@ impl CriClient {
     /// `ReopenContainerLog`: asks the runtime to reopen a container's log file (after
     /// rotation).
     pub async fn reopen_container_log(&self, container_id: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::ReopenContainerLogRequest {
             container_id: container_id.into(),
         };
@@ -508,7 +542,8 @@ impl CriClient {
             "ReopenContainerLog",
             || format!("container {container_id}"),
             self.timeout(),
-            c.reopen_container_log(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.reopen_container_log(r).await },
         )
         .await
         .map(drop)
@@ -523,7 +558,6 @@ impl CriClient {
         cmd: Vec<String>,
         timeout: Duration,
     ) -> Result<cri::ExecSyncResponse> {
-        let mut c = self.runtime.clone();
         let deadline = (!timeout.is_zero()).then(|| timeout + self.options.request_timeout);
         let req = cri::ExecSyncRequest {
             container_id: container_id.into(),
@@ -534,21 +568,22 @@ impl CriClient {
             "ExecSync",
             || format!("container {container_id}"),
             deadline,
-            c.exec_sync(Self::request(req, deadline)),
+            req,
+            |mut c, r| async move { c.exec_sync(r).await },
         )
         .await
     }
 
     /// `Exec`: prepares a streaming exec; returns the URL of the runtime's streaming server.
     pub async fn exec(&self, request: cri::ExecRequest) -> Result<String> {
-        let mut c = self.runtime.clone();
         let id = request.container_id.clone();
         let resp = self
             .runtime_call(
                 "Exec",
                 || format!("container {id}"),
                 self.timeout(),
-                c.exec(Self::request(request, self.timeout())),
+                request,
+                |mut c, r| async move { c.exec(r).await },
             )
             .await?;
         Ok(resp.url)
@@ -556,14 +591,14 @@ impl CriClient {
 
     /// `Attach`: prepares a streaming attach; returns the streaming server URL.
     pub async fn attach(&self, request: cri::AttachRequest) -> Result<String> {
-        let mut c = self.runtime.clone();
         let id = request.container_id.clone();
         let resp = self
             .runtime_call(
                 "Attach",
                 || format!("container {id}"),
                 self.timeout(),
-                c.attach(Self::request(request, self.timeout())),
+                request,
+                |mut c, r| async move { c.attach(r).await },
             )
             .await?;
         Ok(resp.url)
@@ -571,7 +606,6 @@ impl CriClient {
 
     /// `PortForward`: prepares a port forward into a sandbox; returns the streaming server URL.
     pub async fn port_forward(&self, pod_sandbox_id: &str, ports: Vec<i32>) -> Result<String> {
-        let mut c = self.runtime.clone();
         let req = cri::PortForwardRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
             port: ports,
@@ -581,7 +615,8 @@ impl CriClient {
                 "PortForward",
                 || format!("pod sandbox {pod_sandbox_id}"),
                 self.timeout(),
-                c.port_forward(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.port_forward(r).await },
             )
             .await?;
         Ok(resp.url)
@@ -589,7 +624,6 @@ impl CriClient {
 
     /// `ContainerStats`: CPU, memory and writable-layer usage of one container.
     pub async fn container_stats(&self, container_id: &str) -> Result<cri::ContainerStats> {
-        let mut c = self.runtime.clone();
         let req = cri::ContainerStatsRequest {
             container_id: container_id.into(),
         };
@@ -598,7 +632,8 @@ impl CriClient {
                 "ContainerStats",
                 || format!("container {container_id}"),
                 self.timeout(),
-                c.container_stats(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.container_stats(r).await },
             )
             .await?;
         resp.stats.ok_or_else(|| CriError::MissingField {
@@ -613,14 +648,14 @@ impl CriClient {
         &self,
         filter: Option<cri::ContainerStatsFilter>,
     ) -> Result<Vec<cri::ContainerStats>> {
-        let mut c = self.runtime.clone();
         let req = cri::ListContainerStatsRequest { filter };
         let resp = self
             .runtime_call(
                 "ListContainerStats",
                 String::new,
                 self.timeout(),
-                c.list_container_stats(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.list_container_stats(r).await },
             )
             .await?;
         Ok(resp.stats)
@@ -628,7 +663,6 @@ impl CriClient {
 
     /// `PodSandboxStats`: CPU, memory, network and process stats of one sandbox.
     pub async fn pod_sandbox_stats(&self, pod_sandbox_id: &str) -> Result<cri::PodSandboxStats> {
-        let mut c = self.runtime.clone();
         let req = cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod_sandbox_id.into(),
         };
@@ -637,7 +671,8 @@ impl CriClient {
                 "PodSandboxStats",
                 || format!("pod sandbox {pod_sandbox_id}"),
                 self.timeout(),
-                c.pod_sandbox_stats(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.pod_sandbox_stats(r).await },
             )
             .await?;
         resp.stats.ok_or_else(|| CriError::MissingField {
@@ -652,14 +687,14 @@ impl CriClient {
         &self,
         filter: Option<cri::PodSandboxStatsFilter>,
     ) -> Result<Vec<cri::PodSandboxStats>> {
-        let mut c = self.runtime.clone();
         let req = cri::ListPodSandboxStatsRequest { filter };
         let resp = self
             .runtime_call(
                 "ListPodSandboxStats",
                 String::new,
                 self.timeout(),
-                c.list_pod_sandbox_stats(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.list_pod_sandbox_stats(r).await },
             )
             .await?;
         Ok(resp.stats)
@@ -667,7 +702,6 @@ impl CriClient {
 
     /// `UpdateRuntimeConfig`: tells the runtime the node's pod CIDR.
     pub async fn update_runtime_config(&self, pod_cidr: &str) -> Result<()> {
-        let mut c = self.runtime.clone();
         let req = cri::UpdateRuntimeConfigRequest {
             runtime_config: Some(cri::RuntimeConfig {
                 network_config: Some(cri::NetworkConfig {
@@ -679,7 +713,8 @@ impl CriClient {
             "UpdateRuntimeConfig",
             || format!("pod CIDR {pod_cidr}"),
             self.timeout(),
-            c.update_runtime_config(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.update_runtime_config(r).await },
         )
         .await
         .map(drop)
@@ -689,16 +724,25 @@ impl CriClient {
     /// events. Runtimes without it (containerd 1.6) give an error for which
     /// [`CriError::is_unimplemented`] is true, either here or as the stream's first item.
     pub async fn container_events(&self) -> Result<ContainerEventStream> {
-        let mut c = self.runtime.clone();
         let socket = self.runtime_socket.clone();
-        let stream = self
-            .runtime_call(
-                "GetContainerEvents",
-                String::new,
-                self.timeout(),
-                c.get_container_events(Self::request(cri::GetEventsRequest {}, None)),
-            )
-            .await?;
+        // The stream lives as long as the runtime: no deadline goes to the runtime, only the
+        // wait for the stream to open is bounded.
+        let timeout = self.options.request_timeout;
+        let open = self.runtime_call(
+            "GetContainerEvents",
+            String::new,
+            None,
+            cri::GetEventsRequest {},
+            |mut c, r| async move { c.get_container_events(r).await },
+        );
+        let stream =
+            tokio::time::timeout(timeout, open)
+                .await
+                .map_err(|_| CriError::Timeout {
+                    call: "GetContainerEvents",
+                    object: String::new(),
+                    timeout,
+                })??;
         Ok(Box::pin(stream.map(move |item| {
             item.map_err(|status| {
                 status_error("GetContainerEvents", String::new(), &socket, None, status)
@@ -710,14 +754,14 @@ impl CriClient {
 
     /// `ListImages`: the images that match `filter`.
     pub async fn list_images(&self, filter: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>> {
-        let mut c = self.images.clone();
         let req = cri::ListImagesRequest { filter };
         let resp = self
             .image_call(
                 "ListImages",
                 String::new,
                 self.timeout(),
-                c.list_images(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.list_images(r).await },
             )
             .await?;
         Ok(resp.images)
@@ -725,7 +769,6 @@ impl CriClient {
 
     /// `ImageStatus`: the image, or `None` when the runtime does not have it.
     pub async fn image_status(&self, image: &str) -> Result<Option<cri::Image>> {
-        let mut c = self.images.clone();
         let req = cri::ImageStatusRequest {
             image: Some(image_spec(image)),
             verbose: false,
@@ -735,7 +778,8 @@ impl CriClient {
                 "ImageStatus",
                 || format!("image {image:?}"),
                 self.timeout(),
-                c.image_status(Self::request(req, self.timeout())),
+                req,
+                |mut c, r| async move { c.image_status(r).await },
             )
             .await?;
         Ok(resp.image)
@@ -749,7 +793,6 @@ impl CriClient {
         auth: Option<cri::AuthConfig>,
         sandbox_config: Option<cri::PodSandboxConfig>,
     ) -> Result<String> {
-        let mut c = self.images.clone();
         let timeout = self.options.pull_timeout;
         let req = cri::PullImageRequest {
             image: Some(image_spec(image)),
@@ -761,7 +804,8 @@ impl CriClient {
                 "PullImage",
                 || format!("image {image:?}"),
                 timeout,
-                c.pull_image(Self::request(req, timeout)),
+                req,
+                |mut c, r| async move { c.pull_image(r).await },
             )
             .await?;
         Ok(resp.image_ref)
@@ -769,7 +813,6 @@ impl CriClient {
 
     /// `RemoveImage`.
     pub async fn remove_image(&self, image: &str) -> Result<()> {
-        let mut c = self.images.clone();
         let req = cri::RemoveImageRequest {
             image: Some(image_spec(image)),
         };
@@ -777,7 +820,8 @@ impl CriClient {
             "RemoveImage",
             || format!("image {image:?}"),
             self.timeout(),
-            c.remove_image(Self::request(req, self.timeout())),
+            req,
+            |mut c, r| async move { c.remove_image(r).await },
         )
         .await
         .map(drop)
@@ -785,12 +829,12 @@ impl CriClient {
 
     /// `ImageFsInfo`: usage of the filesystems that hold images and container layers.
     pub async fn image_fs_info(&self) -> Result<cri::ImageFsInfoResponse> {
-        let mut c = self.images.clone();
         self.image_call(
             "ImageFsInfo",
             String::new,
             self.timeout(),
-            c.image_fs_info(Self::request(cri::ImageFsInfoRequest {}, self.timeout())),
+            cri::ImageFsInfoRequest {},
+            |mut c, r| async move { c.image_fs_info(r).await },
         )
         .await
     }
