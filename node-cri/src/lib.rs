@@ -29,6 +29,7 @@ pub mod containerd;
 pub mod error;
 #[cfg(feature = "harness")]
 pub mod harness;
+pub mod runtime;
 
 pub use client::{ClientOptions, ContainerEventStream, CriClient};
 pub use containerd::{

@@ -1,0 +1,1 @@
+//! Quality-of-service classes (in progress).
