@@ -10,7 +10,13 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod events;
+pub mod kubelet;
+pub mod pod_manager;
 pub mod qos;
+pub mod runtime;
+pub mod server;
+pub mod status;
 
 pub use k8s_openapi;
 

@@ -5,14 +5,47 @@
 //! containerd under `<root-dir>/containerd` with the locally built busybox and pause images.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use node_config::{ConfigLoader, FlagOverrides, KubeletConfiguration};
-use node_cri::{ClientOptions, CriClient, ManagedContainerd, ManagedContainerdConfig};
+use node_core::config::PodConfig;
+use node_core::events::LogRecorder;
+use node_core::kubelet::{EngineConfig, Kubelet};
+use node_core::runtime::GcPolicy;
+use node_cri::runtime::CriRuntime;
+use node_cri::runtime::sandbox::NodeContext;
+use node_cri::{ClientOptions, CriClient, ManagedContainerd, ManagedContainerdConfig, PodNetwork};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
 use tracing::{info, warn};
+
+/// The demo static pod of the embedded default: busybox serving a page on port 8080.
+const DEMO_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: demo
+  labels:
+    app: demo
+spec:
+  dnsPolicy: Default
+  containers:
+  - name: web
+    image: docker.io/library/busybox:1.35
+    command: ["sh", "-c", "mkdir -p /www && echo \"hello from $(POD_NAME) on $(NODE_NAME)\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: spec.nodeName
+    ports:
+    - containerPort: 8080
+"#;
 
 /// Command-line flags; names follow the upstream kubelet where they exist.
 #[derive(Debug, Parser)]
@@ -125,6 +158,19 @@ async fn start_runtime(
     let dir = flags.root_dir.join("containerd");
     let mut managed = ManagedContainerdConfig::new(&dir);
     managed.client = options;
+    // A bridge of its own per root directory; pods get podCIDR (standalone mode), or
+    // 10.88.0.0/16.
+    let derived = PodNetwork::derived(&dir.display().to_string());
+    managed.network.name = derived.name;
+    managed.network.bridge = derived.bridge;
+    if let Some(cidr) = &config.pod_cidr {
+        let (ip, len) = cidr
+            .split_once('/')
+            .and_then(|(ip, len)| Some((ip.parse().ok()?, len.parse().ok()?)))
+            .with_context(|| format!("podCIDR {cidr:?} is not an IPv4 CIDR"))?;
+        managed.network.subnet = ip;
+        managed.network.prefix_len = len;
+    }
     managed.cgroup_driver = match config.cgroup_driver {
         node_config::CgroupDriver::Systemd => node_cri::CgroupDriver::Systemd,
         _ => node_cri::CgroupDriver::Cgroupfs,
@@ -172,8 +218,9 @@ fn main() -> std::process::ExitCode {
 
 async fn run(flags: Flags) -> Result<()> {
     let (config, endpoint_given) = load_config(&flags)?;
-    let node = node_name(&flags)?;
-    info!(node = %node, version = node_core::VERSION, "starting kubelet");
+    let node_name = node_name(&flags)?;
+    let node = node_name.clone();
+    info!(node = %node_name, version = node_core::VERSION, "starting kubelet");
     tracing::debug!(config = %config.to_yaml()?, "effective configuration");
     if flags.kubeconfig.is_some() {
         warn!(
@@ -199,10 +246,137 @@ async fn run(flags: Flags) -> Result<()> {
             "runtime condition"
         );
     }
-    let signal = wait_for_signal().await?;
+    let node_ips = match flags.node_ip {
+        Some(ip) => vec![ip],
+        None => detect_node_ips(),
+    };
+    let mut static_pod_path = config.static_pod_path.clone();
+    if static_pod_path.is_none() && matches!(runtime, RuntimeEndpoint::Managed(_)) {
+        let dir = flags.root_dir.join("manifests");
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(dir.join("demo.yaml"), DEMO_POD)
+                .with_context(|| format!("writing the demo pod into {}", dir.display()))?;
+        }
+        info!(dir = %dir.display(), "running the static pods of the embedded default");
+        static_pod_path = Some(dir);
+    }
+
+    let node = NodeContext {
+        node_name: node.clone(),
+        node_ips: node_ips.clone(),
+        cluster_dns: config.cluster_dns.clone(),
+        cluster_domain: config.cluster_domain.clone().unwrap_or_default(),
+        resolv_conf: config.resolv_conf.clone(),
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        cgroup_driver: match config.cgroup_driver {
+            node_config::CgroupDriver::Systemd => node_cri::CgroupDriver::Systemd,
+            _ => node_cri::CgroupDriver::Cgroupfs,
+        },
+        cgroups_per_qos: config.cgroups_per_qos,
+        cgroup_root: config.cgroup_root.clone().unwrap_or_else(|| "/".into()),
+        node_allocatable_cpu_millis: node_cpu_millis(),
+        node_allocatable_memory_bytes: node_memory_bytes(),
+        machine_memory_capacity_bytes: node_memory_bytes(),
+    };
+    let recorder = Arc::new(LogRecorder);
+    let cri_runtime = Arc::new(CriRuntime::new(client.clone(), node, recorder.clone()));
+    let (sources, updates) = PodConfig::new(&node_name);
+    let _file = static_pod_path
+        .as_ref()
+        .map(|path| sources.file_source(path, config.file_check_frequency));
+    let _http = match &config.static_pod_url {
+        Some(url) => Some(
+            sources
+                .http_source(url, &config.static_pod_url_header, config.http_check_frequency)
+                .with_context(|| format!("staticPodURL {url}"))?,
+        ),
+        None => None,
+    };
+    let kubelet = Kubelet::new(
+        cri_runtime,
+        recorder,
+        EngineConfig {
+            node_name: node_name.clone(),
+            node_ips: node_ips.iter().map(ToString::to_string).collect(),
+            sync_frequency: config.sync_frequency,
+            max_pods: usize::try_from(config.max_pods).unwrap_or(0),
+            gc_policy: GcPolicy::default(),
+        },
+    );
+    let router = node_core::server::router(
+        kubelet.pod_manager(),
+        kubelet.status_manager(),
+        kubelet.health(),
+        config.sync_frequency,
+    );
+    let bind = std::net::SocketAddr::new(config.healthz_bind_address, config.healthz_port);
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding the kubelet's read-only endpoints to {bind}"))?;
+    info!(address = %bind, "serving /healthz and /pods");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            warn!(error = %e, "the read-only server stopped");
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    tokio::spawn(async move {
+        if let Ok(signal) = wait_for_signal().await {
+            let _ = stop_tx.send(signal);
+        }
+    });
+    let signal = tokio::sync::Mutex::new(None);
+    kubelet
+        .run(updates, async {
+            if let Ok(s) = stop_rx.await {
+                *signal.lock().await = Some(s);
+            }
+        })
+        .await;
+    let signal = signal.lock().await.unwrap_or("shutdown");
     info!(signal, "shutting down; pods are left running");
     if let RuntimeEndpoint::Managed(containerd) = runtime {
         containerd.stop().await?;
     }
     Ok(())
+}
+
+/// The node's addresses when `--node-ip` is not given: the IPv4 addresses of the up,
+/// non-loopback interfaces, excluding the managed containerd's bridges.
+fn detect_node_ips() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = addrs
+        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+        .filter(|a| !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK))
+        .filter(|a| !a.interface_name.starts_with("na") && !a.interface_name.starts_with("veth"))
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
+        .collect();
+    ips.dedup();
+    ips.truncate(1);
+    ips
+}
+
+fn node_memory_bytes() -> i64 {
+    read_meminfo_kib(Path::new("/proc/meminfo")).map_or(0, |kib| kib * 1024)
+}
+
+fn read_meminfo_kib(path: &Path) -> Option<i64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn node_cpu_millis() -> i64 {
+    std::thread::available_parallelism().map_or(1000, |n| n.get() as i64 * 1000)
 }

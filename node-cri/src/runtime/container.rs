@@ -1,1 +1,1796 @@
-//! (in progress)
+//! A container's CRI configuration (upstream `generateContainerConfig` and
+//! `generateLinuxContainerConfig` in `pkg/kubelet/kuberuntime`), with the pieces it is made of:
+//! environment variables and `$(VAR)` expansion (`makeEnvironmentVariables`), Linux resources
+//! and OOM score (`calculateLinuxResources`, `GetContainerOOMScoreAdjust`), the effective
+//! security context and the runAsNonRoot check (`verifyRunAsNonRoot`).
+//!
+//! Mounts, devices and the termination-message file are not produced here yet: they come with
+//! the volumes work (see the `// volumes issue` note in [`container_config`]).
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::Pod;
+//! use node_cri::runtime::container::{container_config, ContainerInputs, ContainerKind};
+//! use node_cri::runtime::sandbox::NodeContext;
+//!
+//! # fn run(pod: &Pod) -> Result<(), node_cri::runtime::container::ContainerConfigError> {
+//! let ctx = NodeContext::default();
+//! let container = &pod.spec.as_ref().unwrap().containers[0];
+//! let inputs = ContainerInputs {
+//!     pod,
+//!     container,
+//!     kind: ContainerKind::Regular,
+//!     restart_count: 0,
+//!     pod_ips: &["10.88.0.5".to_string()],
+//!     image_ref: "sha256:0123abcd",
+//!     image_uid: Some(0),
+//!     image_username: "",
+//! };
+//! let config = container_config(&inputs, &ctx)?;
+//! # let _ = config; Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
+use node_config::Quantity;
+use node_core::qos::{QosClass, effective_pod_qos};
+use tracing::debug;
+
+use super::labels::{PodRef, container_annotations, container_labels};
+use super::sandbox::{
+    NodeContext, check_user_namespaces, namespace_options, selinux_option, supplemental_groups,
+};
+use crate::cri;
+
+/// The CFS period the kubelet sets, in microseconds.
+pub const CPU_PERIOD_US: i64 = 100_000;
+const MIN_SHARES: i64 = 2;
+const MAX_SHARES: i64 = 262_144;
+const SHARES_PER_CPU: i64 = 1024;
+const MILLI_CPU_TO_CPU: i64 = 1000;
+const MIN_QUOTA_PERIOD: i64 = 1000;
+
+/// OOM score of Guaranteed and node-critical containers.
+pub const GUARANTEED_OOM_SCORE_ADJ: i64 = -997;
+/// OOM score of BestEffort containers.
+pub const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
+/// Priorities at or above this make a pod critical (`scheduling.SystemCriticalPriority`).
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
+/// Paths the runtime masks in containers unless `procMount: Unmasked` (upstream
+/// `securitycontext.defaultMaskedPaths`, without the per-cpu `thermal_throttle` entries that
+/// upstream discovers on the host).
+const DEFAULT_MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Paths the runtime makes read-only unless `procMount: Unmasked`.
+const DEFAULT_READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Which list of the pod spec a container comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    /// An init container that runs to completion.
+    Init,
+    /// An init container with `restartPolicy: Always`: it keeps running beside the regular
+    /// containers.
+    Sidecar,
+    /// A regular container (`spec.containers`).
+    Regular,
+}
+
+impl ContainerKind {
+    /// The kind of the pod's container named `name`; `None` if the pod has no such container.
+    pub fn of(pod: &Pod, name: &str) -> Option<Self> {
+        let spec = pod.spec.as_ref()?;
+        if let Some(c) = spec.init_containers.iter().flatten().find(|c| c.name == name) {
+            return Some(if c.restart_policy.as_deref() == Some("Always") {
+                ContainerKind::Sidecar
+            } else {
+                ContainerKind::Init
+            });
+        }
+        spec.containers
+            .iter()
+            .any(|c| c.name == name)
+            .then_some(ContainerKind::Regular)
+    }
+}
+
+/// What a container's configuration is made from, besides the node context.
+#[derive(Clone, Copy, Debug)]
+pub struct ContainerInputs<'a> {
+    /// The pod.
+    pub pod: &'a Pod,
+    /// The container, one of the pod's.
+    pub container: &'a Container,
+    /// Which list it comes from.
+    pub kind: ContainerKind,
+    /// How many times it was restarted: the CRI attempt and the log file name.
+    pub restart_count: u32,
+    /// The sandbox's IPs, for `status.podIP(s)`.
+    pub pod_ips: &'a [String],
+    /// The image the runtime resolved (its ImageStatus id), given to CreateContainer.
+    pub image_ref: &'a str,
+    /// The image's numeric user from ImageStatus; `None` when it has none (or a name).
+    pub image_uid: Option<i64>,
+    /// The image's user name from ImageStatus when it is not numeric; empty otherwise.
+    pub image_username: &'a str,
+}
+
+/// Why a container's configuration could not be made. The message becomes the container's
+/// `CreateContainerConfigError` waiting message; the runAsNonRoot ones are upstream's, word for
+/// word.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerConfigError {
+    /// runAsNonRoot with `runAsUser: 0`.
+    #[error("container's runAsUser breaks non-root policy (pod: {:?}, container: {container})", .pod.upstream_format())]
+    RunAsUserBreaksNonRoot {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+    },
+    /// runAsNonRoot, no runAsUser, and the image runs as root (uid 0 or no user at all).
+    #[error("container has runAsNonRoot and image will run as root (pod: {:?}, container: {container})", .pod.upstream_format())]
+    ImageRunsAsRoot {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+    },
+    /// runAsNonRoot, no runAsUser, and the image names its user by name.
+    #[error("container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: {:?}, container: {container})", .pod.upstream_format())]
+    ImageNonNumericUser {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// The image's user.
+        user: String,
+    },
+    /// runAsNonRoot, no runAsUser, and the image's uid is out of range.
+    #[error("container has runAsNonRoot and image has an invalid user id ({uid}). (Must be 1-(2147483647)): must be between 0 and 2147483647, inclusive (pod: {:?}, container: {container})", .pod.upstream_format())]
+    ImageInvalidUid {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// The image's uid.
+        uid: i64,
+    },
+    /// A configMap or secret reference that cannot be resolved: this kubelet has no API server
+    /// to read them from (an optional reference is skipped instead).
+    #[error(
+        "pod {pod} container {container}: {} refers to {kind} {}/{name}{}, which cannot be read without an API server",
+        .variable.as_deref().map_or_else(|| "envFrom".to_string(), |v| format!("environment variable {v}")),
+        .pod.namespace,
+        .key.as_deref().map_or_else(String::new, |k| format!(" key {k:?}"))
+    )]
+    UnresolvableReference {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// The variable (`None` for `envFrom`).
+        variable: Option<String>,
+        /// `configMap` or `secret`.
+        kind: &'static str,
+        /// The object's name, in the pod's namespace.
+        name: String,
+        /// The key (`None` for `envFrom`).
+        key: Option<String>,
+    },
+    /// An environment variable's source cannot be evaluated.
+    #[error("pod {pod} container {container}: environment variable {variable}: {reason}")]
+    InvalidEnv {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// The variable.
+        variable: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A field of the container or pod has a value the configuration cannot be made from.
+    #[error("pod {pod} container {container}: {field}: {reason}")]
+    InvalidField {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The container asks for something this kubelet does not do yet.
+    #[error("pod {pod} container {container}: {what} is not supported")]
+    Unsupported {
+        /// The pod.
+        pod: PodRef,
+        /// The container.
+        container: String,
+        /// What it asks for.
+        what: &'static str,
+    },
+}
+
+/// The container's log file, relative to the sandbox's log directory:
+/// `<name>/<restartCount>.log`.
+pub fn container_log_path(name: &str, restart_count: u32) -> String {
+    format!("{name}/{restart_count}.log")
+}
+
+/// The container's CRI configuration.
+///
+/// As upstream: metadata (attempt = restart count), image (`image_ref`, with the spec's image
+/// as the user-specified one), command and args with `$(VAR)` expanded against the final
+/// environment, working directory, environment ([`make_environment`]), labels and
+/// annotations, log path, stdin/tty, and the Linux part: resources with the OOM score
+/// ([`container_resources`]) and the security context (pod values where the container has
+/// none, image user when no runAsUser, the pod's namespace modes and supplemental groups,
+/// `no_new_privs` from `allowPrivilegeEscalation: false`, seccomp and AppArmor profiles,
+/// masked and read-only paths). Fails the runAsNonRoot check with upstream's messages.
+pub fn container_config(
+    inputs: &ContainerInputs<'_>,
+    ctx: &NodeContext,
+) -> Result<cri::ContainerConfig, ContainerConfigError> {
+    let (pod, container) = (inputs.pod, inputs.container);
+    let key = PodRef::of(pod);
+    check_user_namespaces(pod).map_err(|what| ContainerConfigError::Unsupported {
+        pod: key.clone(),
+        container: container.name.clone(),
+        what,
+    })?;
+    let envs = make_environment(pod, container, inputs.pod_ips, ctx)?;
+    verify_run_as_non_root(pod, container, inputs.image_uid, inputs.image_username)?;
+
+    let env_map: HashMap<&str, &str> = envs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_str()))
+        .collect();
+    let lookup = |name: &str| env_map.get(name).map(|v| v.to_string());
+    let command = container
+        .command
+        .iter()
+        .flatten()
+        .map(|c| expand(c, lookup))
+        .collect();
+    let args = container
+        .args
+        .iter()
+        .flatten()
+        .map(|a| expand(a, lookup))
+        .collect();
+
+    let security_context = linux_security_context(inputs)?;
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: container.name.clone(),
+            attempt: inputs.restart_count,
+        }),
+        image: Some(cri::ImageSpec {
+            image: inputs.image_ref.to_string(),
+            user_specified_image: container.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command,
+        args,
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs,
+        // volumes issue: mounts (volumeMounts, /etc/hosts, the termination-message file),
+        // devices and CDI devices are added by the volumes work; until then a container gets
+        // none of them.
+        mounts: Vec::new(),
+        devices: Vec::new(),
+        labels: container_labels(pod, container),
+        annotations: container_annotations(pod, container, inputs.restart_count),
+        log_path: container_log_path(&container.name, inputs.restart_count),
+        stdin: container.stdin.unwrap_or(false),
+        stdin_once: container.stdin_once.unwrap_or(false),
+        tty: container.tty.unwrap_or(false),
+        linux: Some(cri::LinuxContainerConfig {
+            resources: Some(container_resources(pod, container, inputs.kind, ctx)),
+            security_context: Some(security_context),
+        }),
+        windows: None,
+        cdi_devices: Vec::new(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resources
+
+/// cpu shares for a cpu amount in millicores (upstream `MilliCPUToShares`): 2 for zero,
+/// otherwise `milli * 1024 / 1000` within [2, 262144].
+pub fn milli_cpu_to_shares(milli_cpu: i64) -> i64 {
+    if milli_cpu == 0 {
+        return MIN_SHARES;
+    }
+    (milli_cpu.saturating_mul(SHARES_PER_CPU) / MILLI_CPU_TO_CPU).clamp(MIN_SHARES, MAX_SHARES)
+}
+
+/// The CFS quota for a cpu limit in millicores over `period` µs (upstream `milliCPUToQuota`):
+/// 0 (no quota) for no limit, otherwise `milli * period / 1000`, at least 1000.
+pub fn milli_cpu_to_quota(milli_cpu: i64, period: i64) -> i64 {
+    if milli_cpu == 0 {
+        return 0;
+    }
+    (milli_cpu.saturating_mul(period) / MILLI_CPU_TO_CPU).max(MIN_QUOTA_PERIOD)
+}
+
+/// Linux resources from a cpu request, cpu limit and memory limit (upstream
+/// `calculateLinuxResources`, CFS quota on): shares from the request, or from the limit when
+/// there is no request; period 100000 µs; quota from the limit (0 without); memory limit only
+/// when non-zero.
+pub fn linux_resources(
+    cpu_request_millis: Option<i64>,
+    cpu_limit_millis: i64,
+    memory_limit_bytes: i64,
+) -> cri::LinuxContainerResources {
+    let shares = milli_cpu_to_shares(cpu_request_millis.unwrap_or(cpu_limit_millis));
+    cri::LinuxContainerResources {
+        cpu_period: CPU_PERIOD_US,
+        cpu_quota: milli_cpu_to_quota(cpu_limit_millis, CPU_PERIOD_US),
+        cpu_shares: shares,
+        memory_limit_in_bytes: memory_limit_bytes,
+        ..Default::default()
+    }
+}
+
+/// The container's Linux resources: [`linux_resources`] of its cpu request and limits, with
+/// [`oom_score_adj`].
+pub fn container_resources(
+    pod: &Pod,
+    container: &Container,
+    kind: ContainerKind,
+    ctx: &NodeContext,
+) -> cri::LinuxContainerResources {
+    let r = container.resources.as_ref();
+    let (request_cpu, _) = resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
+    let (limit_cpu, limit_memory) = resource_millis_and_bytes(r.and_then(|r| r.limits.as_ref()));
+    let mut resources = linux_resources(
+        request_cpu,
+        limit_cpu.unwrap_or(0),
+        limit_memory.unwrap_or(0),
+    );
+    resources.oom_score_adj = oom_score_adj(pod, container, kind, ctx.machine_memory_capacity_bytes);
+    resources
+}
+
+/// The container's OOM score adjustment (upstream `GetContainerOOMScoreAdjust`).
+///
+/// Node-critical pods (priority class `system-node-critical` on a critical pod) and
+/// Guaranteed pods get -997, BestEffort pods 1000. Burstable containers get
+/// `1000 - 1000 * memoryRequest / memoryCapacity`, a sidecar no more than its pod's regular
+/// container with the smallest request, clamped to [3, 999]. With an unknown (zero) capacity,
+/// Burstable containers get 999.
+pub fn oom_score_adj(
+    pod: &Pod,
+    container: &Container,
+    kind: ContainerKind,
+    memory_capacity_bytes: i64,
+) -> i64 {
+    if is_node_critical_pod(pod) {
+        return GUARANTEED_OOM_SCORE_ADJ;
+    }
+    match effective_pod_qos(pod) {
+        QosClass::Guaranteed => return GUARANTEED_OOM_SCORE_ADJ,
+        QosClass::BestEffort => return BEST_EFFORT_OOM_SCORE_ADJ,
+        QosClass::Burstable => {}
+    }
+    let score = |request: i64| -> i64 {
+        if memory_capacity_bytes <= 0 {
+            return 1000;
+        }
+        let ratio = i128::from(request) * 1000 / i128::from(memory_capacity_bytes);
+        1000 - i64::try_from(ratio).unwrap_or(i64::MAX).clamp(-1, 2000)
+    };
+    let mut adj = score(memory_request_bytes(container));
+    if kind == ContainerKind::Sidecar {
+        let smallest = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(memory_request_bytes)
+            .min();
+        if let Some(smallest) = smallest {
+            adj = adj.min(score(smallest));
+        }
+    }
+    if adj < 1000 + GUARANTEED_OOM_SCORE_ADJ {
+        return 1000 + GUARANTEED_OOM_SCORE_ADJ;
+    }
+    if adj >= BEST_EFFORT_OOM_SCORE_ADJ {
+        return BEST_EFFORT_OOM_SCORE_ADJ - 1;
+    }
+    adj
+}
+
+/// The container's memory request in bytes, defaulting to its limit, else 0.
+fn memory_request_bytes(container: &Container) -> i64 {
+    let r = container.resources.as_ref();
+    let (_, request) = resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
+    let (_, limit) = resource_millis_and_bytes(r.and_then(|r| r.limits.as_ref()));
+    request.or(limit).unwrap_or(0)
+}
+
+/// A static or mirror pod, or one with a system-critical priority (upstream `IsCriticalPod`),
+/// whose priority class is `system-node-critical`.
+fn is_node_critical_pod(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.priority_class_name.as_deref()) != Some("system-node-critical") {
+        return false;
+    }
+    let annotations = pod.metadata.annotations.as_ref();
+    let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    let is_static = annotation("kubernetes.io/config.source").is_some_and(|s| s != "api");
+    let is_mirror = annotation("kubernetes.io/config.mirror").is_some();
+    let critical_priority = spec
+        .and_then(|s| s.priority)
+        .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
+    is_static || is_mirror || critical_priority
+}
+
+fn parse_quantity(list: Option<&BTreeMap<String, ApiQuantity>>, name: &str) -> Option<Quantity> {
+    let raw = list?.get(name)?;
+    match raw.0.parse::<Quantity>() {
+        Ok(q) => Some(q),
+        Err(error) => {
+            debug!(resource = name, quantity = %raw.0, %error, "ignoring unparsable quantity");
+            None
+        }
+    }
+}
+
+/// A resource list's cpu in millicores and memory in bytes; `None` for a missing (or
+/// unparsable) entry.
+pub(crate) fn resource_millis_and_bytes(
+    list: Option<&BTreeMap<String, ApiQuantity>>,
+) -> (Option<i64>, Option<i64>) {
+    (
+        parse_quantity(list, "cpu").map(|q| q.milli_value()),
+        parse_quantity(list, "memory").map(|q| q.value()),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security context
+
+/// The pod-level values a container inherits when its own security context leaves them unset
+/// (upstream `DetermineEffectiveSecurityContext`), plus the container's own.
+struct EffectiveSecurity<'a> {
+    own: Option<&'a SecurityContext>,
+    run_as_user: Option<i64>,
+    run_as_group: Option<i64>,
+    run_as_non_root: Option<bool>,
+    se_linux: Option<&'a k8s_openapi::api::core::v1::SELinuxOptions>,
+    seccomp: Option<&'a k8s_openapi::api::core::v1::SeccompProfile>,
+}
+
+impl<'a> EffectiveSecurity<'a> {
+    fn of(pod: &'a Pod, container: &'a Container) -> Self {
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+        let own = container.security_context.as_ref();
+        EffectiveSecurity {
+            own,
+            run_as_user: own
+                .and_then(|c| c.run_as_user)
+                .or(psc.and_then(|p| p.run_as_user)),
+            run_as_group: own
+                .and_then(|c| c.run_as_group)
+                .or(psc.and_then(|p| p.run_as_group)),
+            run_as_non_root: own
+                .and_then(|c| c.run_as_non_root)
+                .or(psc.and_then(|p| p.run_as_non_root)),
+            se_linux: own
+                .and_then(|c| c.se_linux_options.as_ref())
+                .or(psc.and_then(|p| p.se_linux_options.as_ref())),
+            seccomp: own
+                .and_then(|c| c.seccomp_profile.as_ref())
+                .or(psc.and_then(|p| p.seccomp_profile.as_ref())),
+        }
+    }
+}
+
+/// Upstream `verifyRunAsNonRoot`: with an effective `runAsNonRoot: true`, the container must
+/// not run as uid 0. An explicit runAsUser decides; otherwise the image's user does, an image
+/// without a user counting as root and a named user as unverifiable.
+pub fn verify_run_as_non_root(
+    pod: &Pod,
+    container: &Container,
+    image_uid: Option<i64>,
+    image_username: &str,
+) -> Result<(), ContainerConfigError> {
+    let sc = EffectiveSecurity::of(pod, container);
+    if sc.run_as_non_root != Some(true) {
+        return Ok(());
+    }
+    let pod_ref = || PodRef::of(pod);
+    let name = || container.name.clone();
+    if let Some(user) = sc.run_as_user {
+        if user == 0 {
+            return Err(ContainerConfigError::RunAsUserBreaksNonRoot {
+                pod: pod_ref(),
+                container: name(),
+            });
+        }
+        return Ok(());
+    }
+    // Upstream getImageUser: a uid, else a user name, else root.
+    let uid = match (image_uid, image_username) {
+        (Some(uid), _) => uid,
+        (None, user) if !user.is_empty() => {
+            return Err(ContainerConfigError::ImageNonNumericUser {
+                pod: pod_ref(),
+                container: name(),
+                user: user.to_string(),
+            });
+        }
+        (None, _) => 0,
+    };
+    if uid == 0 {
+        return Err(ContainerConfigError::ImageRunsAsRoot {
+            pod: pod_ref(),
+            container: name(),
+        });
+    }
+    if !(0..=i64::from(i32::MAX)).contains(&uid) {
+        return Err(ContainerConfigError::ImageInvalidUid {
+            pod: pod_ref(),
+            container: name(),
+            uid,
+        });
+    }
+    Ok(())
+}
+
+fn linux_security_context(
+    inputs: &ContainerInputs<'_>,
+) -> Result<cri::LinuxContainerSecurityContext, ContainerConfigError> {
+    let (pod, container) = (inputs.pod, inputs.container);
+    let invalid = |field: &'static str, reason: String| ContainerConfigError::InvalidField {
+        pod: PodRef::of(pod),
+        container: container.name.clone(),
+        field,
+        reason,
+    };
+    let sc = EffectiveSecurity::of(pod, container);
+    let own = sc.own;
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let (supplemental_groups, supplemental_groups_policy) = supplemental_groups(psc)
+        .map_err(|reason| invalid("spec.securityContext.supplementalGroupsPolicy", reason))?;
+
+    let mut run_as_user = sc.run_as_user.map(|value| cri::Int64Value { value });
+    let mut run_as_username = String::new();
+    if run_as_user.is_none() {
+        run_as_user = inputs.image_uid.map(|value| cri::Int64Value { value });
+        run_as_username = inputs.image_username.to_string();
+    }
+
+    let unmasked = own.and_then(|c| c.proc_mount.as_deref()) == Some("Unmasked");
+    let paths = |list: &[&str]| {
+        if unmasked {
+            Vec::new()
+        } else {
+            list.iter().map(|p| p.to_string()).collect()
+        }
+    };
+    Ok(cri::LinuxContainerSecurityContext {
+        capabilities: own.and_then(|c| c.capabilities.as_ref()).map(|caps| cri::Capability {
+            add_capabilities: caps.add.clone().unwrap_or_default(),
+            drop_capabilities: caps.drop.clone().unwrap_or_default(),
+            add_ambient_capabilities: Vec::new(),
+        }),
+        privileged: own.and_then(|c| c.privileged).unwrap_or(false),
+        namespace_options: Some(namespace_options(pod)),
+        selinux_options: sc.se_linux.map(selinux_option),
+        run_as_user,
+        run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
+        run_as_username,
+        readonly_rootfs: own.and_then(|c| c.read_only_root_filesystem).unwrap_or(false),
+        supplemental_groups,
+        supplemental_groups_policy,
+        no_new_privs: own.and_then(|c| c.allow_privilege_escalation) == Some(false),
+        masked_paths: paths(&DEFAULT_MASKED_PATHS),
+        readonly_paths: paths(&DEFAULT_READONLY_PATHS),
+        seccomp: Some(seccomp_profile(inputs, sc.seccomp)?),
+        apparmor: apparmor_profile(pod, container)
+            .map_err(|reason| invalid("securityContext.appArmorProfile", reason))?,
+        ..Default::default()
+    })
+}
+
+fn profile(kind: cri::security_profile::ProfileType, localhost_ref: String) -> cri::SecurityProfile {
+    cri::SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref,
+    }
+}
+
+/// Upstream `getSeccompProfile` with `seccompDefault` off: the container's profile, else the
+/// pod's, else Unconfined. Localhost profiles need the kubelet's seccomp root, which the node
+/// context does not carry yet.
+fn seccomp_profile(
+    inputs: &ContainerInputs<'_>,
+    seccomp: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+) -> Result<cri::SecurityProfile, ContainerConfigError> {
+    use cri::security_profile::ProfileType;
+    match seccomp.map(|s| s.type_.as_str()) {
+        Some("RuntimeDefault") => Ok(profile(ProfileType::RuntimeDefault, String::new())),
+        Some("Localhost") => Err(ContainerConfigError::Unsupported {
+            pod: PodRef::of(inputs.pod),
+            container: inputs.container.name.clone(),
+            what: "a Localhost seccomp profile",
+        }),
+        _ => Ok(profile(ProfileType::Unconfined, String::new())),
+    }
+}
+
+/// Upstream `getAppArmorProfile`: the container's profile, else the pod's deprecated
+/// `container.apparmor.security.beta.kubernetes.io/<name>` annotation, else the pod's profile;
+/// `None` leaves the runtime's default.
+fn apparmor_profile(
+    pod: &Pod,
+    container: &Container,
+) -> Result<Option<cri::SecurityProfile>, String> {
+    use cri::security_profile::ProfileType;
+    let from_annotation = || {
+        let key = format!("container.apparmor.security.beta.kubernetes.io/{}", container.name);
+        let value = pod.metadata.annotations.as_ref()?.get(&key)?;
+        Some(match value.as_str() {
+            "runtime/default" => AppArmorProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            },
+            "unconfined" => AppArmorProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            },
+            other => AppArmorProfile {
+                type_: "Localhost".into(),
+                localhost_profile: other.strip_prefix("localhost/").map(str::to_string),
+            },
+        })
+    };
+    let chosen = container
+        .security_context
+        .as_ref()
+        .and_then(|c| c.app_armor_profile.clone())
+        .or_else(from_annotation)
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.security_context.as_ref())
+                .and_then(|p| p.app_armor_profile.clone())
+        });
+    let Some(chosen) = chosen else {
+        return Ok(None);
+    };
+    match chosen.type_.as_str() {
+        "RuntimeDefault" => Ok(Some(profile(ProfileType::RuntimeDefault, String::new()))),
+        "Unconfined" => Ok(Some(profile(ProfileType::Unconfined, String::new()))),
+        "Localhost" => match chosen.localhost_profile {
+            Some(name) if !name.is_empty() => Ok(Some(profile(ProfileType::Localhost, name))),
+            _ => Err("missing localhost apparmor profile name".into()),
+        },
+        other => Err(format!("unknown apparmor profile type: {other:?}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Environment
+
+/// Expands `$(NAME)` references in `input` (upstream `expansion.Expand`): a known name becomes
+/// its value, an unknown one stays `$(NAME)`, `$$` is an escaped `$`, and a `$` that starts
+/// neither (including an unclosed `$(`) is kept as written.
+pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let bytes = input.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut checkpoint = 0;
+    let mut cursor = 0;
+    while cursor < bytes.len() {
+        if bytes[cursor] == b'$' && cursor + 1 < bytes.len() {
+            out.extend_from_slice(&bytes[checkpoint..cursor]);
+            let rest = &bytes[cursor + 1..];
+            let advance = match rest[0] {
+                b'$' => {
+                    out.push(b'$');
+                    1
+                }
+                b'(' => match rest.iter().position(|&b| b == b')') {
+                    Some(close) => {
+                        // Both ends are ASCII, so the name is valid UTF-8.
+                        let name = String::from_utf8_lossy(&rest[1..close]);
+                        match lookup(&name) {
+                            Some(value) => out.extend_from_slice(value.as_bytes()),
+                            None => {
+                                out.extend_from_slice(b"$(");
+                                out.extend_from_slice(name.as_bytes());
+                                out.push(b')');
+                            }
+                        }
+                        close + 1
+                    }
+                    None => {
+                        out.extend_from_slice(b"$(");
+                        1
+                    }
+                },
+                other => {
+                    out.push(b'$');
+                    out.push(other);
+                    1
+                }
+            };
+            cursor += advance;
+            checkpoint = cursor + 1;
+        }
+        cursor += 1;
+    }
+    out.extend_from_slice(&bytes[checkpoint.min(bytes.len())..]);
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The container's environment (upstream `makeEnvironmentVariables`, standalone: no service
+/// variables).
+///
+/// `envFrom` first, then `env` in declaration order: a `value` is expanded against the
+/// variables before it; `valueFrom` resolves `fieldRef` (`metadata.name`, `.namespace`,
+/// `.uid`, `.labels`, `.annotations` and their `['key']` forms, `spec.nodeName`,
+/// `spec.serviceAccountName`, `status.podIP(s)`, `status.hostIP(s)`) and `resourceFieldRef`
+/// (cpu, memory, ephemeral-storage and hugepages requests and limits, with the divisor; a
+/// missing cpu or memory limit reads as node allocatable). ConfigMap and secret references
+/// need an API server: a non-optional one is an error, an optional one is skipped. A name
+/// declared twice appears once, where it was first declared, with its last value.
+pub fn make_environment(
+    pod: &Pod,
+    container: &Container,
+    pod_ips: &[String],
+    ctx: &NodeContext,
+) -> Result<Vec<cri::KeyValue>, ContainerConfigError> {
+    let key = PodRef::of(pod);
+    let mut env: Vec<cri::KeyValue> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    fn set(
+        env: &mut Vec<cri::KeyValue>,
+        index: &mut HashMap<String, usize>,
+        name: &str,
+        value: String,
+    ) {
+        match index.get(name) {
+            Some(&i) => env[i].value = value,
+            None => {
+                index.insert(name.to_string(), env.len());
+                env.push(cri::KeyValue {
+                    key: name.to_string(),
+                    value,
+                });
+            }
+        }
+    }
+    let unresolvable = |variable: Option<&str>, kind, name: &str, key_name: Option<&str>| {
+        ContainerConfigError::UnresolvableReference {
+            pod: key.clone(),
+            container: container.name.clone(),
+            variable: variable.map(str::to_string),
+            kind,
+            name: name.to_string(),
+            key: key_name.map(str::to_string),
+        }
+    };
+
+    for source in container.env_from.iter().flatten() {
+        let (kind, name, optional) = if let Some(cm) = &source.config_map_ref {
+            ("configMap", cm.name.as_str(), cm.optional)
+        } else if let Some(secret) = &source.secret_ref {
+            ("secret", secret.name.as_str(), secret.optional)
+        } else {
+            continue;
+        };
+        if optional == Some(true) {
+            debug!(pod = %key, container = %container.name, kind, name, "skipping optional envFrom source: no API server");
+            continue;
+        }
+        return Err(unresolvable(None, kind, name, None));
+    }
+
+    for var in container.env.iter().flatten() {
+        let invalid = |reason: String| ContainerConfigError::InvalidEnv {
+            pod: key.clone(),
+            container: container.name.clone(),
+            variable: var.name.clone(),
+            reason,
+        };
+        let value = match (var.value.as_deref(), var.value_from.as_ref()) {
+            (Some(v), _) if !v.is_empty() => expand(v, |name| {
+                index.get(name).map(|&i| env[i].value.clone())
+            }),
+            (_, Some(from)) => {
+                k8s_openapi::k8s_if_ge_1_34! {
+                    if from.file_key_ref.is_some() {
+                        return Err(ContainerConfigError::Unsupported {
+                            pod: key.clone(),
+                            container: container.name.clone(),
+                            what: "an environment variable from a file (fileKeyRef)",
+                        });
+                    }
+                }
+                if let Some(field) = &from.field_ref {
+                    field_value(field, pod, pod_ips, ctx).map_err(invalid)?
+                } else if let Some(resource) = &from.resource_field_ref {
+                    resource_value(resource, container, ctx).map_err(invalid)?
+                } else if let Some(r) = &from.config_map_key_ref {
+                    if r.optional == Some(true) {
+                        debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional configMap reference: no API server");
+                        continue;
+                    }
+                    return Err(unresolvable(Some(&var.name), "configMap", &r.name, Some(&r.key)));
+                } else if let Some(r) = &from.secret_key_ref {
+                    if r.optional == Some(true) {
+                        debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional secret reference: no API server");
+                        continue;
+                    }
+                    return Err(unresolvable(Some(&var.name), "secret", &r.name, Some(&r.key)));
+                } else {
+                    String::new()
+                }
+            }
+            _ => String::new(),
+        };
+        set(&mut env, &mut index, &var.name, value);
+    }
+    Ok(env)
+}
+
+/// The node's addresses as upstream reports host IPs: the primary, then the first of the other
+/// family.
+fn host_ips(ctx: &NodeContext) -> Vec<IpAddr> {
+    let Some(&primary) = ctx.node_ips.first() else {
+        return Vec::new();
+    };
+    let mut ips = vec![primary];
+    if let Some(&other) = ctx.node_ips.iter().find(|ip| ip.is_ipv6() != primary.is_ipv6()) {
+        ips.push(other);
+    }
+    ips
+}
+
+/// The pod's IPs ordered as upstream `sortPodIPs`: the first of the node's primary family, then
+/// the first of the other; anything that is not an IP is dropped.
+fn sort_pod_ips(pod_ips: &[String], ctx: &NodeContext) -> Vec<String> {
+    let v6_first = ctx.node_ips.first().is_some_and(IpAddr::is_ipv6);
+    let parsed: Vec<(&String, IpAddr)> = pod_ips
+        .iter()
+        .filter_map(|s| s.parse::<IpAddr>().ok().map(|ip| (s, ip)))
+        .collect();
+    let first_of = |v6: bool| {
+        parsed
+            .iter()
+            .find(|(_, ip)| ip.is_ipv6() == v6)
+            .map(|(s, _)| (*s).clone())
+    };
+    first_of(v6_first)
+        .into_iter()
+        .chain(first_of(!v6_first))
+        .collect()
+}
+
+/// Go's `%q` for the characters a label or annotation value may hold.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `key="value"` lines in key order (upstream `fieldpath.FormatMap`).
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", go_quote(v)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn field_value(
+    selector: &ObjectFieldSelector,
+    pod: &Pod,
+    pod_ips: &[String],
+    ctx: &NodeContext,
+) -> Result<String, String> {
+    if let Some(version) = selector.api_version.as_deref().filter(|v| !v.is_empty() && *v != "v1") {
+        return Err(format!("unsupported pod version: {version}"));
+    }
+    let path = selector.field_path.as_str();
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    if let Some((base, subscript)) = path
+        .strip_suffix("']")
+        .and_then(|p| p.split_once("['"))
+        .filter(|(base, _)| !base.is_empty())
+    {
+        let map = match base {
+            "metadata.labels" => meta.labels.as_ref(),
+            "metadata.annotations" => meta.annotations.as_ref(),
+            _ => return Err(format!("fieldPath {path:?} does not support subscript")),
+        };
+        return Ok(map.and_then(|m| m.get(subscript)).cloned().unwrap_or_default());
+    }
+    let host_ips = || {
+        let ips = host_ips(ctx);
+        if ips.is_empty() {
+            Err(format!("{path}: the node has no known IP address"))
+        } else {
+            Ok(ips)
+        }
+    };
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| ctx.node_name.clone()),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.hostIP" => host_ips()?[0].to_string(),
+        "status.hostIPs" => host_ips()?
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        "status.podIP" => sort_pod_ips(pod_ips, ctx)
+            .into_iter()
+            .next()
+            .unwrap_or_default(),
+        "status.podIPs" => sort_pod_ips(pod_ips, ctx).join(","),
+        other => return Err(format!("unsupported fieldPath: {other}")),
+    })
+}
+
+/// `ceil(a / b)` for `b > 0`.
+fn div_ceil(a: i64, b: i64) -> i64 {
+    let q = a / b;
+    if a % b != 0 && (a > 0) == (b > 0) {
+        q + 1
+    } else {
+        q
+    }
+}
+
+fn resource_value(
+    selector: &ResourceFieldSelector,
+    container: &Container,
+    ctx: &NodeContext,
+) -> Result<String, String> {
+    let divisor = match selector.divisor.as_ref() {
+        None => None,
+        Some(d) => Some(
+            d.0.parse::<Quantity>()
+                .map_err(|e| format!("invalid divisor {:?}: {e}", d.0))?,
+        ),
+    }
+    .filter(|d| !d.is_zero())
+    .unwrap_or_else(|| Quantity::from_value(1, node_config::QuantityFormat::DecimalSI));
+    let r = container.resources.as_ref();
+    let limits = r.and_then(|r| r.limits.as_ref());
+    let requests = r.and_then(|r| r.requests.as_ref());
+    let (which, resource) = selector
+        .resource
+        .split_once('.')
+        .ok_or_else(|| format!("unsupported container resource: {}", selector.resource))?;
+    // A missing request defaults to the limit, as the API server defaults it.
+    let amount = match which {
+        "limits" => parse_quantity(limits, resource),
+        "requests" => parse_quantity(requests, resource).or_else(|| parse_quantity(limits, resource)),
+        _ => None,
+    };
+    let supported = matches!(resource, "cpu" | "memory" | "ephemeral-storage")
+        || resource.starts_with("hugepages-");
+    if !matches!(which, "limits" | "requests") || !supported {
+        return Err(format!("unsupported container resource: {}", selector.resource));
+    }
+    if resource == "cpu" {
+        let milli = match (amount, which) {
+            (Some(q), _) => q.milli_value(),
+            (None, "limits") => ctx.node_allocatable_cpu_millis,
+            (None, _) => 0,
+        };
+        let per = divisor.milli_value();
+        if per <= 0 {
+            return Err(format!("invalid divisor {divisor} for {}", selector.resource));
+        }
+        return Ok(div_ceil(milli, per).to_string());
+    }
+    let value = match (amount, which, resource) {
+        (Some(q), _, _) => q.value(),
+        (None, "limits", "memory") => ctx.node_allocatable_memory_bytes,
+        (None, "limits", "ephemeral-storage") => {
+            return Err(
+                "no ephemeral-storage limit, and node allocatable ephemeral storage is not known"
+                    .into(),
+            );
+        }
+        (None, _, _) => 0,
+    };
+    let per = divisor.value();
+    if per <= 0 {
+        return Err(format!("invalid divisor {divisor} for {}", selector.resource));
+    }
+    Ok(div_ceil(value, per).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Capabilities, ConfigMapEnvSource, ConfigMapKeySelector, EnvFromSource, EnvVar,
+        EnvVarSource, PodSecurityContext, PodSpec, PodStatus, ResourceRequirements,
+        SecretKeySelector,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    const UID: &str = "uid-1";
+    const GI: i64 = 1 << 30;
+
+    fn ctx() -> NodeContext {
+        NodeContext {
+            node_name: "node-1".into(),
+            node_ips: vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
+            node_allocatable_cpu_millis: 4000,
+            node_allocatable_memory_bytes: 8 * GI,
+            machine_memory_capacity_bytes: 10 * GI,
+            ..NodeContext::default()
+        }
+    }
+
+    fn app() -> Container {
+        Container {
+            name: "app".into(),
+            image: Some("busybox:1.36".into()),
+            ..Default::default()
+        }
+    }
+
+    fn pod_with(containers: Vec<Container>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("prod".into()),
+                uid: Some(UID.into()),
+                labels: Some(BTreeMap::from([
+                    ("app".to_string(), "web".to_string()),
+                    ("tier".to_string(), "fe\"x".to_string()),
+                ])),
+                annotations: Some(BTreeMap::from([("a".to_string(), "b".to_string())])),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers,
+                service_account_name: Some("sa".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn q(items: &[(&str, &str)]) -> Option<BTreeMap<String, ApiQuantity>> {
+        (!items.is_empty()).then(|| {
+            items
+                .iter()
+                .map(|(k, v)| (k.to_string(), ApiQuantity(v.to_string())))
+                .collect()
+        })
+    }
+
+    fn with_resources(mut c: Container, req: &[(&str, &str)], lim: &[(&str, &str)]) -> Container {
+        c.resources = Some(ResourceRequirements {
+            requests: q(req),
+            limits: q(lim),
+            ..Default::default()
+        });
+        c
+    }
+
+    fn inputs<'a>(pod: &'a Pod, pod_ips: &'a [String]) -> ContainerInputs<'a> {
+        let spec = pod.spec.as_ref().unwrap();
+        ContainerInputs {
+            pod,
+            container: &spec.containers[0],
+            kind: ContainerKind::Regular,
+            restart_count: 3,
+            pod_ips,
+            image_ref: "sha256:abc",
+            image_uid: Some(1000),
+            image_username: "",
+        }
+    }
+
+    fn env_var(name: &str, value: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        }
+    }
+
+    fn field(name: &str, path: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: path.into(),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn resource(name: &str, res: &str, divisor: Option<&str>) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                resource_field_ref: Some(ResourceFieldSelector {
+                    container_name: None,
+                    divisor: divisor.map(|d| ApiQuantity(d.into())),
+                    resource: res.into(),
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn env_of(pod: &Pod, pod_ips: &[String]) -> Vec<(String, String)> {
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        make_environment(pod, c, pod_ips, &ctx())
+            .unwrap()
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    }
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn expansion_rules() {
+        let l = lookup(&[("A", "x"), ("B", "y$(A)")]);
+        assert_eq!(expand("$(A)", &l), "x");
+        assert_eq!(expand("pre-$(A)-$(A)-post", &l), "pre-x-x-post");
+        assert_eq!(expand("$$(A)", &l), "$(A)");
+        assert_eq!(expand("$$$(A)", &l), "$x");
+        assert_eq!(expand("$(X)", &l), "$(X)");
+        assert_eq!(expand("$()", &l), "$()");
+        assert_eq!(expand("$(", &l), "$(");
+        assert_eq!(expand("$(A", &l), "$(A");
+        assert_eq!(expand("a$(A", &l), "a$(A");
+        assert_eq!(expand("$", &l), "$");
+        assert_eq!(expand("$A", &l), "$A");
+        assert_eq!(expand("100$", &l), "100$");
+        // Values are not expanded again.
+        assert_eq!(expand("$(B)", &l), "y$(A)");
+        assert_eq!(expand("é$(A)ü$é", &l), "éxü$é");
+        assert_eq!(expand("", &l), "");
+    }
+
+    #[test]
+    fn env_values_see_only_earlier_variables() {
+        let mut c = app();
+        c.env = Some(vec![
+            env_var("FIRST", "1"),
+            env_var("REF", "$(FIRST)-$(LATER)"),
+            env_var("ESC", "$$(FIRST)"),
+            env_var("LATER", "2"),
+            env_var("FIRST", "one"),
+            EnvVar {
+                name: "EMPTY".into(),
+                ..Default::default()
+            },
+        ]);
+        let pod = pod_with(vec![c]);
+        assert_eq!(
+            env_of(&pod, &[]),
+            [
+                ("FIRST".to_string(), "one".to_string()),
+                ("REF".into(), "1-$(LATER)".into()),
+                ("ESC".into(), "$(FIRST)".into()),
+                ("LATER".into(), "2".into()),
+                ("EMPTY".into(), "".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn env_field_refs() {
+        let mut c = app();
+        c.env = Some(vec![
+            field("NAME", "metadata.name"),
+            field("NS", "metadata.namespace"),
+            field("UID", "metadata.uid"),
+            field("APP", "metadata.labels['app']"),
+            field("MISSING", "metadata.labels['nope']"),
+            field("ANN", "metadata.annotations['a']"),
+            field("LABELS", "metadata.labels"),
+            field("NODE", "spec.nodeName"),
+            field("SA", "spec.serviceAccountName"),
+            field("POD_IP", "status.podIP"),
+            field("POD_IPS", "status.podIPs"),
+            field("HOST_IP", "status.hostIP"),
+            field("HOST_IPS", "status.hostIPs"),
+        ]);
+        let pod = pod_with(vec![c]);
+        let ips = ["fd00::5".to_string(), "10.88.0.5".to_string(), "bogus".to_string()];
+        let env: HashMap<_, _> = env_of(&pod, &ips).into_iter().collect();
+        assert_eq!(env["NAME"], "web");
+        assert_eq!(env["NS"], "prod");
+        assert_eq!(env["UID"], UID);
+        assert_eq!(env["APP"], "web");
+        assert_eq!(env["MISSING"], "");
+        assert_eq!(env["ANN"], "b");
+        assert_eq!(env["LABELS"], "app=\"web\"\ntier=\"fe\\\"x\"");
+        // No spec.nodeName: this node.
+        assert_eq!(env["NODE"], "node-1");
+        assert_eq!(env["SA"], "sa");
+        // The node is IPv4-first, so the pod's IPv4 address comes first.
+        assert_eq!(env["POD_IP"], "10.88.0.5");
+        assert_eq!(env["POD_IPS"], "10.88.0.5,fd00::5");
+        assert_eq!(env["HOST_IP"], "192.0.2.10");
+        assert_eq!(env["HOST_IPS"], "192.0.2.10,2001:db8::10");
+    }
+
+    #[test]
+    fn env_unsupported_field_path_is_an_error() {
+        let mut c = app();
+        c.env = Some(vec![field("X", "spec.schedulerName")]);
+        let pod = pod_with(vec![c]);
+        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod prod/web container app: environment variable X: unsupported fieldPath: spec.schedulerName"
+        );
+    }
+
+    #[test]
+    fn env_resource_field_refs() {
+        let mut c = with_resources(
+            app(),
+            &[("cpu", "250m"), ("memory", "64Mi")],
+            &[("memory", "128Mi"), ("ephemeral-storage", "1Gi")],
+        );
+        c.env = Some(vec![
+            resource("REQ_CPU", "requests.cpu", None),
+            resource("REQ_CPU_M", "requests.cpu", Some("1m")),
+            resource("LIM_CPU", "limits.cpu", None),
+            resource("LIM_CPU_M", "limits.cpu", Some("1m")),
+            resource("REQ_MEM", "requests.memory", None),
+            resource("LIM_MEM_MI", "limits.memory", Some("1Mi")),
+            resource("LIM_MEM_G", "limits.memory", Some("1G")),
+            resource("EPH", "limits.ephemeral-storage", Some("1Mi")),
+        ]);
+        let pod = pod_with(vec![c]);
+        let env: HashMap<_, _> = env_of(&pod, &[]).into_iter().collect();
+        assert_eq!(env["REQ_CPU"], "1"); // ceil(0.25)
+        assert_eq!(env["REQ_CPU_M"], "250");
+        // No cpu limit: node allocatable.
+        assert_eq!(env["LIM_CPU"], "4");
+        assert_eq!(env["LIM_CPU_M"], "4000");
+        assert_eq!(env["REQ_MEM"], (64 << 20).to_string());
+        assert_eq!(env["LIM_MEM_MI"], "128");
+        assert_eq!(env["LIM_MEM_G"], "1"); // ceil(134217728 / 1e9)
+        assert_eq!(env["EPH"], "1024");
+
+        // No memory limit: node allocatable.
+        let mut c = app();
+        c.env = Some(vec![resource("LIM_MEM", "limits.memory", Some("1Gi"))]);
+        let pod = pod_with(vec![c]);
+        assert_eq!(env_of(&pod, &[]), [("LIM_MEM".to_string(), "8".to_string())]);
+
+        let mut c = app();
+        c.env = Some(vec![resource("BAD", "limits.gpu", None)]);
+        let pod = pod_with(vec![c]);
+        assert!(
+            make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn env_config_map_references() {
+        let key_ref = |optional: Option<bool>| EnvVar {
+            name: "CFG".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    key: "k".into(),
+                    name: "settings".into(),
+                    optional,
+                }),
+                ..Default::default()
+            }),
+        };
+        let mut c = app();
+        c.env = Some(vec![env_var("A", "1"), key_ref(None)]);
+        let pod = pod_with(vec![c]);
+        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod prod/web container app: environment variable CFG refers to configMap prod/settings key \"k\", which cannot be read without an API server"
+        );
+        match err {
+            ContainerConfigError::UnresolvableReference { variable, kind, name, .. } => {
+                assert_eq!((variable.as_deref(), kind, name.as_str()), (Some("CFG"), "configMap", "settings"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        // Optional references are skipped.
+        let mut c = app();
+        c.env = Some(vec![
+            env_var("A", "1"),
+            key_ref(Some(true)),
+            EnvVar {
+                name: "S".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        key: "k".into(),
+                        name: "creds".into(),
+                        optional: Some(true),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ]);
+        c.env_from = Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: "all".into(),
+                optional: Some(true),
+            }),
+            ..Default::default()
+        }]);
+        let pod = pod_with(vec![c.clone()]);
+        assert_eq!(env_of(&pod, &[]), [("A".to_string(), "1".to_string())]);
+
+        // A required envFrom source is an error.
+        c.env_from.as_mut().unwrap()[0].config_map_ref.as_mut().unwrap().optional = None;
+        let pod = pod_with(vec![c]);
+        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod prod/web container app: envFrom refers to configMap prod/all, which cannot be read without an API server"
+        );
+    }
+
+    #[test]
+    fn command_and_args_use_the_final_environment() {
+        let mut c = app();
+        c.command = Some(vec!["/bin/$(CMD)".into(), "$(UNKNOWN)".into()]);
+        c.args = Some(vec!["--name=$(POD)".into(), "$$(POD)".into(), "$(LATE)".into()]);
+        c.env = Some(vec![
+            env_var("CMD", "sh"),
+            field("POD", "metadata.name"),
+            env_var("LATE", "$(CMD)-late"),
+        ]);
+        c.working_dir = Some("/work/$(CMD)".into());
+        let pod = pod_with(vec![c]);
+        let config = container_config(&inputs(&pod, &[]), &ctx()).unwrap();
+        assert_eq!(config.command, ["/bin/sh", "$(UNKNOWN)"]);
+        assert_eq!(config.args, ["--name=web", "$(POD)", "sh-late"]);
+        // The working directory is not expanded.
+        assert_eq!(config.working_dir, "/work/$(CMD)");
+    }
+
+    #[test]
+    fn config_basics() {
+        let mut c = app();
+        c.tty = Some(true);
+        c.stdin = Some(true);
+        let pod = pod_with(vec![c]);
+        let config = container_config(&inputs(&pod, &[]), &ctx()).unwrap();
+        let m = config.metadata.unwrap();
+        assert_eq!((m.name.as_str(), m.attempt), ("app", 3));
+        let image = config.image.unwrap();
+        assert_eq!(image.image, "sha256:abc");
+        assert_eq!(image.user_specified_image, "busybox:1.36");
+        assert_eq!(config.log_path, "app/3.log");
+        assert!(config.tty && config.stdin && !config.stdin_once);
+        assert_eq!(config.labels["io.kubernetes.container.name"], "app");
+        assert_eq!(config.annotations["io.kubernetes.container.restartCount"], "3");
+        let sc = config.linux.unwrap().security_context.unwrap();
+        // The image's uid when the pod sets none.
+        assert_eq!(sc.run_as_user, Some(cri::Int64Value { value: 1000 }));
+        assert_eq!(sc.masked_paths.len(), 12);
+        assert_eq!(sc.readonly_paths.len(), 5);
+        assert_eq!(
+            sc.seccomp.unwrap().profile_type,
+            cri::security_profile::ProfileType::Unconfined as i32
+        );
+        assert_eq!(sc.apparmor, None);
+    }
+
+    #[test]
+    fn log_paths() {
+        assert_eq!(container_log_path("app", 0), "app/0.log");
+        assert_eq!(container_log_path("sidecar", 12), "sidecar/12.log");
+    }
+
+    #[test]
+    fn shares_and_quota() {
+        assert_eq!(milli_cpu_to_shares(0), 2);
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(100), 102);
+        assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(1_000_000), 262_144);
+        assert_eq!(milli_cpu_to_quota(0, CPU_PERIOD_US), 0);
+        assert_eq!(milli_cpu_to_quota(5, CPU_PERIOD_US), 1000);
+        assert_eq!(milli_cpu_to_quota(250, CPU_PERIOD_US), 25_000);
+    }
+
+    #[test]
+    fn resources_per_qos() {
+        let c = ctx();
+        // Guaranteed.
+        let pod = pod_with(vec![with_resources(app(), &[], &[("cpu", "500m"), ("memory", "1Gi")])]);
+        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        assert_eq!(r.cpu_shares, 512); // from the limit: no request
+        assert_eq!((r.cpu_period, r.cpu_quota), (100_000, 50_000));
+        assert_eq!(r.memory_limit_in_bytes, GI);
+        assert_eq!(r.oom_score_adj, -997);
+        // BestEffort.
+        let pod = pod_with(vec![app()]);
+        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (2, 0, 0));
+        assert_eq!(r.oom_score_adj, 1000);
+        // Burstable: 1 GiB of 10 GiB requested -> 900.
+        let pod = pod_with(vec![with_resources(app(), &[("cpu", "100m"), ("memory", "1Gi")], &[])]);
+        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (102, 0, 0));
+        assert_eq!(r.oom_score_adj, 900);
+        // A request present but zero gives minimal shares even with a limit.
+        let pod = pod_with(vec![with_resources(app(), &[("cpu", "0")], &[("cpu", "2")])]);
+        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        assert_eq!((r.cpu_shares, r.cpu_quota), (2, 200_000));
+    }
+
+    #[test]
+    fn oom_score_clamps_and_special_cases() {
+        let cap = 10 * GI;
+        let burstable = |mem: &str| pod_with(vec![with_resources(app(), &[("memory", mem)], &[])]);
+        let adj = |pod: &Pod, kind| {
+            let spec = pod.spec.as_ref().unwrap();
+            let c = match kind {
+                ContainerKind::Regular => &spec.containers[0],
+                _ => &spec.init_containers.as_ref().unwrap()[0],
+            };
+            oom_score_adj(pod, c, kind, cap)
+        };
+        // Requesting (almost) everything clamps to 3; requesting nothing gives 999, not 1000.
+        assert_eq!(adj(&burstable("10Gi"), ContainerKind::Regular), 3);
+        assert_eq!(adj(&burstable("20Gi"), ContainerKind::Regular), 3);
+        assert_eq!(adj(&burstable("1"), ContainerKind::Regular), 999);
+        assert_eq!(adj(&burstable("5Gi"), ContainerKind::Regular), 500);
+        // Unknown capacity.
+        let p = burstable("1Gi");
+        assert_eq!(oom_score_adj(&p, &p.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, 0), 999);
+        // A sidecar is no more killable than the smallest regular container.
+        let mut p = burstable("2Gi");
+        p.spec.as_mut().unwrap().init_containers = Some(vec![with_resources(
+            Container {
+                name: "side".into(),
+                restart_policy: Some("Always".into()),
+                ..Default::default()
+            },
+            &[("memory", "1Gi")],
+            &[],
+        )]);
+        assert_eq!(ContainerKind::of(&p, "side"), Some(ContainerKind::Sidecar));
+        assert_eq!(adj(&p, ContainerKind::Sidecar), 800);
+        // Node-critical static pods get the Guaranteed score.
+        let mut p = burstable("1Gi");
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        assert_eq!(adj(&p, ContainerKind::Regular), 900, "not critical without a source");
+        p.metadata.annotations = Some(BTreeMap::from([(
+            "kubernetes.io/config.source".to_string(),
+            "file".to_string(),
+        )]));
+        assert_eq!(adj(&p, ContainerKind::Regular), -997);
+        // The recorded QoS class wins over the spec.
+        let mut p = burstable("1Gi");
+        p.status = Some(PodStatus {
+            qos_class: Some("BestEffort".into()),
+            ..Default::default()
+        });
+        assert_eq!(adj(&p, ContainerKind::Regular), 1000);
+    }
+
+    fn non_root_pod(container_sc: Option<SecurityContext>, pod_sc: Option<PodSecurityContext>) -> Pod {
+        let mut c = app();
+        c.security_context = container_sc;
+        let mut p = pod_with(vec![c]);
+        p.spec.as_mut().unwrap().security_context = pod_sc;
+        p
+    }
+
+    fn check(pod: &Pod, uid: Option<i64>, user: &str) -> Result<(), String> {
+        verify_run_as_non_root(pod, &pod.spec.as_ref().unwrap().containers[0], uid, user)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let non_root = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        let p = non_root_pod(None, non_root.clone());
+        let f = format!("(pod: \"web_prod({UID})\", container: app)");
+        assert_eq!(check(&p, Some(1000), ""), Ok(()));
+        assert_eq!(
+            check(&p, Some(0), ""),
+            Err(format!("container has runAsNonRoot and image will run as root {f}"))
+        );
+        assert_eq!(
+            check(&p, None, ""),
+            Err(format!("container has runAsNonRoot and image will run as root {f}"))
+        );
+        assert_eq!(
+            check(&p, None, "nobody"),
+            Err(format!("container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root {f}"))
+        );
+        assert_eq!(
+            check(&p, Some(-5), ""),
+            Err(format!("container has runAsNonRoot and image has an invalid user id (-5). (Must be 1-(2147483647)): must be between 0 and 2147483647, inclusive {f}"))
+        );
+        // An explicit runAsUser decides; the container's overrides the pod's.
+        let p = non_root_pod(
+            Some(SecurityContext {
+                run_as_user: Some(0),
+                ..Default::default()
+            }),
+            Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(1000),
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            check(&p, Some(1000), ""),
+            Err(format!("container's runAsUser breaks non-root policy {f}"))
+        );
+        let p = non_root_pod(None, Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(1000),
+            ..Default::default()
+        }));
+        assert_eq!(check(&p, Some(0), ""), Ok(()));
+        // The container can lift the pod's requirement.
+        let p = non_root_pod(
+            Some(SecurityContext {
+                run_as_non_root: Some(false),
+                ..Default::default()
+            }),
+            non_root,
+        );
+        assert_eq!(check(&p, Some(0), ""), Ok(()));
+        // No requirement at all.
+        assert_eq!(check(&pod_with(vec![app()]), Some(0), ""), Ok(()));
+        // container_config runs the check.
+        let p = non_root_pod(None, Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        }));
+        let mut i = inputs(&p, &[]);
+        i.image_uid = Some(0);
+        assert!(matches!(
+            container_config(&i, &ctx()),
+            Err(ContainerConfigError::ImageRunsAsRoot { .. })
+        ));
+    }
+
+    #[test]
+    fn security_context_fields() {
+        let p = non_root_pod(
+            Some(SecurityContext {
+                capabilities: Some(Capabilities {
+                    add: Some(vec!["NET_ADMIN".into()]),
+                    drop: Some(vec!["ALL".into()]),
+                }),
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                run_as_group: Some(3000),
+                proc_mount: Some("Unmasked".into()),
+                ..Default::default()
+            }),
+            Some(PodSecurityContext {
+                run_as_user: Some(1001),
+                run_as_group: Some(2000),
+                fs_group: Some(4000),
+                supplemental_groups: Some(vec![5000]),
+                seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+        );
+        let config = container_config(&inputs(&p, &[]), &ctx()).unwrap();
+        let sc = config.linux.unwrap().security_context.unwrap();
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.add_capabilities, ["NET_ADMIN"]);
+        assert_eq!(caps.drop_capabilities, ["ALL"]);
+        assert!(sc.no_new_privs);
+        assert!(sc.readonly_rootfs);
+        assert!(!sc.privileged);
+        assert_eq!(sc.run_as_user, Some(cri::Int64Value { value: 1001 }));
+        assert_eq!(sc.run_as_username, "");
+        assert_eq!(sc.run_as_group, Some(cri::Int64Value { value: 3000 }));
+        assert_eq!(sc.supplemental_groups, [4000, 5000]);
+        assert!(sc.masked_paths.is_empty() && sc.readonly_paths.is_empty());
+        assert_eq!(
+            sc.seccomp.unwrap().profile_type,
+            cri::security_profile::ProfileType::RuntimeDefault as i32
+        );
+
+        // no_new_privs only when allowPrivilegeEscalation is false.
+        for (allow, privileged, expected) in [(None, None, false), (Some(true), None, false), (None, Some(true), false), (Some(false), None, true)] {
+            let p = non_root_pod(
+                Some(SecurityContext {
+                    allow_privilege_escalation: allow,
+                    privileged,
+                    ..Default::default()
+                }),
+                None,
+            );
+            let sc = container_config(&inputs(&p, &[]), &ctx())
+                .unwrap()
+                .linux
+                .unwrap()
+                .security_context
+                .unwrap();
+            assert_eq!(sc.no_new_privs, expected, "{allow:?} {privileged:?}");
+            assert_eq!(sc.privileged, privileged == Some(true));
+        }
+
+        // An image user name is passed on when nothing sets a uid.
+        let p = pod_with(vec![app()]);
+        let mut i = inputs(&p, &[]);
+        i.image_uid = None;
+        i.image_username = "www";
+        let sc = container_config(&i, &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        assert_eq!(sc.run_as_user, None);
+        assert_eq!(sc.run_as_username, "www");
+    }
+
+    #[test]
+    fn apparmor_sources() {
+        let mut p = pod_with(vec![app()]);
+        p.metadata.annotations = Some(BTreeMap::from([(
+            "container.apparmor.security.beta.kubernetes.io/app".to_string(),
+            "localhost/my-profile".to_string(),
+        )]));
+        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let aa = sc.apparmor.unwrap();
+        assert_eq!(aa.profile_type, cri::security_profile::ProfileType::Localhost as i32);
+        assert_eq!(aa.localhost_ref, "my-profile");
+        p.spec.as_mut().unwrap().containers[0].security_context = Some(SecurityContext {
+            app_armor_profile: Some(AppArmorProfile {
+                type_: "Unconfined".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        });
+        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        assert_eq!(sc.apparmor.unwrap().profile_type, cri::security_profile::ProfileType::Unconfined as i32);
+    }
+
+    #[test]
+    fn namespace_modes_follow_the_pod() {
+        use cri::NamespaceMode;
+        let mut p = pod_with(vec![app()]);
+        {
+            let spec = p.spec.as_mut().unwrap();
+            spec.host_network = Some(true);
+            spec.host_pid = Some(true);
+            spec.host_ipc = Some(true);
+        }
+        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let ns = sc.namespace_options.unwrap();
+        assert_eq!(
+            (ns.network, ns.pid, ns.ipc),
+            (NamespaceMode::Node as i32, NamespaceMode::Node as i32, NamespaceMode::Node as i32)
+        );
+        let p = pod_with(vec![app()]);
+        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let ns = sc.namespace_options.unwrap();
+        assert_eq!(
+            (ns.network, ns.pid, ns.ipc),
+            (NamespaceMode::Pod as i32, NamespaceMode::Container as i32, NamespaceMode::Pod as i32)
+        );
+    }
+
+    #[test]
+    fn unsupported_requests_are_errors() {
+        let mut p = pod_with(vec![app()]);
+        p.spec.as_mut().unwrap().host_users = Some(false);
+        assert!(matches!(
+            container_config(&inputs(&p, &[]), &ctx()),
+            Err(ContainerConfigError::Unsupported { .. })
+        ));
+        let p = non_root_pod(None, Some(PodSecurityContext {
+            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                type_: "Localhost".into(),
+                localhost_profile: Some("p.json".into()),
+            }),
+            ..Default::default()
+        }));
+        let err = container_config(&inputs(&p, &[]), &ctx()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pod prod/web container app: a Localhost seccomp profile is not supported"
+        );
+    }
+
+    #[test]
+    fn container_kinds() {
+        let mut p = pod_with(vec![app()]);
+        p.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+            name: "init".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(ContainerKind::of(&p, "app"), Some(ContainerKind::Regular));
+        assert_eq!(ContainerKind::of(&p, "init"), Some(ContainerKind::Init));
+        assert_eq!(ContainerKind::of(&p, "nope"), None);
+    }
+}

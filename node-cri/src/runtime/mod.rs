@@ -1,5 +1,787 @@
-//! The default `node_core::Runtime` on CRI (in progress).
+//! The default [`node_core::runtime::Runtime`]: pods on a CRI runtime.
+//!
+//! [`CriRuntime`] brings a pod to its spec the way upstream's kuberuntime manager does:
+//! compute the actions (sandbox, init containers one at a time, sidecars, containers, restart
+//! policy, changed specs), apply the crash-loop back-off, create containers from the pod spec
+//! with upstream's labels and annotations (so a restarted kubelet recognises its containers and
+//! their restart counts), stop containers with their grace period, and collect garbage.
 
+mod actions;
+mod backoff;
 pub mod container;
+mod gc;
 pub mod labels;
 pub mod sandbox;
+mod status;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use node_core::events::{EventObject, EventRecorder, EventType};
+use node_core::runtime::{
+    CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
+    GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition,
+    RuntimeError, RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams,
+    SyncAction, SyncError,
+};
+use tracing::{debug, instrument, warn};
+
+use self::actions::{compute_pod_actions, is_sidecar};
+use self::container::{ContainerInputs, ContainerKind, container_config};
+use self::sandbox::{NodeContext, pod_log_directory, pod_sandbox_config};
+use crate::client::CriClient;
+use crate::cri;
+
+/// The shortest grace period a container gets when nothing else says (upstream
+/// `minimumGracePeriodInSeconds`).
+const MINIMUM_GRACE_PERIOD: i64 = 2;
+
+/// Pods on a CRI runtime: the default `Runtime` of the node agent.
+pub struct CriRuntime {
+    client: CriClient,
+    node: NodeContext,
+    recorder: Arc<dyn EventRecorder>,
+    backoff: Mutex<backoff::BackOff>,
+    runtime_handler: String,
+    type_name: String,
+}
+
+impl std::fmt::Debug for CriRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CriRuntime")
+            .field("client", &self.client)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `name_namespace(uid)`, upstream's `format.Pod`.
+pub(crate) fn format_pod(pod: &Pod) -> String {
+    format!(
+        "{}_{}({})",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+fn sync_error(reason: &str, message: impl Into<String>) -> SyncError {
+    SyncError {
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn system_time(t: Option<k8s_openapi::jiff::Timestamp>) -> SystemTime {
+    t.map(SystemTime::from).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Go's `time.Duration` formatting for whole seconds (`10s`, `1m20s`, `5m0s`).
+pub(crate) fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, (secs % 3600) / 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+impl CriRuntime {
+    /// A runtime on `client` for the node described by `node`, recording events to
+    /// `recorder`.
+    pub fn new(client: CriClient, node: NodeContext, recorder: Arc<dyn EventRecorder>) -> Self {
+        CriRuntime {
+            client,
+            node,
+            recorder,
+            backoff: Mutex::new(backoff::BackOff::default()),
+            runtime_handler: String::new(),
+            type_name: "containerd".into(),
+        }
+    }
+
+    /// Sets the runtime type name used in container ids (default `containerd`).
+    pub fn with_type_name(mut self, name: impl Into<String>) -> Self {
+        self.type_name = name.into();
+        self
+    }
+
+    /// The CRI client.
+    pub fn client(&self) -> &CriClient {
+        &self.client
+    }
+
+    fn event(&self, object: &EventObject, kind: EventType, reason: &str, message: &str) {
+        self.recorder.record(object, kind, reason, message);
+    }
+
+    fn uid_filter(uid: &str) -> HashMap<String, String> {
+        [(labels::POD_UID_LABEL.to_string(), uid.to_string())].into()
+    }
+
+    /// Makes sure the container's image is present (pull policy Always / IfNotPresent /
+    /// Never); returns the runtime's image.
+    async fn ensure_image(
+        &self,
+        container: &Container,
+        object: &EventObject,
+    ) -> Result<cri::Image, SyncError> {
+        let image = container.image.clone().unwrap_or_default();
+        let policy = container.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
+        let present = self
+            .client
+            .image_status(&image)
+            .await
+            .map_err(|e| sync_error("ImageInspectError", format!("Failed to inspect image {image:?}: {e}")))?;
+        match (present, policy) {
+            (Some(found), p) if p != "Always" => {
+                self.event(
+                    object,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!("Container image {image:?} already present on machine"),
+                );
+                Ok(found)
+            }
+            (None, "Never") => {
+                let message =
+                    format!("Container image {image:?} is not present with pull policy of Never");
+                self.event(object, EventType::Warning, "ErrImageNeverPull", &message);
+                Err(sync_error("ErrImageNeverPull", message))
+            }
+            _ => {
+                self.event(
+                    object,
+                    EventType::Normal,
+                    "Pulling",
+                    &format!("Pulling image {image:?}"),
+                );
+                let started = Instant::now();
+                if let Err(e) = self.client.pull_image(&image, None, None).await {
+                    let message = format!("Failed to pull image {image:?}: {e}");
+                    self.event(object, EventType::Warning, "Failed", &message);
+                    return Err(sync_error("ErrImagePull", message));
+                }
+                let found = self.client.image_status(&image).await.ok().flatten();
+                let Some(found) = found else {
+                    return Err(sync_error(
+                        "ErrImagePull",
+                        format!("image {image:?} is missing after it was pulled"),
+                    ));
+                };
+                self.event(
+                    object,
+                    EventType::Normal,
+                    "Pulled",
+                    &format!(
+                        "Successfully pulled image {image:?} in {:?}. Image size: {} bytes.",
+                        started.elapsed(),
+                        found.size
+                    ),
+                );
+                Ok(found)
+            }
+        }
+    }
+
+    /// The restart count of a container with no status left: one more than the newest
+    /// `<n>.log` in its log directory, as upstream.
+    fn restart_count_from_logs(&self, pod: &Pod, name: &str) -> u32 {
+        let dir = pod_log_directory(
+            &self.node.pod_logs_dir,
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        )
+        .join(name);
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |n| n + 1)
+    }
+
+    /// Starts one container: back-off, image, config, create, start, with upstream's events.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        kind: ContainerKind,
+        sandbox_id: &str,
+        sandbox_config: &cri::PodSandboxConfig,
+        pod_ips: &[String],
+        status: &PodStatus,
+        result: &mut PodSyncResult,
+    ) -> Result<(), SyncError> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let object = EventObject::container(pod, &container.name, kind != ContainerKind::Regular);
+        let previous = status.container(&container.name);
+        if let Some(prev) = previous.filter(|p| p.state == ContainerState::Exited) {
+            let key = backoff::key(uid, &container.name, container.image.as_deref().unwrap_or_default());
+            let finished = system_time(prev.finished_at);
+            let now = SystemTime::now();
+            let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(left) = backoff.remaining(&key, finished, now) {
+                let window = left + now.duration_since(finished).unwrap_or_default();
+                drop(backoff);
+                self.event(
+                    &object,
+                    EventType::Warning,
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        container.name,
+                        format_pod(pod)
+                    ),
+                );
+                result.retry_within(left);
+                return Err(sync_error(
+                    "CrashLoopBackOff",
+                    format!(
+                        "back-off {} restarting failed container={} pod={}",
+                        go_duration(window),
+                        container.name,
+                        format_pod(pod)
+                    ),
+                ));
+            }
+            backoff.next(&key, finished, now);
+        }
+        let restart_count = match previous {
+            Some(p) => p.restart_count + 1,
+            None => self.restart_count_from_logs(pod, &container.name),
+        };
+
+        let image = self.ensure_image(container, &object).await?;
+        let inputs = ContainerInputs {
+            pod,
+            container,
+            kind,
+            restart_count,
+            pod_ips,
+            image_ref: &image.id,
+            image_uid: image.uid.as_ref().map(|u| u.value),
+            image_username: &image.username,
+        };
+        let config = container_config(&inputs, &self.node).map_err(|e| {
+            let message = e.to_string();
+            self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+            sync_error("CreateContainerConfigError", message)
+        })?;
+        let log_dir = Path::new(&sandbox_config.log_directory).join(&container.name);
+        if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
+            warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
+        }
+        let id = self
+            .client
+            .create_container(sandbox_id, config, sandbox_config.clone())
+            .await
+            .map_err(|e| {
+                let message = e.to_string();
+                self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+                sync_error("CreateContainerError", message)
+            })?;
+        self.event(
+            &object,
+            EventType::Normal,
+            "Created",
+            &format!("Created container: {}", container.name),
+        );
+        self.client.start_container(&id).await.map_err(|e| {
+            let message = e.to_string();
+            self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+            sync_error("RunContainerError", message)
+        })?;
+        self.event(
+            &object,
+            EventType::Normal,
+            "Started",
+            &format!("Started container {}", container.name),
+        );
+        Ok(())
+    }
+
+    fn grace_period(pod: Option<&Pod>, recorded: Option<i64>, override_: Option<i64>) -> i64 {
+        if let Some(g) = override_ {
+            return g;
+        }
+        let from_pod = pod.and_then(|p| {
+            p.metadata.deletion_grace_period_seconds.or_else(|| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+        });
+        from_pod
+            .or(recorded)
+            .unwrap_or(MINIMUM_GRACE_PERIOD)
+            .max(MINIMUM_GRACE_PERIOD)
+    }
+
+    async fn kill_container(
+        &self,
+        pod: Option<&Pod>,
+        running: &RuntimePod,
+        id: &ContainerId,
+        name: &str,
+        recorded_grace: Option<i64>,
+        grace_override: Option<i64>,
+        message: Option<&str>,
+    ) -> Result<(), SyncError> {
+        let grace = Self::grace_period(pod, recorded_grace, grace_override);
+        let object = match pod {
+            Some(p) => {
+                let init = p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.init_containers.as_ref())
+                    .is_some_and(|i| i.iter().any(|c| c.name == name));
+                EventObject::container(p, name, init)
+            }
+            None => EventObject {
+                kind: "Pod",
+                namespace: running.namespace.clone(),
+                name: running.name.clone(),
+                uid: running.uid.clone(),
+                field_path: format!("spec.containers{{{name}}}"),
+            },
+        };
+        let default_message = format!("Stopping container {name}");
+        self.event(
+            &object,
+            EventType::Normal,
+            "Killing",
+            message.unwrap_or(&default_message),
+        );
+        match self.client.stop_container(&id.id, grace).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(sync_error("KillContainerError", e.to_string())),
+        }
+    }
+
+    async fn kill_pod_inner(
+        &self,
+        pod: Option<&Pod>,
+        running: &RuntimePod,
+        grace_override: Option<i64>,
+    ) -> Result<(), SyncError> {
+        let kills = running
+            .containers
+            .iter()
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created | ContainerState::Unknown))
+            .map(|c| {
+                self.kill_container(
+                    pod,
+                    running,
+                    &c.id,
+                    &c.name,
+                    c.termination_grace_period,
+                    grace_override,
+                    None,
+                )
+            });
+        let results = futures::future::join_all(kills).await;
+        if let Some(err) = results.into_iter().find_map(Result::err) {
+            return Err(err);
+        }
+        for sandbox in &running.sandboxes {
+            match self.client.stop_pod_sandbox(&sandbox.id.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(sync_error("KillPodSandboxError", e.to_string())),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Runtime for CriRuntime {
+    fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    async fn get_pods(&self, all: bool) -> Result<Vec<RuntimePod>, RuntimeError> {
+        let sandboxes = self
+            .client
+            .list_pod_sandbox(None)
+            .await
+            .map_err(RuntimeError::runtime)?;
+        let containers = self
+            .client
+            .list_containers(None)
+            .await
+            .map_err(RuntimeError::runtime)?;
+        let mut pods = status::group_pods(&self.type_name, &sandboxes, &containers);
+        if !all {
+            pods.retain(RuntimePod::is_running);
+        }
+        Ok(pods)
+    }
+
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, RuntimeError> {
+        let sandboxes = self
+            .client
+            .list_pod_sandbox(Some(cri::PodSandboxFilter {
+                label_selector: Self::uid_filter(uid),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::runtime)?;
+        let mut sandbox_statuses = Vec::with_capacity(sandboxes.len());
+        for s in &sandboxes {
+            match self.client.pod_sandbox_status(&s.id, false).await {
+                Ok(resp) => {
+                    if let Some(st) = resp.status {
+                        sandbox_statuses.push(status::convert_sandbox_status(&st));
+                    }
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(RuntimeError::runtime(e)),
+            }
+        }
+        let containers = self
+            .client
+            .list_containers(Some(cri::ContainerFilter {
+                label_selector: Self::uid_filter(uid),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::runtime)?;
+        let mut container_statuses = Vec::with_capacity(containers.len());
+        for c in &containers {
+            match self.client.container_status(&c.id, false).await {
+                Ok(st) => container_statuses.push(status::convert_container_status(&self.type_name, &st)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(RuntimeError::runtime(e)),
+            }
+        }
+        Ok(status::pod_status(
+            uid,
+            name,
+            namespace,
+            sandbox_statuses,
+            container_statuses,
+        ))
+    }
+
+    #[instrument(skip_all, fields(pod = %format_pod(pod)))]
+    async fn sync_pod(&self, pod: &Pod, status: &PodStatus) -> PodSyncResult {
+        let mut result = PodSyncResult::default();
+        let actions = compute_pod_actions(pod, status);
+        debug!(?actions, "computed pod actions");
+        let pod_object = EventObject::pod(pod);
+
+        if actions.kill_pod {
+            if actions.create_sandbox && actions.sandbox_id.is_some() {
+                self.event(
+                    &pod_object,
+                    EventType::Normal,
+                    "SandboxChanged",
+                    "Pod sandbox changed, it will be killed and re-created.",
+                );
+            }
+            let running = status.running_pod(&self.type_name);
+            let killed = self.kill_pod_inner(Some(pod), &running, None).await;
+            result.push(SyncAction::KillPod, format_pod(pod), killed.err());
+            if result.error().is_some() || !actions.create_sandbox {
+                return result;
+            }
+        } else {
+            for kill in &actions.containers_to_kill {
+                let running = status.running_pod(&self.type_name);
+                let outcome = self
+                    .kill_container(Some(pod), &running, &kill.id, &kill.name, None, None, Some(&kill.message))
+                    .await;
+                result.push(SyncAction::KillContainer, kill.name.clone(), outcome.err());
+            }
+        }
+
+        if !actions.create_sandbox
+            && actions.init_containers_to_start.is_empty()
+            && actions.containers_to_start.is_empty()
+        {
+            return result;
+        }
+        let mut pod_ips = status.ips.clone();
+        let mut sandbox_id = actions.sandbox_id.clone();
+        let config = match pod_sandbox_config(pod, actions.attempt, &self.node) {
+            Ok((config, warnings)) => {
+                if actions.create_sandbox {
+                    for w in warnings {
+                        self.event(&pod_object, EventType::Warning, w.reason, &w.message);
+                    }
+                }
+                config
+            }
+            Err(e) => {
+                let message = format!("Failed to generate sandbox config for pod {}: {e}", format_pod(pod));
+                self.event(&pod_object, EventType::Warning, "FailedCreatePodSandBox", &message);
+                result.push(
+                    SyncAction::CreatePodSandbox,
+                    format_pod(pod),
+                    Some(sync_error("ConfigPodSandboxError", message)),
+                );
+                return result;
+            }
+        };
+        if actions.create_sandbox {
+            if pod.metadata.deletion_timestamp.is_some() {
+                return result;
+            }
+            if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
+                warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
+            }
+            match self.client.run_pod_sandbox(config.clone(), &self.runtime_handler).await {
+                Ok(id) => {
+                    result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
+                    if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
+                        && let Some(st) = resp.status
+                    {
+                        pod_ips = status::convert_sandbox_status(&st).ips;
+                    }
+                    sandbox_id = Some(id);
+                }
+                Err(e) => {
+                    let message = format!("Failed to create pod sandbox: {e}");
+                    self.event(&pod_object, EventType::Warning, "FailedCreatePodSandBox", &message);
+                    result.push(
+                        SyncAction::CreatePodSandbox,
+                        format_pod(pod),
+                        Some(sync_error("CreatePodSandboxError", message)),
+                    );
+                    return result;
+                }
+            }
+        }
+        let Some(sandbox_id) = sandbox_id else {
+            return result;
+        };
+        // A new sandbox starts from scratch: no earlier containers count.
+        let empty = PodStatus::default();
+        let history = if actions.create_sandbox { &empty } else { status };
+
+        let spec = pod.spec.clone().unwrap_or_default();
+        let init_containers = spec.init_containers.unwrap_or_default();
+        for &i in &actions.init_containers_to_start {
+            let Some(c) = init_containers.get(i) else { continue };
+            let kind = if is_sidecar(c) {
+                ContainerKind::Sidecar
+            } else {
+                ContainerKind::Init
+            };
+            let started = self
+                .start_container(pod, c, kind, &sandbox_id, &config, &pod_ips, history, &mut result)
+                .await;
+            let failed = started.is_err();
+            result.push(SyncAction::InitContainer, c.name.clone(), started.err());
+            if failed && kind == ContainerKind::Init {
+                return result;
+            }
+        }
+        for &i in &actions.containers_to_start {
+            let Some(c) = spec.containers.get(i) else { continue };
+            let started = self
+                .start_container(pod, c, ContainerKind::Regular, &sandbox_id, &config, &pod_ips, history, &mut result)
+                .await;
+            result.push(SyncAction::StartContainer, c.name.clone(), started.err());
+        }
+        result
+    }
+
+    async fn kill_pod(
+        &self,
+        pod: Option<&Pod>,
+        running: &RuntimePod,
+        grace_period_override: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        self.kill_pod_inner(pod, running, grace_period_override)
+            .await
+            .map_err(|e| RuntimeError::runtime(std::io::Error::other(format!("{}: {}", e.reason, e.message))))?;
+        if let Ok(mut b) = self.backoff.lock()
+            && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+        {
+            b.forget_pod(&running.uid);
+        }
+        Ok(())
+    }
+
+    async fn garbage_collect(
+        &self,
+        policy: &GcPolicy,
+        pods: &dyn PodStateProvider,
+        all_sources_ready: bool,
+    ) -> Result<(), RuntimeError> {
+        let removed = gc::collect(&self.client, &self.node.pod_logs_dir, policy, pods, all_sources_ready)
+            .await
+            .map_err(RuntimeError::runtime)?;
+        if let Ok(mut b) = self.backoff.lock() {
+            for uid in removed {
+                b.forget_pod(&uid);
+            }
+        }
+        Ok(())
+    }
+
+    async fn version(&self) -> Result<RuntimeVersion, RuntimeError> {
+        let v = self.client.version().await.map_err(RuntimeError::runtime)?;
+        Ok(RuntimeVersion {
+            name: v.runtime_name,
+            version: v.runtime_version,
+            api_version: v.runtime_api_version,
+        })
+    }
+
+    async fn status(&self) -> Result<RuntimeStatus, RuntimeError> {
+        let s = self.client.status(false).await.map_err(RuntimeError::runtime)?;
+        Ok(RuntimeStatus {
+            conditions: s
+                .status
+                .map(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| RuntimeCondition {
+                    kind: c.r#type,
+                    status: c.status,
+                    reason: c.reason,
+                    message: c.message,
+                })
+                .collect(),
+        })
+    }
+
+    async fn container_events(&self) -> Result<BoxStream<'static, ContainerEvent>, RuntimeError> {
+        let stream = self
+            .client
+            .container_events()
+            .await
+            .map_err(RuntimeError::runtime)?;
+        Ok(stream
+            .take_while(|item| {
+                if let Err(e) = item {
+                    warn!(error = %e, "container event stream ended");
+                }
+                futures::future::ready(item.is_ok())
+            })
+            .filter_map(|item| async move {
+                let event = item.ok()?;
+                let kind = match cri::ContainerEventType::try_from(event.container_event_type).ok()? {
+                    cri::ContainerEventType::ContainerCreatedEvent => ContainerEventKind::Created,
+                    cri::ContainerEventType::ContainerStartedEvent => ContainerEventKind::Started,
+                    cri::ContainerEventType::ContainerStoppedEvent => ContainerEventKind::Stopped,
+                    cri::ContainerEventType::ContainerDeletedEvent => ContainerEventKind::Deleted,
+                };
+                let pod_uid = event
+                    .pod_sandbox_status
+                    .as_ref()
+                    .and_then(|s| s.metadata.as_ref())
+                    .map(|m| m.uid.clone())?;
+                Some(ContainerEvent {
+                    container_id: event.container_id,
+                    pod_uid,
+                    kind,
+                })
+            })
+            .boxed())
+    }
+}
+
+#[async_trait]
+impl CommandRunner for CriRuntime {
+    async fn run_in_container(
+        &self,
+        id: &ContainerId,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let out = self
+            .client
+            .exec_sync(&id.id, cmd, timeout)
+            .await
+            .map_err(RuntimeError::runtime)?;
+        Ok(ExecOutput {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+}
+
+#[async_trait]
+impl StreamingRuntime for CriRuntime {
+    async fn get_exec(
+        &self,
+        id: &ContainerId,
+        cmd: Vec<String>,
+        streams: Streams,
+    ) -> Result<String, RuntimeError> {
+        self.client
+            .exec(cri::ExecRequest {
+                container_id: id.id.clone(),
+                cmd,
+                tty: streams.tty,
+                stdin: streams.stdin,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
+            })
+            .await
+            .map_err(RuntimeError::runtime)
+    }
+
+    async fn get_attach(&self, id: &ContainerId, streams: Streams) -> Result<String, RuntimeError> {
+        self.client
+            .attach(cri::AttachRequest {
+                container_id: id.id.clone(),
+                stdin: streams.stdin,
+                tty: streams.tty,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
+            })
+            .await
+            .map_err(RuntimeError::runtime)
+    }
+
+    async fn get_port_forward(&self, pod_uid: &str, ports: Vec<i32>) -> Result<String, RuntimeError> {
+        let sandboxes = self
+            .client
+            .list_pod_sandbox(Some(cri::PodSandboxFilter {
+                label_selector: Self::uid_filter(pod_uid),
+                state: Some(cri::PodSandboxStateValue {
+                    state: cri::PodSandboxState::SandboxReady as i32,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::runtime)?;
+        let Some(sandbox) = sandboxes.first() else {
+            return Err(RuntimeError::runtime(std::io::Error::other(format!(
+                "pod {pod_uid} has no ready sandbox"
+            ))));
+        };
+        self.client
+            .port_forward(&sandbox.id, ports)
+            .await
+            .map_err(RuntimeError::runtime)
+    }
+}

@@ -1,0 +1,561 @@
+//! The standalone kubelet end to end: the kubelet binary runs static pods on a real containerd
+//! (one per test, started by the harness), driven through manifests and observed through
+//! `/pods` and the CRI, as a user would.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use node_cri::harness::{self, eventually};
+use node_cri::{CriClient, ManagedContainerd, cri};
+
+const KUBELET: &str = env!("CARGO_BIN_EXE_kubelet");
+const NODE: &str = "test-node";
+
+/// A kubelet process with its own containerd, manifest directory and port.
+struct Node {
+    dir: PathBuf,
+    containerd: Option<ManagedContainerd>,
+    client: CriClient,
+    port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl Node {
+    /// Starts containerd and the kubelet; `extra` is appended to the kubelet's config.
+    async fn start(tag: &str, extra: &str) -> Node {
+        let config = harness::test_config(tag).expect("harness config");
+        let dir = config.dir.clone();
+        let containerd = ManagedContainerd::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let client = containerd.client().clone();
+        let port = free_port();
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let config = dir.join("kubelet.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+                 staticPodPath: {manifests}\ncontainerRuntimeEndpoint: {endpoint}\n\
+                 healthzPort: {port}\npodLogsDir: {logs}\ncgroupRoot: /node-agent-test/{pid}\n\
+                 syncFrequency: 10s\n{extra}",
+                manifests = dir.join("manifests").display(),
+                endpoint = containerd.endpoint(),
+                logs = dir.join("logs").display(),
+                pid = std::process::id(),
+            ),
+        )
+        .unwrap();
+        let mut node = Node {
+            dir,
+            containerd: Some(containerd),
+            client,
+            port,
+            config,
+            child: None,
+            log: Arc::default(),
+        };
+        node.spawn_kubelet();
+        node
+    }
+
+    fn spawn_kubelet(&mut self) {
+        let mut child = Command::new(KUBELET)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root-dir")
+            .arg(self.dir.join("root"))
+            .args(["--hostname-override", NODE, "--node-ip", "127.0.0.1"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run the kubelet");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    fn stop_kubelet(&mut self) {
+        let mut child = self.child.take().expect("kubelet running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "kubelet exit status {status}; log:\n{}", self.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn manifest(&self, name: &str) -> PathBuf {
+        self.dir.join("manifests").join(name)
+    }
+
+    fn write(&self, name: &str, body: &str) {
+        // Write then rename, as editors and config managers do.
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, self.manifest(name)).unwrap();
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).await.ok()?;
+        let (head, body) = raw.split_once("\r\n\r\n")?;
+        let code = head.split(' ').nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    }
+
+    async fn pods(&self) -> Option<Vec<Pod>> {
+        let (code, body) = self.get("/pods").await?;
+        if code != 200 {
+            return None;
+        }
+        let list: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(list["kind"], "PodList");
+        assert_eq!(list["apiVersion"], "v1");
+        serde_json::from_value(list["items"].clone()).ok()
+    }
+
+    /// Waits until pod `name` (without the node suffix) satisfies `check`.
+    async fn wait_pod(&self, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
+        let full = format!("{name}-{NODE}");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let pods = self.pods().await.unwrap_or_default();
+            if let Some(pod) = pods.iter().find(|p| p.metadata.name.as_deref() == Some(&full))
+                && check(pod)
+            {
+                return pod.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pod {full} never became {what}; pods: {}\nkubelet log:\n{}",
+                    serde_json::to_string_pretty(&pods).unwrap_or_default(),
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let full = format!("{name}-{NODE}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self
+            .pods()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(&full))
+        {
+            assert!(Instant::now() < deadline, "pod {full} still listed; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The runtime's containers of pod `uid`.
+    async fn containers_of(&self, uid: &str) -> Vec<cri::Container> {
+        self.client
+            .list_containers(Some(cri::ContainerFilter {
+                label_selector: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+    }
+
+    async fn running_containers_of(&self, uid: &str) -> usize {
+        self.containers_of(uid)
+            .await
+            .iter()
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .count()
+    }
+
+    /// Stops the kubelet, removes every pod from the runtime, stops containerd.
+    async fn shutdown(mut self) {
+        if self.child.is_some() {
+            self.stop_kubelet();
+        }
+        for s in self.client.list_pod_sandbox(None).await.unwrap_or_default() {
+            let _ = self.client.stop_pod_sandbox(&s.id).await;
+            let _ = self.client.remove_pod_sandbox(&s.id).await;
+        }
+        if let Some(c) = self.containerd.take() {
+            let _ = c.stop().await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+fn phase(pod: &Pod) -> String {
+    pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+fn running(pod: &Pod) -> bool {
+    phase(pod) == "Running"
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs.iter().all(|c| c.ready))
+}
+
+fn container_status(pod: &Pod, name: &str) -> k8s_openapi::api::core::v1::ContainerStatus {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status of container {name}: {pod:?}"))
+}
+
+fn busybox_pod(name: &str, policy: &str, command: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {policy}\n{extra_spec}  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", {command:?}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_added_changed_and_removed_drive_pods_and_pods_shows_their_status() {
+    let node = Node::start("crud", "podCIDR: 10.231.7.0/24\n").await;
+    node.write("web.yaml", &busybox_pod("web", "Always", "exec sleep 3600", ""));
+    let pod = node.wait_pod("web", "running", running).await;
+    let first = uid(&pod);
+
+    // /pods shows the upstream status fields.
+    let status = pod.status.clone().unwrap();
+    let conditions = status.conditions.clone().unwrap();
+    for kind in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"] {
+        let c = conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .unwrap_or_else(|| panic!("condition {kind} in {conditions:?}"));
+        assert_eq!(c.status, "True", "{kind}");
+        assert!(c.last_transition_time.is_some(), "{kind} has a lastTransitionTime");
+    }
+    let ip = status.pod_ip.clone().expect("podIP");
+    assert!(ip.starts_with("10.231.7."), "pod IP {ip} from podCIDR");
+    assert_eq!(status.pod_ips.as_ref().map(Vec::len), Some(1));
+    assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
+    assert!(status.start_time.is_some());
+    assert_eq!(status.qos_class.as_deref(), Some("BestEffort"));
+    let main = container_status(&pod, "main");
+    assert!(main.ready && main.started == Some(true));
+    assert_eq!(main.restart_count, 0);
+    assert_eq!(main.image, "docker.io/library/busybox:1.35");
+    assert!(main.image_id.starts_with("sha256:"), "{}", main.image_id);
+    assert!(main.container_id.as_deref().unwrap_or_default().starts_with("containerd://"));
+    assert!(main.state.as_ref().and_then(|s| s.running.as_ref()).is_some_and(|r| r.started_at.is_some()));
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("kubernetes.io/config.source").map(String::as_str), Some("file"));
+    assert_eq!(annotations.get("kubernetes.io/config.hash"), Some(&first));
+    assert!(annotations.contains_key("kubernetes.io/config.seen"));
+    assert_eq!(node.get("/healthz").await.map(|(c, b)| (c, b.trim().to_string())), Some((200, "ok".into())));
+
+    // A changed manifest is a new pod; the old one is stopped.
+    node.write("web.yaml", &busybox_pod("web", "Always", "exec sleep 3601", ""));
+    let pod = node.wait_pod("web", "replaced", |p| uid(p) != first && running(p)).await;
+    let second = uid(&pod);
+    assert_eq!(node.running_containers_of(&first).await, 0, "old pod's containers stopped");
+
+    // A removed manifest stops the pod.
+    std::fs::remove_file(node.manifest("web.yaml")).unwrap();
+    node.wait_gone("web").await;
+    eventually(Duration::from_secs(30), "the removed pod's containers to stop", || async {
+        (node.running_containers_of(&second).await == 0).then_some(())
+    })
+    .await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_source_serving_a_pod_list_runs_its_pods() {
+    use axum::routing::get;
+    let seen_header = Arc::new(Mutex::new(None::<String>));
+    let seen = seen_header.clone();
+    let list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PodList",
+        "items": [
+            serde_yaml_pod("alpha", "exec sleep 3600"),
+            serde_yaml_pod("beta", "exec sleep 3600"),
+        ]
+    });
+    let app = axum::Router::new().route(
+        "/pods.json",
+        get(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            let list = list.clone();
+            async move {
+                *seen.lock().unwrap() = headers.get("x-test").and_then(|v| v.to_str().ok()).map(String::from);
+                axum::Json(list)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/pods.json", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let node = Node::start(
+        "url",
+        &format!("staticPodURL: {url}\nhttpCheckFrequency: 1s\nstaticPodURLHeader:\n  X-Test: [\"yes\"]\n"),
+    )
+    .await;
+    for name in ["alpha", "beta"] {
+        let pod = node.wait_pod(name, "running", running).await;
+        let source = pod.metadata.annotations.unwrap_or_default().get("kubernetes.io/config.source").cloned();
+        assert_eq!(source.as_deref(), Some("http"));
+    }
+    assert_eq!(seen_header.lock().unwrap().as_deref(), Some("yes"));
+    server.abort();
+    node.shutdown().await;
+}
+
+fn serde_yaml_pod(name: &str, command: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": "docker.io/library/busybox:1.35", "command": ["sh", "-c", command]}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_container_is_restarted_with_growing_back_off() {
+    let node = Node::start("crash", "").await;
+    node.write("crash.yaml", &busybox_pod("crash", "Always", "sleep 1; exit 1", ""));
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    // The first failure restarts at once; then back-off 10s, then 20s.
+    while !messages.iter().any(|m: &String| m.starts_with("back-off 20s")) {
+        assert!(Instant::now() < deadline, "back-off messages so far: {messages:?}\n{}", node.log_text());
+        if let Some(pod) = node.pods().await.and_then(|p| p.into_iter().find(|p| p.metadata.name.as_deref() == Some("crash-test-node"))) {
+            let s = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first().cloned());
+            if let Some(waiting) = s.as_ref().and_then(|s| s.state.as_ref()).and_then(|st| st.waiting.clone())
+                && waiting.reason.as_deref() == Some("CrashLoopBackOff")
+            {
+                let message = waiting.message.unwrap_or_default();
+                let last = s.as_ref().and_then(|s| s.last_state.as_ref()).and_then(|l| l.terminated.clone());
+                assert_eq!(last.map(|t| t.exit_code), Some(1), "last state shows the failure");
+                assert!(message.contains("restarting failed container=main pod=crash-test-node_default("), "{message}");
+                if !messages.contains(&message) {
+                    messages.push(message);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(messages[0].starts_with("back-off 10s"), "{messages:?}");
+    let pod = node.wait_pod("crash", "restarted at least twice", |p| container_status(p, "main").restart_count >= 2).await;
+    assert!(container_status(&pod, "main").restart_count >= 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_policy_never_ends_in_succeeded_or_failed_with_exit_codes() {
+    let node = Node::start("never", "").await;
+    node.write("ok.yaml", &busybox_pod("ok", "Never", "exit 0", ""));
+    node.write("bad.yaml", &busybox_pod("bad", "Never", "exit 3", ""));
+    let ok = node.wait_pod("ok", "Succeeded", |p| phase(p) == "Succeeded").await;
+    let t = container_status(&ok, "main").state.unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
+    let bad = node.wait_pod("bad", "Failed", |p| phase(p) == "Failed").await;
+    let s = container_status(&bad, "main");
+    let t = s.state.unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
+    assert_eq!(s.restart_count, 0, "never restarted");
+    let ready = bad.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodFailed")));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_containers_finish_in_order_before_the_app_container_starts() {
+    let node = Node::start("init", "").await;
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ordered\nspec:\n  initContainers:\n\
+  - name: first\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"1\"]\n\
+  - name: second\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"1\"]\n\
+  containers:\n  - name: app\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n";
+    node.write("ordered.yaml", manifest);
+    let pod = node.wait_pod("ordered", "running", running).await;
+    let status = pod.status.clone().unwrap();
+    let init = status.init_container_statuses.clone().unwrap();
+    let term = |i: usize| init[i].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(init[0].name, "first");
+    assert_eq!(init[1].name, "second");
+    let (first, second) = (term(0), term(1));
+    assert_eq!((first.exit_code, second.exit_code), (0, 0));
+    let app_started = container_status(&pod, "app").state.unwrap().running.unwrap().started_at.unwrap();
+    assert!(first.finished_at.clone().unwrap().0 <= second.started_at.clone().unwrap().0, "first before second");
+    assert!(second.finished_at.clone().unwrap().0 <= app_started.0, "second before app");
+    let initialized = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+    assert_eq!(initialized.status, "True");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests_vanished() {
+    let mut node = Node::start("adopt", "").await;
+    node.write("keep.yaml", &busybox_pod("keep", "Always", "exec sleep 3600", ""));
+    node.write("gone.yaml", &busybox_pod("gone", "Always", "exec sleep 3600", ""));
+    let keep = node.wait_pod("keep", "running", running).await;
+    let gone = node.wait_pod("gone", "running", running).await;
+    let before = container_status(&keep, "main").container_id.unwrap();
+
+    // SIGTERM leaves the pods running.
+    node.stop_kubelet();
+    assert_eq!(node.running_containers_of(&uid(&keep)).await, 1);
+    assert_eq!(node.running_containers_of(&uid(&gone)).await, 1);
+    std::fs::remove_file(node.manifest("gone.yaml")).unwrap();
+
+    node.spawn_kubelet();
+    let adopted = node.wait_pod("keep", "running again", running).await;
+    let s = container_status(&adopted, "main");
+    assert_eq!(s.container_id.unwrap(), before, "the same container, not a new one");
+    assert_eq!(s.restart_count, 0);
+    assert_eq!(uid(&adopted), uid(&keep));
+    eventually(Duration::from_secs(30), "the vanished pod's containers to stop", || async {
+        (node.running_containers_of(&uid(&gone)).await == 0).then_some(())
+    })
+    .await;
+    // Still the same container a few resyncs later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = node.wait_pod("keep", "running", running).await;
+    assert_eq!(container_status(&again, "main").container_id, Some(before));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
+    let node = Node::start("malformed", "").await;
+    node.write("good.yaml", &busybox_pod("good", "Always", "exec sleep 3600", ""));
+    node.write(
+        "dup.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dup\nspec:\n  containers:\n  - name: a\n    image: docker.io/library/busybox:1.35\n  - name: a\n    image: docker.io/library/busybox:1.35\n",
+    );
+    node.write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [this is not\n");
+    node.wait_pod("good", "running", running).await;
+    let names: Vec<String> = node.pods().await.unwrap().iter().filter_map(|p| p.metadata.name.clone()).collect();
+    assert_eq!(names, ["good-test-node"]);
+    let log = node.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("dup.yaml") && l.contains("spec.containers[1].name") && l.contains("Duplicate value")),
+        "rejection of dup.yaml names the field:\n{log}"
+    );
+    assert!(log.lines().any(|l| l.contains("broken.yaml")), "rejection of broken.yaml:\n{log}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn termination_honours_the_grace_period() {
+    let node = Node::start("grace", "").await;
+    // Exits 2s after SIGTERM, well within its 10s grace period.
+    node.write(
+        "polite.yaml",
+        &busybox_pod(
+            "polite",
+            "Always",
+            "trap 'sleep 2; exit 0' TERM; while :; do sleep 1 & wait $!; done",
+            "  terminationGracePeriodSeconds: 10\n",
+        ),
+    );
+    // Ignores SIGTERM: killed when its 3s grace period ends.
+    node.write(
+        "stubborn.yaml",
+        &busybox_pod(
+            "stubborn",
+            "Always",
+            "trap '' TERM; while :; do sleep 1; done",
+            "  terminationGracePeriodSeconds: 3\n",
+        ),
+    );
+    let polite = uid(&node.wait_pod("polite", "running", running).await);
+    let stubborn = uid(&node.wait_pod("stubborn", "running", running).await);
+    let removed_at = std::time::SystemTime::now();
+    std::fs::remove_file(node.manifest("polite.yaml")).unwrap();
+    std::fs::remove_file(node.manifest("stubborn.yaml")).unwrap();
+    let finished = |uid: String| {
+        let node = &node;
+        async move {
+            let c = node.containers_of(&uid).await.into_iter().next()?;
+            let s = node.client.container_status(&c.id, false).await.ok()?;
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    };
+    let p = eventually(Duration::from_secs(30), "polite to exit", || finished(polite.clone())).await;
+    let s = eventually(Duration::from_secs(30), "stubborn to be killed", || finished(stubborn.clone())).await;
+    let after = |nanos: i64| {
+        (std::time::UNIX_EPOCH + Duration::from_nanos(nanos as u64))
+            .duration_since(removed_at)
+            .unwrap_or_default()
+    };
+    assert_eq!(p.exit_code, 0, "polite exited on its own");
+    assert!(after(p.finished_at) >= Duration::from_millis(1500), "polite ran its 2s trap: {:?}", after(p.finished_at));
+    assert!(after(p.finished_at) < Duration::from_secs(9));
+    assert_eq!(s.exit_code, 137, "stubborn was killed");
+    assert!(after(s.finished_at) >= Duration::from_millis(2500), "stubborn got its 3s: {:?}", after(s.finished_at));
+    assert!(after(s.finished_at) < Duration::from_secs(9));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_pods_rejects_the_pod_beyond_capacity() {
+    let node = Node::start("maxpods", "maxPods: 1\n").await;
+    node.write("one.yaml", &busybox_pod("one", "Always", "exec sleep 3600", ""));
+    node.wait_pod("one", "running", running).await;
+    node.write("two.yaml", &busybox_pod("two", "Always", "exec sleep 3600", ""));
+    let two = node.wait_pod("two", "rejected", |p| phase(p) == "Failed").await;
+    let status = two.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1")
+    );
+    assert_eq!(node.running_containers_of(&uid(&two)).await, 0);
+    node.shutdown().await;
+}
+

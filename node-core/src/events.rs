@@ -1,0 +1,133 @@
+//! Events about pods, with upstream reasons (`Pulling`, `Created`, `Started`, `Killing`,
+//! `BackOff`, ...). Without an API server they are logged; a recorder that posts them comes
+//! with cluster mode.
+
+use std::sync::Mutex;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Something expected happened.
+    Normal,
+    /// Something went wrong.
+    Warning,
+}
+
+impl EventType {
+    /// The API string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// The object an event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventObject {
+    /// `Pod` or `Node`.
+    pub kind: &'static str,
+    /// Namespace (empty for nodes).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// The field, e.g. `spec.containers{web}`.
+    pub field_path: String,
+}
+
+impl EventObject {
+    /// The pod itself.
+    pub fn pod(pod: &Pod) -> Self {
+        EventObject {
+            kind: "Pod",
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            field_path: String::new(),
+        }
+    }
+
+    /// A container of the pod (`spec.containers{name}` or `spec.initContainers{name}`).
+    pub fn container(pod: &Pod, container: &str, init: bool) -> Self {
+        let field = if init { "initContainers" } else { "containers" };
+        EventObject {
+            field_path: format!("spec.{field}{{{container}}}"),
+            ..EventObject::pod(pod)
+        }
+    }
+}
+
+/// One recorded event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What it is about.
+    pub object: EventObject,
+    /// Normal or Warning.
+    pub event_type: EventType,
+    /// Upstream reason.
+    pub reason: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Where events go.
+pub trait EventRecorder: Send + Sync {
+    /// Records an event.
+    fn record(&self, object: &EventObject, event_type: EventType, reason: &str, message: &str);
+}
+
+/// Logs events with tracing (the standalone default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogRecorder;
+
+impl EventRecorder for LogRecorder {
+    fn record(&self, object: &EventObject, event_type: EventType, reason: &str, message: &str) {
+        let pod = format!("{}/{}", object.namespace, object.name);
+        match event_type {
+            EventType::Normal => tracing::info!(
+                pod = %pod,
+                object = %object.field_path,
+                reason,
+                "{message}"
+            ),
+            EventType::Warning => tracing::warn!(
+                pod = %pod,
+                object = %object.field_path,
+                reason,
+                "{message}"
+            ),
+        }
+    }
+}
+
+/// Keeps events in memory (and logs them): for tests and for serving recent events.
+#[derive(Debug, Default)]
+pub struct MemoryRecorder {
+    events: Mutex<Vec<Event>>,
+}
+
+impl MemoryRecorder {
+    /// The events recorded so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl EventRecorder for MemoryRecorder {
+    fn record(&self, object: &EventObject, event_type: EventType, reason: &str, message: &str) {
+        LogRecorder.record(object, event_type, reason, message);
+        if let Ok(mut events) = self.events.lock() {
+            events.push(Event {
+                object: object.clone(),
+                event_type,
+                reason: reason.into(),
+                message: message.into(),
+            });
+        }
+    }
+}

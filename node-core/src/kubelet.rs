@@ -1,0 +1,579 @@
+//! The engine: the sync loop, per-pod workers, the pod lifecycle event generator (PLEG),
+//! housekeeping and garbage collection.
+//!
+//! Pod updates from the sources go to one worker per pod UID. A worker syncs its pod (via
+//! [`Runtime::sync_pod`]) when told to (config change, PLEG event) and otherwise only at the
+//! resync period or when a back-off ends; it never polls. When the pod is removed, or reaches a
+//! terminal phase, the worker stops it ([`Runtime::kill_pod`]) and finishes. A pod whose
+//! manifest changed comes back under a new UID; its worker waits until the old one finished.
+//! PLEG follows the runtime's container events where the runtime has them, with a relist every
+//! five minutes as a safety net, and otherwise relists every second.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, PodStatus as ApiPodStatus};
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::config::{PodOperation, PodUpdate, PodUpdates};
+use crate::events::{EventObject, EventRecorder, EventType};
+use crate::pod_manager::{PodManager, full_name, uid};
+use crate::runtime::{
+    ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError,
+};
+use crate::status::{StatusManager, generate_pod_status};
+
+/// Upstream `housekeepingPeriod`.
+pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
+/// Upstream `genericPlegRelistPeriod`.
+pub const GENERIC_RELIST_PERIOD: Duration = Duration::from_secs(1);
+/// Upstream `eventedPlegRelistPeriod`: the safety-net relist while events flow.
+pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(300);
+/// Upstream `ContainerGCPeriod`.
+pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
+/// Upstream `backOffPeriod`: retry after a failed sync.
+const BACKOFF_PERIOD: Duration = Duration::from_secs(10);
+/// Failed event streams before PLEG relists for good (upstream `eventedPlegMaxStreamRetries`).
+const MAX_STREAM_RETRIES: u32 = 5;
+
+/// Settings of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The node's name.
+    pub node_name: String,
+    /// The node's IPs (status.hostIP; pod IPs of hostNetwork pods).
+    pub node_ips: Vec<String>,
+    /// Resync period of each pod (`syncFrequency`).
+    pub sync_frequency: Duration,
+    /// Most pods the node admits (`maxPods`).
+    pub max_pods: usize,
+    /// Container garbage collection policy.
+    pub gc_policy: GcPolicy,
+}
+
+/// Liveness of the sync loop, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_loop: AtomicI64,
+}
+
+impl Health {
+    fn touch(&self) {
+        self.last_loop.store(Timestamp::now().as_second(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the sync loop last ran, if it ever ran.
+    pub fn since_last_loop(&self) -> Option<i64> {
+        let last = self.last_loop.load(Ordering::Relaxed);
+        (last > 0).then(|| Timestamp::now().as_second() - last)
+    }
+}
+
+/// Jitters `d` upward by up to half (upstream `wait.Jitter(d, 0.5)`).
+fn jitter(d: Duration) -> Duration {
+    let nanos = Timestamp::now().subsec_nanosecond().unsigned_abs();
+    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+}
+
+fn is_terminal(status: &ApiPodStatus) -> bool {
+    matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+}
+
+#[derive(Debug)]
+struct WorkerState {
+    pod: Pod,
+    /// Termination requested, with a grace period override.
+    terminate: Option<Option<i64>>,
+    /// The pod left the configuration: forget it once stopped.
+    removed: bool,
+}
+
+struct Worker {
+    state: Arc<Mutex<WorkerState>>,
+    notify: Arc<Notify>,
+    done: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Shared by the loop and the workers.
+struct Shared {
+    runtime: Arc<dyn Runtime>,
+    recorder: Arc<dyn EventRecorder>,
+    pods: Arc<PodManager>,
+    statuses: Arc<StatusManager>,
+    config: EngineConfig,
+}
+
+impl PodStateProvider for PodManager {
+    fn should_pod_content_be_removed(&self, uid: &str) -> bool {
+        !self.contains(uid)
+    }
+}
+
+/// The kubelet engine.
+pub struct Kubelet {
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Kubelet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kubelet")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kubelet {
+    /// An engine on `runtime`, recording events to `recorder`.
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        recorder: Arc<dyn EventRecorder>,
+        config: EngineConfig,
+    ) -> Self {
+        Kubelet {
+            shared: Arc::new(Shared {
+                runtime,
+                recorder,
+                pods: Arc::new(PodManager::new()),
+                statuses: Arc::new(StatusManager::new()),
+                config,
+            }),
+            health: Arc::new(Health::default()),
+        }
+    }
+
+    /// The desired pods.
+    pub fn pod_manager(&self) -> Arc<PodManager> {
+        self.shared.pods.clone()
+    }
+
+    /// The pods' statuses.
+    pub fn status_manager(&self) -> Arc<StatusManager> {
+        self.shared.statuses.clone()
+    }
+
+    /// The sync loop's liveness.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs the sync loop until `shutdown` completes or the updates channel closes. Until
+    /// every pod source has reported once, no pod the runtime runs is treated as orphaned.
+    /// Pods are left running on return.
+    pub async fn run(self, mut updates: PodUpdates, shutdown: impl std::future::Future<Output = ()>) {
+        let shared = self.shared;
+        let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
+        let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx));
+        let mut workers: HashMap<String, Worker> = HashMap::new();
+        let mut killing: HashSet<String> = HashSet::new();
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gc = tokio::time::interval_at(
+            tokio::time::Instant::now() + CONTAINER_GC_PERIOD,
+            CONTAINER_GC_PERIOD,
+        );
+        tokio::pin!(shutdown);
+        info!(node = %shared.config.node_name, "sync loop started");
+        loop {
+            self.health.touch();
+            tokio::select! {
+                _ = &mut shutdown => break,
+                update = updates.recv() => {
+                    let Some(update) = update else {
+                        info!("pod update channel closed; leaving the sync loop");
+                        break;
+                    };
+                    handle_update(&shared, &mut workers, update);
+                }
+                Some(uid) = pleg_rx.recv() => {
+                    if let Some(w) = workers.get(&uid) {
+                        w.notify.notify_one();
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    let started = Instant::now();
+                    housekeep(&shared, &mut workers, &mut killing, updates.seen_all_sources()).await;
+                    if started.elapsed() > Duration::from_secs(1) {
+                        warn!(elapsed_ms = started.elapsed().as_millis() as u64, "Housekeeping took longer than expected");
+                    }
+                }
+                _ = gc.tick() => {
+                    let runtime = shared.runtime.clone();
+                    let pods = shared.pods.clone();
+                    let policy = shared.config.gc_policy.clone();
+                    let ready = updates.seen_all_sources();
+                    tokio::spawn(async move {
+                        if let Err(e) = runtime.garbage_collect(&policy, pods.as_ref(), ready).await {
+                            warn!(error = %e, "container garbage collection failed");
+                        }
+                    });
+                }
+            }
+        }
+        pleg.abort();
+        info!("sync loop stopped; pods are left running");
+    }
+}
+
+/// Admission: the number of pods that are not finished must stay within maxPods.
+fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
+    let active = shared
+        .pods
+        .pods()
+        .iter()
+        .filter(|p| uid(p) != uid(pod))
+        .filter(|p| !shared.statuses.get(uid(p)).is_some_and(|s| is_terminal(&s)))
+        .count();
+    let capacity = shared.config.max_pods;
+    if active >= capacity {
+        return Err((
+            "OutOfpods".into(),
+            format!(
+                "Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {capacity}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, update: PodUpdate) {
+    let op = update.op;
+    if !update.pods.is_empty() {
+        info!(
+            op = ?op,
+            source = %update.source,
+            pods = ?update.pods.iter().map(full_name).collect::<Vec<_>>(),
+            "SyncLoop update"
+        );
+    }
+    for pod in update.pods {
+        let id = uid(&pod).to_string();
+        match op {
+            PodOperation::Add => {
+                if shared.pods.contains(&id) {
+                    update_worker(workers, &id, pod, None);
+                    continue;
+                }
+                if let Err((reason, message)) = admit(shared, &pod) {
+                    shared.recorder.record(&EventObject::pod(&pod), EventType::Warning, &reason, &message);
+                    shared.pods.add(pod.clone());
+                    shared.statuses.set(
+                        &id,
+                        ApiPodStatus {
+                            phase: Some("Failed".into()),
+                            reason: Some(reason),
+                            message: Some(format!("Pod was rejected: {message}")),
+                            qos_class: Some(crate::qos::pod_qos(&pod).as_str().into()),
+                            ..Default::default()
+                        },
+                    );
+                    continue;
+                }
+                shared.pods.add(pod.clone());
+                start_worker(shared, workers, pod);
+            }
+            PodOperation::Update | PodOperation::Delete => {
+                shared.pods.add(pod.clone());
+                let terminate = pod.metadata.deletion_timestamp.is_some().then(|| pod.metadata.deletion_grace_period_seconds);
+                update_worker(workers, &id, pod, terminate);
+            }
+            PodOperation::Remove => {
+                shared.pods.remove(&id);
+                match workers.get(&id) {
+                    Some(w) => {
+                        if let Ok(mut s) = w.state.lock() {
+                            s.removed = true;
+                            s.terminate.get_or_insert(None);
+                        }
+                        w.notify.notify_one();
+                    }
+                    None => shared.statuses.remove(&id),
+                }
+            }
+            PodOperation::Reconcile => {}
+        }
+    }
+}
+
+fn update_worker(workers: &HashMap<String, Worker>, id: &str, pod: Pod, terminate: Option<Option<i64>>) {
+    if let Some(w) = workers.get(id) {
+        if let Ok(mut s) = w.state.lock() {
+            s.pod = pod;
+            if let Some(t) = terminate {
+                s.terminate = Some(t);
+            }
+        }
+        w.notify.notify_one();
+    }
+}
+
+fn start_worker(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, pod: Pod) {
+    let id = uid(&pod).to_string();
+    let name = full_name(&pod);
+    // A static pod whose manifest changed has a new UID: it starts once the old one stopped.
+    let wait_for = workers
+        .values()
+        .find(|w| !*w.done.borrow() && w.state.lock().is_ok_and(|s| full_name(&s.pod) == name))
+        .map(|w| w.done.clone());
+    let state = Arc::new(Mutex::new(WorkerState {
+        pod,
+        terminate: None,
+        removed: false,
+    }));
+    let notify = Arc::new(Notify::new());
+    let (done_tx, done) = watch::channel(false);
+    let task = tokio::spawn(pod_worker(
+        shared.clone(),
+        state.clone(),
+        notify.clone(),
+        done_tx,
+        wait_for,
+    ));
+    workers.insert(
+        id,
+        Worker {
+            state,
+            notify,
+            done,
+            task,
+        },
+    );
+}
+
+/// One pod's worker: sync, terminate, finish.
+async fn pod_worker(
+    shared: Arc<Shared>,
+    state: Arc<Mutex<WorkerState>>,
+    notify: Arc<Notify>,
+    done: watch::Sender<bool>,
+    wait_for: Option<watch::Receiver<bool>>,
+) {
+    if let Some(mut previous) = wait_for {
+        debug!("waiting for the previous pod of the same name to stop");
+        let _ = previous.wait_for(|d| *d).await;
+    }
+    let mut errors: HashMap<String, SyncError> = HashMap::new();
+    let mut next = Duration::ZERO;
+    let mut terminated = false;
+    loop {
+        if !next.is_zero() {
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+        let Ok((pod, terminate, removed)) = state
+            .lock()
+            .map(|s| (s.pod.clone(), s.terminate, s.removed))
+        else {
+            return;
+        };
+        let id = uid(&pod).to_string();
+        if terminated {
+            if removed {
+                shared.statuses.remove(&id);
+                return;
+            }
+            next = Duration::from_secs(3600);
+            continue;
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let status = match shared.runtime.get_pod_status(&id, &name, &namespace).await {
+            Ok(s) => s,
+            Err(e) => {
+                shared.recorder.record(
+                    &EventObject::pod(&pod),
+                    EventType::Warning,
+                    "FailedSync",
+                    &format!("error determining status: {e}"),
+                );
+                next = jitter(BACKOFF_PERIOD);
+                continue;
+            }
+        };
+        if let Some(grace) = terminate {
+            let running = status.running_pod(shared.runtime.type_name());
+            if let Err(e) = shared.runtime.kill_pod(Some(&pod), &running, grace).await {
+                warn!(pod = %full_name(&pod), error = %e, "killing the pod failed; retrying");
+                next = jitter(Duration::from_secs(1));
+                continue;
+            }
+            if let Ok(after) = shared.runtime.get_pod_status(&id, &name, &namespace).await {
+                let mut api = generate_pod_status(&pod, &after, &errors, &shared.config.node_ips);
+                if removed && !is_terminal(&api) {
+                    api.phase = Some("Failed".into());
+                }
+                shared.statuses.set(&id, api);
+            }
+            info!(pod = %full_name(&pod), "pod terminated");
+            terminated = true;
+            let _ = done.send(true);
+            next = Duration::ZERO;
+            if removed {
+                shared.statuses.remove(&id);
+                return;
+            }
+            continue;
+        }
+
+        let api = generate_pod_status(&pod, &status, &errors, &shared.config.node_ips);
+        let terminal = is_terminal(&api);
+        shared.statuses.set(&id, api);
+        if terminal {
+            if let Ok(mut s) = state.lock() {
+                s.terminate.get_or_insert(None);
+            }
+            next = Duration::ZERO;
+            continue;
+        }
+        let result = shared.runtime.sync_pod(&pod, &status).await;
+        let new_errors: HashMap<String, SyncError> = result
+            .steps
+            .iter()
+            .filter_map(|s| s.error.clone().map(|e| (s.target.clone(), e)))
+            .collect();
+        if new_errors != errors {
+            errors = new_errors;
+            let api = generate_pod_status(&pod, &status, &errors, &shared.config.node_ips);
+            shared.statuses.set(&id, api);
+        }
+        next = match result.retry_after {
+            Some(d) => d,
+            None if result.error().is_some() => jitter(BACKOFF_PERIOD),
+            None => jitter(shared.config.sync_frequency),
+        };
+    }
+}
+
+/// Forgets finished workers; once every source reported, stops what the runtime runs for pods
+/// nobody wants any more (their manifests vanished, possibly while the kubelet was down).
+async fn housekeep(
+    shared: &Arc<Shared>,
+    workers: &mut HashMap<String, Worker>,
+    killing: &mut HashSet<String>,
+    sources_ready: bool,
+) {
+    workers.retain(|_, w| !w.task.is_finished());
+    if !sources_ready {
+        return;
+    }
+    let running = match shared.runtime.get_pods(false).await {
+        Ok(pods) => pods,
+        Err(e) => {
+            warn!(error = %e, "housekeeping cannot list the runtime's pods");
+            return;
+        }
+    };
+    killing.retain(|uid| running.iter().any(|p| &p.uid == uid));
+    for pod in running {
+        if workers.contains_key(&pod.uid) || shared.pods.contains(&pod.uid) || killing.contains(&pod.uid) {
+            continue;
+        }
+        info!(pod = %format!("{}_{}", pod.name, pod.namespace), uid = %pod.uid, "stopping a pod the node no longer wants");
+        killing.insert(pod.uid.clone());
+        let runtime = shared.runtime.clone();
+        tokio::spawn(async move {
+            if let Err(e) = runtime.kill_pod(None, &pod, None).await {
+                warn!(uid = %pod.uid, error = %e, "stopping an orphaned pod failed");
+            }
+        });
+    }
+}
+
+/// The pod lifecycle event generator: sends the UID of each pod whose containers changed.
+async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>) {
+    let mut failures = 0u32;
+    let mut delay = Duration::from_millis(250);
+    while failures < MAX_STREAM_RETRIES {
+        match runtime.container_events().await {
+            Ok(mut events) => {
+                info!("PLEG follows the runtime's container events");
+                delay = Duration::from_millis(250);
+                let mut relist = tokio::time::interval(EVENTED_RELIST_PERIOD);
+                let mut previous = HashMap::new();
+                let mut got_any = false;
+                loop {
+                    tokio::select! {
+                        event = events.next() => {
+                            let Some(event) = event else { break };
+                            got_any = true;
+                            if tx.send(event.pod_uid).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = relist.tick() => relist_once(runtime.as_ref(), &tx, &mut previous).await,
+                    }
+                }
+                if !got_any {
+                    failures += 1;
+                }
+                relist_once(runtime.as_ref(), &tx, &mut previous).await;
+            }
+            Err(e) => {
+                debug!(error = %e, "no container events");
+                failures += 1;
+                if matches!(e, crate::runtime::RuntimeError::Unsupported(_)) {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    info!(period = ?GENERIC_RELIST_PERIOD, "PLEG relists the runtime's pods");
+    let mut previous = HashMap::new();
+    loop {
+        relist_once(runtime.as_ref(), &tx, &mut previous).await;
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(GENERIC_RELIST_PERIOD).await;
+    }
+}
+
+/// Lists the runtime's pods and sends the UIDs of pods whose containers changed state since
+/// the previous listing.
+async fn relist_once(
+    runtime: &dyn Runtime,
+    tx: &mpsc::Sender<String>,
+    previous: &mut HashMap<String, (String, ContainerState)>,
+) {
+    let pods: Vec<RuntimePod> = match runtime.get_pods(true).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "PLEG relist failed");
+            return;
+        }
+    };
+    let mut current = HashMap::new();
+    for pod in &pods {
+        for c in pod.containers.iter().chain(&pod.sandboxes) {
+            current.insert(c.id.id.clone(), (pod.uid.clone(), c.state));
+        }
+    }
+    let mut changed: HashSet<String> = HashSet::new();
+    for (id, (uid, state)) in &current {
+        if previous.get(id).map(|(_, s)| s) != Some(state) {
+            changed.insert(uid.clone());
+        }
+    }
+    for (id, (uid, _)) in previous.iter() {
+        if !current.contains_key(id) {
+            changed.insert(uid.clone());
+        }
+    }
+    *previous = current;
+    for uid in changed {
+        if tx.try_send(uid).is_err() {
+            warn!("Event channel is full, discard this relist() cycle event");
+            return;
+        }
+    }
+}

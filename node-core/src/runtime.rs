@@ -1,0 +1,510 @@
+//! The container runtime as the engine sees it: the [`Runtime`] trait and runtime-neutral
+//! types.
+//!
+//! The engine never speaks CRI itself. It asks a [`Runtime`] for the pods it runs
+//! ([`Runtime::get_pods`]), for one pod's detailed status ([`Runtime::get_pod_status`]), to
+//! bring a pod to its spec ([`Runtime::sync_pod`]) and to stop one ([`Runtime::kill_pod`]).
+//! node-cri provides the CRI implementation; a custom agent can bring its own.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+
+/// A container's id, qualified by the runtime type (`containerd://<id>` in API statuses).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId {
+    /// The runtime type, e.g. `containerd`.
+    pub runtime: String,
+    /// The runtime's id.
+    pub id: String,
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.runtime, self.id)
+    }
+}
+
+/// The state of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    /// Created, not started.
+    Created,
+    /// Running.
+    Running,
+    /// Exited.
+    Exited,
+    /// The runtime does not know.
+    Unknown,
+}
+
+/// One container as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerStatus {
+    /// Its id.
+    pub id: ContainerId,
+    /// The container's name in the pod spec.
+    pub name: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// When it was created.
+    pub created_at: Option<Timestamp>,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    pub finished_at: Option<Timestamp>,
+    /// Exit code (meaningful when exited).
+    pub exit_code: i32,
+    /// The image as specified.
+    pub image: String,
+    /// The image id the runtime resolved.
+    pub image_ref: String,
+    /// The hash of the container spec it was created from.
+    pub hash: Option<u64>,
+    /// How many times it had been restarted when this instance was created.
+    pub restart_count: u32,
+    /// Short reason (e.g. `Completed`, `Error`, `OOMKilled`).
+    pub reason: String,
+    /// Longer message.
+    pub message: String,
+}
+
+/// A pod sandbox's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SandboxState {
+    /// Running, with its network set up.
+    Ready,
+    /// Stopped or failed.
+    NotReady,
+}
+
+/// A namespace mode of a sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NamespaceMode {
+    /// Its own namespace, shared by the pod's containers.
+    Pod,
+    /// Per container.
+    Container,
+    /// The node's namespace.
+    Node,
+}
+
+/// One pod sandbox as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxStatus {
+    /// Its id.
+    pub id: String,
+    /// Its state.
+    pub state: SandboxState,
+    /// Its attempt number (how many sandboxes the pod had before).
+    pub attempt: u32,
+    /// When it was created.
+    pub created_at: Option<Timestamp>,
+    /// Pod IPs, primary first.
+    pub ips: Vec<String>,
+    /// The network namespace mode.
+    pub network_mode: NamespaceMode,
+}
+
+/// The runtime's view of one pod: its sandboxes and containers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodStatus {
+    /// The pod's UID.
+    pub uid: String,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Pod IPs from the newest ready sandbox.
+    pub ips: Vec<String>,
+    /// Sandboxes, newest first.
+    pub sandboxes: Vec<SandboxStatus>,
+    /// Containers, newest first.
+    pub containers: Vec<ContainerStatus>,
+}
+
+impl PodStatus {
+    /// The newest status of the container `name`.
+    pub fn container(&self, name: &str) -> Option<&ContainerStatus> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// Every status of the container `name`, newest first.
+    pub fn containers_named(&self, name: &str) -> impl Iterator<Item = &ContainerStatus> {
+        let name = name.to_owned();
+        self.containers.iter().filter(move |c| c.name == name)
+    }
+}
+
+/// A container in [`RuntimePod`]: enough to tell what runs, not the full status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeContainer {
+    /// Its id.
+    pub id: ContainerId,
+    /// Its name in the pod spec (for sandboxes, empty).
+    pub name: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// The hash of its spec.
+    pub hash: Option<u64>,
+    /// Grace period recorded at creation (used when the spec is gone).
+    pub termination_grace_period: Option<i64>,
+}
+
+/// A pod the runtime runs, found by listing (possibly unknown to the kubelet).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimePod {
+    /// The pod's UID.
+    pub uid: String,
+    /// Its name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its containers.
+    pub containers: Vec<RuntimeContainer>,
+    /// Its sandboxes (as containers with state Running when ready).
+    pub sandboxes: Vec<RuntimeContainer>,
+}
+
+impl RuntimePod {
+    /// Whether any container or sandbox still runs.
+    pub fn is_running(&self) -> bool {
+        self.containers
+            .iter()
+            .chain(&self.sandboxes)
+            .any(|c| c.state == ContainerState::Running)
+    }
+}
+
+/// One runtime condition (`RuntimeReady`, `NetworkReady`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeCondition {
+    /// The condition type.
+    pub kind: String,
+    /// Whether it holds.
+    pub status: bool,
+    /// Why not.
+    pub reason: String,
+    /// Details.
+    pub message: String,
+}
+
+/// The runtime's conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeStatus {
+    /// The conditions.
+    pub conditions: Vec<RuntimeCondition>,
+}
+
+impl RuntimeStatus {
+    /// Whether condition `kind` is reported true.
+    pub fn holds(&self, kind: &str) -> bool {
+        self.conditions.iter().any(|c| c.kind == kind && c.status)
+    }
+}
+
+/// The runtime's name and version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeVersion {
+    /// E.g. `containerd`.
+    pub name: String,
+    /// E.g. `1.7.24`.
+    pub version: String,
+    /// The API version, e.g. `v1`.
+    pub api_version: String,
+}
+
+/// What happened to a container, as a runtime event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerEventKind {
+    /// Created.
+    Created,
+    /// Started.
+    Started,
+    /// Stopped (exited).
+    Stopped,
+    /// Deleted.
+    Deleted,
+}
+
+/// A container lifecycle event pushed by the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerEvent {
+    /// The container (or sandbox) id.
+    pub container_id: String,
+    /// The UID of the pod it belongs to.
+    pub pod_uid: String,
+    /// What happened.
+    pub kind: ContainerEventKind,
+}
+
+/// The action a sync step took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncAction {
+    /// Create a pod sandbox.
+    CreatePodSandbox,
+    /// Kill a pod.
+    KillPod,
+    /// Start a container.
+    StartContainer,
+    /// Kill a container.
+    KillContainer,
+    /// Start an init container.
+    InitContainer,
+}
+
+/// A failed sync step: a reason (used as the container's waiting reason, e.g.
+/// `CrashLoopBackOff`) and a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncError {
+    /// Upstream reason string (`CrashLoopBackOff`, `ErrImagePull`, `CreateContainerError`, ...).
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// The result of one step of a pod sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncResult {
+    /// What was done.
+    pub action: SyncAction,
+    /// On what (container name or pod).
+    pub target: String,
+    /// The error, if the step failed.
+    pub error: Option<SyncError>,
+}
+
+/// The outcome of [`Runtime::sync_pod`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSyncResult {
+    /// Each step taken.
+    pub steps: Vec<SyncResult>,
+    /// When the pod should be synced again at the latest (e.g. when a crash-loop back-off
+    /// ends); `None` leaves it to the regular resync.
+    pub retry_after: Option<Duration>,
+}
+
+impl PodSyncResult {
+    /// The first failed step.
+    pub fn error(&self) -> Option<&SyncResult> {
+        self.steps.iter().find(|s| s.error.is_some())
+    }
+
+    /// Records a step.
+    pub fn push(&mut self, action: SyncAction, target: impl Into<String>, error: Option<SyncError>) {
+        self.steps.push(SyncResult {
+            action,
+            target: target.into(),
+            error,
+        });
+    }
+
+    /// Asks for a sync no later than `after`.
+    pub fn retry_within(&mut self, after: Duration) {
+        self.retry_after = Some(self.retry_after.map_or(after, |d| d.min(after)));
+    }
+}
+
+/// An error of a [`Runtime`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The runtime failed a request.
+    #[error("{0}")]
+    Runtime(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The runtime does not support this.
+    #[error("the container runtime does not support {0}")]
+    Unsupported(&'static str),
+}
+
+impl RuntimeError {
+    /// Wraps an implementation's error.
+    pub fn runtime(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        RuntimeError::Runtime(Box::new(err))
+    }
+}
+
+/// Which pods' content may be removed (their containers, sandboxes and logs): the engine
+/// knows, the runtime's garbage collector asks.
+pub trait PodStateProvider: Send + Sync {
+    /// Whether the pod with this UID is gone or finished so that its containers and sandboxes
+    /// may all be removed.
+    fn should_pod_content_be_removed(&self, uid: &str) -> bool;
+}
+
+/// The container garbage collection policy (upstream defaults: min age 0, 1 dead container
+/// kept per container, no global limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcPolicy {
+    /// Minimum age of a dead container before it may be removed.
+    pub min_age: Duration,
+    /// Dead containers kept per (pod, container name).
+    pub max_per_pod_container: usize,
+}
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy {
+            min_age: Duration::ZERO,
+            max_per_pod_container: 1,
+        }
+    }
+}
+
+/// A container runtime, as the engine needs it.
+///
+/// Required: listing pods, one pod's status, syncing a pod to its spec, killing a pod,
+/// garbage collection. Optional (defaults to [`RuntimeError::Unsupported`]): version,
+/// status, container events.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// The runtime type used in container ids (`containerd`).
+    fn type_name(&self) -> &str;
+
+    /// Every pod the runtime has; with `all` false only those with something running.
+    async fn get_pods(&self, all: bool) -> Result<Vec<RuntimePod>, RuntimeError>;
+
+    /// The detailed status of one pod (its sandboxes and containers, newest first).
+    async fn get_pod_status(
+        &self,
+        uid: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<PodStatus, RuntimeError>;
+
+    /// Brings the pod to its spec: sandbox, init containers, sidecars, containers, restart
+    /// policy and back-off.
+    async fn sync_pod(&self, pod: &Pod, status: &PodStatus) -> PodSyncResult;
+
+    /// Stops the pod's containers (with the grace period: the override, else the pod's, else
+    /// what the containers recorded) and its sandboxes.
+    async fn kill_pod(
+        &self,
+        pod: Option<&Pod>,
+        running: &RuntimePod,
+        grace_period_override: Option<i64>,
+    ) -> Result<(), RuntimeError>;
+
+    /// Removes dead containers and sandboxes per `policy`; everything of pods for which
+    /// `pods` says the content may be removed.
+    async fn garbage_collect(
+        &self,
+        policy: &GcPolicy,
+        pods: &dyn PodStateProvider,
+        all_sources_ready: bool,
+    ) -> Result<(), RuntimeError>;
+
+    /// The runtime's name and version.
+    async fn version(&self) -> Result<RuntimeVersion, RuntimeError> {
+        Err(RuntimeError::Unsupported("version"))
+    }
+
+    /// The runtime's conditions.
+    async fn status(&self) -> Result<RuntimeStatus, RuntimeError> {
+        Err(RuntimeError::Unsupported("status"))
+    }
+
+    /// A stream of container events; runtimes without one leave the engine to relist.
+    async fn container_events(&self) -> Result<BoxStream<'static, ContainerEvent>, RuntimeError> {
+        Err(RuntimeError::Unsupported("container events"))
+    }
+}
+
+/// Output of a command run in a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+    /// Exit code.
+    pub exit_code: i32,
+}
+
+/// Runs commands in containers synchronously (exec probes, `kubectl exec` without a stream).
+#[async_trait]
+pub trait CommandRunner: Send + Sync {
+    /// Runs `cmd` in the container and waits for it, at most `timeout` (zero: no limit).
+    async fn run_in_container(
+        &self,
+        id: &ContainerId,
+        cmd: Vec<String>,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
+}
+
+/// Which streams a streaming request wants.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Streams {
+    /// Attach standard input.
+    pub stdin: bool,
+    /// Attach standard output.
+    pub stdout: bool,
+    /// Attach standard error.
+    pub stderr: bool,
+    /// Allocate a TTY.
+    pub tty: bool,
+}
+
+/// Streaming exec, attach and port-forward: the runtime hands out a URL of its streaming
+/// server, which the kubelet's server redirects or proxies to.
+#[async_trait]
+pub trait StreamingRuntime: Send + Sync {
+    /// A URL that runs `cmd` in the container with the given streams.
+    async fn get_exec(
+        &self,
+        id: &ContainerId,
+        cmd: Vec<String>,
+        streams: Streams,
+    ) -> Result<String, RuntimeError>;
+
+    /// A URL that attaches to the container's main process.
+    async fn get_attach(&self, id: &ContainerId, streams: Streams) -> Result<String, RuntimeError>;
+
+    /// A URL that forwards `ports` of the pod's sandbox.
+    async fn get_port_forward(&self, pod_uid: &str, ports: Vec<i32>) -> Result<String, RuntimeError>;
+}
+
+impl PodStatus {
+    /// What of this pod the runtime runs, for [`Runtime::kill_pod`].
+    pub fn running_pod(&self, runtime: &str) -> RuntimePod {
+        RuntimePod {
+            uid: self.uid.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            containers: self
+                .containers
+                .iter()
+                .map(|c| RuntimeContainer {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    state: c.state,
+                    hash: c.hash,
+                    termination_grace_period: None,
+                })
+                .collect(),
+            sandboxes: self
+                .sandboxes
+                .iter()
+                .map(|s| RuntimeContainer {
+                    id: ContainerId {
+                        runtime: runtime.into(),
+                        id: s.id.clone(),
+                    },
+                    name: String::new(),
+                    state: if s.state == SandboxState::Ready {
+                        ContainerState::Running
+                    } else {
+                        ContainerState::Exited
+                    },
+                    hash: None,
+                    termination_grace_period: None,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! What a pod sync must do, computed from the spec and the runtime status (upstream
+//! `computePodActions`): a pure function, so every rule is unit-tested without a runtime.
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use node_core::runtime::{
+    ContainerId, ContainerState, ContainerStatus, NamespaceMode, PodStatus, SandboxState,
+};
+
+use super::labels::hash_container;
+
+/// A running container to stop, and why (the Killing event's message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ContainerToKill {
+    pub(crate) id: ContainerId,
+    pub(crate) name: String,
+    pub(crate) message: String,
+}
+
+/// The actions of one sync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PodActions {
+    /// Stop every container and sandbox of the pod first.
+    pub(crate) kill_pod: bool,
+    /// Create a new sandbox (after killing the pod).
+    pub(crate) create_sandbox: bool,
+    /// The current sandbox (when one is kept), or the one being replaced.
+    pub(crate) sandbox_id: Option<String>,
+    /// The attempt number of the sandbox to create or keep.
+    pub(crate) attempt: u32,
+    /// Indexes into `spec.initContainers` to start, in order.
+    pub(crate) init_containers_to_start: Vec<usize>,
+    /// Indexes into `spec.containers` to start.
+    pub(crate) containers_to_start: Vec<usize>,
+    /// Running containers to stop.
+    pub(crate) containers_to_kill: Vec<ContainerToKill>,
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// Whether an init container is a sidecar (restartable init container).
+pub(crate) fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
+}
+
+/// Upstream `PodSandboxChanged`: whether a (new) sandbox is needed, its attempt, and the id of
+/// the current one.
+pub(crate) fn sandbox_changed(pod: &Pod, status: &PodStatus) -> (bool, u32, Option<String>) {
+    let Some(latest) = status.sandboxes.first() else {
+        return (true, 0, None);
+    };
+    let ready = status
+        .sandboxes
+        .iter()
+        .filter(|s| s.state == SandboxState::Ready)
+        .count();
+    let next = latest.attempt + 1;
+    if ready > 1 || latest.state != SandboxState::Ready {
+        return (true, next, Some(latest.id.clone()));
+    }
+    let wanted = if host_network(pod) {
+        NamespaceMode::Node
+    } else {
+        NamespaceMode::Pod
+    };
+    if latest.network_mode != wanted {
+        return (true, next, None);
+    }
+    if !host_network(pod) && latest.ips.is_empty() {
+        return (true, next, Some(latest.id.clone()));
+    }
+    (false, latest.attempt, Some(latest.id.clone()))
+}
+
+/// Upstream `ShouldContainerBeRestarted` for a container that is not running.
+pub(crate) fn should_restart(pod: &Pod, status: Option<&ContainerStatus>) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let Some(status) = status else {
+        return true;
+    };
+    match status.state {
+        ContainerState::Running => false,
+        ContainerState::Unknown | ContainerState::Created => true,
+        ContainerState::Exited => match restart_policy(pod) {
+            "Never" => false,
+            "OnFailure" => status.exit_code != 0,
+            _ => true,
+        },
+    }
+}
+
+fn kill_first(status: &ContainerStatus, message: String) -> ContainerToKill {
+    ContainerToKill {
+        id: status.id.clone(),
+        name: status.name.clone(),
+        message,
+    }
+}
+
+/// Upstream `computePodActions`.
+pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let init_containers = spec.init_containers.unwrap_or_default();
+    let containers = spec.containers;
+    let (create_sandbox, attempt, sandbox_id) = sandbox_changed(pod, status);
+    let mut actions = PodActions {
+        kill_pod: create_sandbox,
+        create_sandbox,
+        sandbox_id,
+        attempt,
+        ..Default::default()
+    };
+
+    if create_sandbox {
+        // A pod that must not restart, whose sandbox died after it ran: only kill it.
+        if restart_policy(pod) == "Never" && attempt != 0 && !status.containers.is_empty() {
+            actions.create_sandbox = false;
+            return actions;
+        }
+        let to_start: Vec<usize> = containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                !(restart_policy(pod) == "OnFailure"
+                    && status.container(&c.name).is_some_and(|s| {
+                        s.state == ContainerState::Exited && s.exit_code == 0
+                    }))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if to_start.is_empty() && init_done(&init_containers, &containers, status) {
+            actions.create_sandbox = false;
+            return actions;
+        }
+        if !init_containers.is_empty() {
+            actions.init_containers_to_start = vec![0];
+            return actions;
+        }
+        actions.containers_to_start = to_start;
+        return actions;
+    }
+
+    // Initialization: one init container at a time, sidecars kept running.
+    let regular_started = containers.iter().any(|c| status.container(&c.name).is_some());
+    for (i, init) in init_containers.iter().enumerate() {
+        let current = status.container(&init.name);
+        if is_sidecar(init) {
+            match current.map(|s| s.state) {
+                Some(ContainerState::Running) => continue,
+                None => {
+                    actions.init_containers_to_start.push(i);
+                    return actions;
+                }
+                Some(state) => {
+                    if let Some(s) = current.filter(|_| state == ContainerState::Unknown) {
+                        actions.containers_to_kill.push(kill_first(
+                            s,
+                            format!("Init container {} is in \"unknown\" state, try killing it before restart", init.name),
+                        ));
+                    }
+                    if pod.metadata.deletion_timestamp.is_none() {
+                        actions.init_containers_to_start.push(i);
+                    }
+                    if !regular_started {
+                        return actions;
+                    }
+                }
+            }
+            continue;
+        }
+        if regular_started {
+            // Initialization completed before; regular init containers never run again.
+            continue;
+        }
+        match current {
+            None => {
+                actions.init_containers_to_start.push(i);
+                return actions;
+            }
+            Some(s) if s.state == ContainerState::Exited && s.exit_code == 0 => continue,
+            Some(s) if s.state == ContainerState::Exited => {
+                if restart_policy(pod) == "Never" {
+                    actions.kill_pod = true;
+                } else {
+                    actions.init_containers_to_start.push(i);
+                }
+                return actions;
+            }
+            Some(s) if s.state == ContainerState::Unknown => {
+                actions.containers_to_kill.push(kill_first(
+                    s,
+                    format!("Init container {} is in \"unknown\" state, try killing it before restart", init.name),
+                ));
+                actions.init_containers_to_start.push(i);
+                return actions;
+            }
+            // Created or running: wait for it.
+            Some(_) => return actions,
+        }
+    }
+
+    let mut keep = 0;
+    for (i, container) in containers.iter().enumerate() {
+        let current = status.container(&container.name);
+        match current {
+            Some(s) if s.state == ContainerState::Running => {
+                if s.hash.is_some_and(|h| h != hash_container(container)) {
+                    actions.containers_to_kill.push(kill_first(
+                        s,
+                        format!(
+                            "Container {} definition changed, will be restarted",
+                            container.name
+                        ),
+                    ));
+                    actions.containers_to_start.push(i);
+                } else {
+                    keep += 1;
+                }
+            }
+            _ => {
+                if should_restart(pod, current) {
+                    if let Some(s) = current.filter(|s| s.state == ContainerState::Unknown) {
+                        actions.containers_to_kill.push(kill_first(
+                            s,
+                            format!(
+                                "Container {} is in \"unknown\" state, try killing it before restart",
+                                container.name
+                            ),
+                        ));
+                    }
+                    actions.containers_to_start.push(i);
+                }
+            }
+        }
+    }
+    if keep == 0 && actions.containers_to_start.is_empty() {
+        actions.kill_pod = true;
+        actions.init_containers_to_start.clear();
+    }
+    actions
+}
+
+/// Whether every regular init container succeeded (or regular containers already ran).
+fn init_done(init_containers: &[Container], containers: &[Container], status: &PodStatus) -> bool {
+    containers.iter().any(|c| status.container(&c.name).is_some())
+        || init_containers.iter().filter(|c| !is_sidecar(c)).all(|c| {
+            status
+                .container(&c.name)
+                .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use node_core::runtime::SandboxStatus;
+
+    fn container(name: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }
+    }
+
+    fn pod(policy: &str, init: Vec<Container>, containers: Vec<Container>) -> Pod {
+        Pod {
+            spec: Some(PodSpec {
+                restart_policy: Some(policy.into()),
+                init_containers: (!init.is_empty()).then_some(init),
+                containers,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sandbox(id: &str, state: SandboxState, attempt: u32) -> SandboxStatus {
+        SandboxStatus {
+            id: id.into(),
+            state,
+            attempt,
+            created_at: None,
+            ips: vec!["10.88.0.2".into()],
+            network_mode: NamespaceMode::Pod,
+        }
+    }
+
+    fn status_of(c: &Container, state: ContainerState, exit: i32) -> ContainerStatus {
+        ContainerStatus {
+            id: ContainerId {
+                runtime: "containerd".into(),
+                id: format!("id-{}", c.name),
+            },
+            name: c.name.clone(),
+            state,
+            created_at: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: exit,
+            image: String::new(),
+            image_ref: String::new(),
+            hash: Some(hash_container(c)),
+            restart_count: 0,
+            reason: String::new(),
+            message: String::new(),
+        }
+    }
+
+    fn ready(containers: Vec<ContainerStatus>) -> PodStatus {
+        PodStatus {
+            sandboxes: vec![sandbox("sb1", SandboxState::Ready, 0)],
+            containers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_pod_gets_a_sandbox_and_all_containers() {
+        let p = pod("Always", vec![], vec![container("a"), container("b")]);
+        let a = compute_pod_actions(&p, &PodStatus::default());
+        assert!(a.create_sandbox && a.kill_pod);
+        assert_eq!(a.attempt, 0);
+        assert_eq!(a.containers_to_start, [0, 1]);
+    }
+
+    #[test]
+    fn a_dead_sandbox_is_recreated_with_the_next_attempt() {
+        let p = pod("Always", vec![], vec![container("a")]);
+        let mut s = ready(vec![]);
+        s.sandboxes[0].state = SandboxState::NotReady;
+        s.sandboxes[0].attempt = 2;
+        let a = compute_pod_actions(&p, &s);
+        assert!(a.create_sandbox);
+        assert_eq!(a.attempt, 3);
+        assert_eq!(a.sandbox_id.as_deref(), Some("sb1"));
+    }
+
+    #[test]
+    fn a_never_pod_whose_sandbox_died_is_only_killed() {
+        let c = container("a");
+        let p = pod("Never", vec![], vec![c.clone()]);
+        let mut s = ready(vec![status_of(&c, ContainerState::Exited, 0)]);
+        s.sandboxes[0].state = SandboxState::NotReady;
+        let a = compute_pod_actions(&p, &s);
+        assert!(a.kill_pod);
+        assert!(!a.create_sandbox);
+    }
+
+    #[test]
+    fn running_containers_are_kept_and_missing_ones_started() {
+        let (a_c, b_c) = (container("a"), container("b"));
+        let p = pod("Always", vec![], vec![a_c.clone(), b_c]);
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&a_c, ContainerState::Running, 0)]));
+        assert!(!a.kill_pod && !a.create_sandbox);
+        assert_eq!(a.containers_to_start, [1]);
+        assert!(a.containers_to_kill.is_empty());
+    }
+
+    #[test]
+    fn a_changed_spec_hash_kills_and_restarts_the_container() {
+        let old = container("a");
+        let mut new = old.clone();
+        new.image = Some("busybox:other".into());
+        let p = pod("Never", vec![], vec![new]);
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&old, ContainerState::Running, 0)]));
+        assert_eq!(a.containers_to_start, [0]);
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Container a definition changed, will be restarted"
+        );
+    }
+
+    #[test]
+    fn restart_policies_decide_on_exited_containers() {
+        let c = container("a");
+        for (policy, exit, restart) in [
+            ("Always", 0, true),
+            ("Always", 1, true),
+            ("OnFailure", 0, false),
+            ("OnFailure", 1, true),
+            ("Never", 0, false),
+            ("Never", 1, false),
+        ] {
+            let p = pod(policy, vec![], vec![c.clone()]);
+            let a = compute_pod_actions(&p, &ready(vec![status_of(&c, ContainerState::Exited, exit)]));
+            assert_eq!(!a.containers_to_start.is_empty(), restart, "{policy} exit {exit}");
+            // Nothing left to run or keep: the pod is finished and its sandbox stopped.
+            assert_eq!(a.kill_pod, !restart, "{policy} exit {exit}");
+        }
+    }
+
+    #[test]
+    fn init_containers_run_one_at_a_time_before_app_containers() {
+        let (i1, i2, app) = (container("i1"), container("i2"), container("app"));
+        let p = pod("Always", vec![i1.clone(), i2.clone()], vec![app]);
+        // New pod: sandbox, then only the first init container.
+        let a = compute_pod_actions(&p, &PodStatus::default());
+        assert_eq!(a.init_containers_to_start, [0]);
+        assert!(a.containers_to_start.is_empty());
+        // First running: wait.
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&i1, ContainerState::Running, 0)]));
+        assert!(a.init_containers_to_start.is_empty() && a.containers_to_start.is_empty());
+        assert!(!a.kill_pod);
+        // First done: second.
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&i1, ContainerState::Exited, 0)]));
+        assert_eq!(a.init_containers_to_start, [1]);
+        // Both done: the app container.
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![
+                status_of(&i2, ContainerState::Exited, 0),
+                status_of(&i1, ContainerState::Exited, 0),
+            ]),
+        );
+        assert_eq!(a.containers_to_start, [0]);
+    }
+
+    #[test]
+    fn a_failed_init_container_is_retried_or_fails_the_pod() {
+        let (i1, app) = (container("i1"), container("app"));
+        let failed = ready(vec![status_of(&i1, ContainerState::Exited, 2)]);
+        let a = compute_pod_actions(&pod("Always", vec![i1.clone()], vec![app.clone()]), &failed);
+        assert_eq!(a.init_containers_to_start, [0]);
+        let a = compute_pod_actions(&pod("Never", vec![i1], vec![app]), &failed);
+        assert!(a.kill_pod);
+        assert!(a.init_containers_to_start.is_empty());
+    }
+
+    #[test]
+    fn sidecars_start_in_order_and_are_kept_running() {
+        let mut side = container("side");
+        side.restart_policy = Some("Always".into());
+        let (i1, app) = (container("i1"), container("app"));
+        let p = pod("Always", vec![side.clone(), i1.clone()], vec![app.clone()]);
+        let a = compute_pod_actions(&p, &ready(vec![]));
+        assert_eq!(a.init_containers_to_start, [0]);
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&side, ContainerState::Running, 0)]));
+        assert_eq!(a.init_containers_to_start, [1]);
+        // A sidecar that exits after the app started is restarted; the app is kept.
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![
+                status_of(&app, ContainerState::Running, 0),
+                status_of(&i1, ContainerState::Exited, 0),
+                status_of(&side, ContainerState::Exited, 1),
+            ]),
+        );
+        assert_eq!(a.init_containers_to_start, [0]);
+        assert!(a.containers_to_start.is_empty() && !a.kill_pod);
+    }
+
+    #[test]
+    fn a_deleted_pod_restarts_nothing() {
+        let c = container("a");
+        let mut p = pod("Always", vec![], vec![c.clone()]);
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&c, ContainerState::Exited, 1)]));
+        assert!(a.containers_to_start.is_empty());
+        assert!(a.kill_pod);
+    }
+
+    #[test]
+    fn a_host_network_change_replaces_the_sandbox() {
+        let mut p = pod("Always", vec![], vec![container("a")]);
+        p.spec.as_mut().unwrap().host_network = Some(true);
+        let a = compute_pod_actions(&p, &ready(vec![]));
+        assert!(a.create_sandbox);
+        assert_eq!(a.sandbox_id, None);
+    }
+}
