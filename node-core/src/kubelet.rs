@@ -23,9 +23,7 @@ use tracing::{debug, info, warn};
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
-use crate::runtime::{
-    ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError,
-};
+use crate::runtime::{ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError};
 use crate::status::{StatusManager, generate_pod_status};
 
 /// Upstream `housekeepingPeriod`.
@@ -64,7 +62,8 @@ pub struct Health {
 
 impl Health {
     fn touch(&self) {
-        self.last_loop.store(Timestamp::now().as_second(), Ordering::Relaxed);
+        self.last_loop
+            .store(Timestamp::now().as_second(), Ordering::Relaxed);
     }
 
     /// Seconds since the sync loop last ran, if it ever ran.
@@ -166,7 +165,11 @@ impl Kubelet {
     /// Runs the sync loop until `shutdown` completes or the updates channel closes. Until
     /// every pod source has reported once, no pod the runtime runs is treated as orphaned.
     /// Pods are left running on return.
-    pub async fn run(self, mut updates: PodUpdates, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(
+        self,
+        mut updates: PodUpdates,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let shared = self.shared;
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
         let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx));
@@ -261,7 +264,12 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
                     continue;
                 }
                 if let Err((reason, message)) = admit(shared, &pod) {
-                    shared.recorder.record(&EventObject::pod(&pod), EventType::Warning, &reason, &message);
+                    shared.recorder.record(
+                        &EventObject::pod(&pod),
+                        EventType::Warning,
+                        &reason,
+                        &message,
+                    );
                     shared.pods.add(pod.clone());
                     shared.statuses.set(
                         &id,
@@ -280,7 +288,11 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
             }
             PodOperation::Update | PodOperation::Delete => {
                 shared.pods.add(pod.clone());
-                let terminate = pod.metadata.deletion_timestamp.is_some().then(|| pod.metadata.deletion_grace_period_seconds);
+                let terminate = pod
+                    .metadata
+                    .deletion_timestamp
+                    .is_some()
+                    .then_some(pod.metadata.deletion_grace_period_seconds);
                 update_worker(workers, &id, pod, terminate);
             }
             PodOperation::Remove => {
@@ -301,7 +313,12 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
     }
 }
 
-fn update_worker(workers: &HashMap<String, Worker>, id: &str, pod: Pod, terminate: Option<Option<i64>>) {
+fn update_worker(
+    workers: &HashMap<String, Worker>,
+    id: &str,
+    pod: Pod,
+    terminate: Option<Option<i64>>,
+) {
     if let Some(w) = workers.get(id) {
         if let Ok(mut s) = w.state.lock() {
             s.pod = pod;
@@ -473,7 +490,10 @@ async fn housekeep(
     };
     killing.retain(|uid| running.iter().any(|p| &p.uid == uid));
     for pod in running {
-        if workers.contains_key(&pod.uid) || shared.pods.contains(&pod.uid) || killing.contains(&pod.uid) {
+        if workers.contains_key(&pod.uid)
+            || shared.pods.contains(&pod.uid)
+            || killing.contains(&pod.uid)
+        {
             continue;
         }
         info!(pod = %format!("{}_{}", pod.name, pod.namespace), uid = %pod.uid, "stopping a pod the node no longer wants");

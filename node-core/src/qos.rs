@@ -90,9 +90,11 @@ pub fn pod_qos(pod: &Pod) -> QosClass {
             guaranteed = false;
         }
     } else {
-        let containers = spec
-            .into_iter()
-            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
+        let containers = spec.into_iter().flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        });
         for container in containers {
             let found_limits = match container.resources.as_ref() {
                 Some(resources) => accumulate(resources, &mut requests, &mut limits),
@@ -234,7 +236,10 @@ mod tests {
             QosClass::BestEffort
         );
         // Zero quantities and other resources do not count.
-        let c = container(&[("cpu", "0"), ("ephemeral-storage", "1Gi")], &[("memory", "0")]);
+        let c = container(
+            &[("cpu", "0"), ("ephemeral-storage", "1Gi")],
+            &[("memory", "0")],
+        );
         assert_eq!(pod_qos(&pod(vec![c], vec![])), QosClass::BestEffort);
     }
 
@@ -244,7 +249,10 @@ mod tests {
             &[("cpu", "500m"), ("memory", "128Mi")],
             &[("cpu", "0.5"), ("memory", "134217728")],
         );
-        assert_eq!(pod_qos(&pod(vec![c.clone()], vec![c])), QosClass::Guaranteed);
+        assert_eq!(
+            pod_qos(&pod(vec![c.clone()], vec![c])),
+            QosClass::Guaranteed
+        );
     }
 
     #[test]
@@ -270,7 +278,10 @@ mod tests {
         // One guaranteed container, one best-effort container.
         let g = container(&[], &[("cpu", "1"), ("memory", "1Gi")]);
         let b = container(&[], &[]);
-        assert_eq!(pod_qos(&pod(vec![g.clone(), b.clone()], vec![])), QosClass::Burstable);
+        assert_eq!(
+            pod_qos(&pod(vec![g.clone(), b.clone()], vec![])),
+            QosClass::Burstable
+        );
         // An init container counts like the others.
         assert_eq!(pod_qos(&pod(vec![g], vec![b])), QosClass::Burstable);
         // Only requests.
@@ -309,7 +320,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for class in [QosClass::Guaranteed, QosClass::Burstable, QosClass::BestEffort] {
+        for class in [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ] {
             assert_eq!(QosClass::from_api(class.as_str()), Some(class));
             assert_eq!(class.to_string(), class.as_str());
         }

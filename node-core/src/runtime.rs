@@ -295,7 +295,12 @@ impl PodSyncResult {
     }
 
     /// Records a step.
-    pub fn push(&mut self, action: SyncAction, target: impl Into<String>, error: Option<SyncError>) {
+    pub fn push(
+        &mut self,
+        action: SyncAction,
+        target: impl Into<String>,
+        error: Option<SyncError>,
+    ) {
         self.steps.push(SyncResult {
             action,
             target: target.into(),
@@ -466,7 +471,11 @@ pub trait StreamingRuntime: Send + Sync {
     async fn get_attach(&self, id: &ContainerId, streams: Streams) -> Result<String, RuntimeError>;
 
     /// A URL that forwards `ports` of the pod's sandbox.
-    async fn get_port_forward(&self, pod_uid: &str, ports: Vec<i32>) -> Result<String, RuntimeError>;
+    async fn get_port_forward(
+        &self,
+        pod_uid: &str,
+        ports: Vec<i32>,
+    ) -> Result<String, RuntimeError>;
 }
 
 impl PodStatus {

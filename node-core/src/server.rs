@@ -72,7 +72,9 @@ async fn list_pods(State(e): State<Endpoints>) -> Response {
 
 async fn healthz(State(e): State<Endpoints>) -> Response {
     // Upstream: the sync loop is unhealthy when it has not run for max(2 x syncFrequency, 5m).
-    let limit = (2 * e.sync_frequency).max(Duration::from_secs(300)).as_secs() as i64;
+    let limit = (2 * e.sync_frequency)
+        .max(Duration::from_secs(300))
+        .as_secs() as i64;
     match e.health.since_last_loop() {
         Some(age) if age <= limit => (StatusCode::OK, "ok").into_response(),
         _ => (

@@ -135,12 +135,17 @@ fn container_status(
 }
 
 /// The phase, as upstream's `getPhase`.
-pub fn phase(pod: &Pod, init: &[ApiContainerStatus], regular: &[ApiContainerStatus]) -> &'static str {
+pub fn phase(
+    pod: &Pod,
+    init: &[ApiContainerStatus],
+    regular: &[ApiContainerStatus],
+) -> &'static str {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.restart_policy.as_deref().unwrap_or("Always");
     let init_specs = spec.init_containers.unwrap_or_default();
     let terminated = |s: &ApiContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
-    let last_terminated = |s: &ApiContainerStatus| s.last_state.as_ref().and_then(|st| st.terminated.clone());
+    let last_terminated =
+        |s: &ApiContainerStatus| s.last_state.as_ref().and_then(|st| st.terminated.clone());
     let running = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.running.is_some());
     let waiting = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.waiting.is_some());
 
@@ -206,9 +211,9 @@ pub fn phase(pod: &Pod, init: &[ApiContainerStatus], regular: &[ApiContainerStat
             unknown += 1;
         }
     }
-    let regular_started = regular.iter().any(|s| {
-        running(s) || terminated(s).is_some() || last_terminated(s).is_some()
-    });
+    let regular_started = regular
+        .iter()
+        .any(|s| running(s) || terminated(s).is_some() || last_terminated(s).is_some());
     if failed_init > 0 && policy == "Never" {
         return "Failed";
     }
@@ -255,15 +260,24 @@ pub fn generate_pod_status(
     node_ips: &[String],
 ) -> ApiPodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
-    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     let init_specs = spec.init_containers.clone().unwrap_or_default();
-    let statuses_of = |name: &str| -> Vec<&ContainerStatus> {
-        runtime.containers_named(name).take(2).collect()
-    };
+    let statuses_of =
+        |name: &str| -> Vec<&ContainerStatus> { runtime.containers_named(name).take(2).collect() };
     let init: Vec<ApiContainerStatus> = init_specs
         .iter()
         .map(|c| {
-            container_status(c, &statuses_of(&c.name), errors.get(&c.name), reasons::POD_INITIALIZING, &policy, true)
+            container_status(
+                c,
+                &statuses_of(&c.name),
+                errors.get(&c.name),
+                reasons::POD_INITIALIZING,
+                &policy,
+                true,
+            )
         })
         .collect();
     let default_reason = if init_specs.is_empty() {
@@ -274,7 +288,16 @@ pub fn generate_pod_status(
     let mut regular: Vec<ApiContainerStatus> = spec
         .containers
         .iter()
-        .map(|c| container_status(c, &statuses_of(&c.name), errors.get(&c.name), default_reason, &policy, false))
+        .map(|c| {
+            container_status(
+                c,
+                &statuses_of(&c.name),
+                errors.get(&c.name),
+                default_reason,
+                &policy,
+                false,
+            )
+        })
         .collect();
     regular.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -302,7 +325,10 @@ pub fn generate_pod_status(
             "ContainersReady",
             false,
             Some(reasons::CONTAINERS_NOT_READY),
-            Some(format!("containers with unready status: {}", names(&unready))),
+            Some(format!(
+                "containers with unready status: {}",
+                names(&unready)
+            )),
         )
     } else {
         condition("ContainersReady", true, None, None)
@@ -311,15 +337,19 @@ pub fn generate_pod_status(
     ready.type_ = "Ready".into();
 
     let regular_started = regular.iter().any(|s| {
-        s.state.as_ref().is_some_and(|st| st.running.is_some() || st.terminated.is_some())
-            || s.last_state.as_ref().is_some_and(|st| st.terminated.is_some())
+        s.state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+            || s.last_state
+                .as_ref()
+                .is_some_and(|st| st.terminated.is_some())
     });
     let incomplete: Vec<String> = init_specs
         .iter()
         .filter(|c| {
             let s = init.iter().find(|s| s.name == c.name);
             if is_sidecar(c) {
-                !s.is_some_and(|s| s.started == Some(true))
+                s.is_none_or(|s| s.started != Some(true))
             } else {
                 !s.is_some_and(|s| {
                     s.state
@@ -340,7 +370,10 @@ pub fn generate_pod_status(
             "Initialized",
             false,
             Some(reasons::CONTAINERS_NOT_INITIALIZED),
-            Some(format!("containers with incomplete status: {}", names(&incomplete))),
+            Some(format!(
+                "containers with incomplete status: {}",
+                names(&incomplete)
+            )),
         )
     };
     let sandbox_ready = runtime
@@ -395,7 +428,9 @@ impl StatusManager {
 
     /// Stores the new status of pod `uid`, merged with the previous one.
     pub fn set(&self, uid: &str, mut status: ApiPodStatus) {
-        let Ok(mut map) = self.statuses.lock() else { return };
+        let Ok(mut map) = self.statuses.lock() else {
+            return;
+        };
         let now = Time(Timestamp::now());
         let old = map.get(uid);
         status.start_time = old

@@ -254,8 +254,7 @@ async fn run(flags: Flags) -> Result<()> {
     if static_pod_path.is_none() && matches!(runtime, RuntimeEndpoint::Managed(_)) {
         let dir = flags.root_dir.join("manifests");
         if !dir.exists() {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             std::fs::write(dir.join("demo.yaml"), DEMO_POD)
                 .with_context(|| format!("writing the demo pod into {}", dir.display()))?;
         }
@@ -289,7 +288,11 @@ async fn run(flags: Flags) -> Result<()> {
     let _http = match &config.static_pod_url {
         Some(url) => Some(
             sources
-                .http_source(url, &config.static_pod_url_header, config.http_check_frequency)
+                .http_source(
+                    url,
+                    &config.static_pod_url_header,
+                    config.http_check_frequency,
+                )
                 .with_context(|| format!("staticPodURL {url}"))?,
         ),
         None => None,
@@ -352,7 +355,10 @@ fn detect_node_ips() -> Vec<IpAddr> {
     };
     let mut ips: Vec<IpAddr> = addrs
         .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
-        .filter(|a| !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK))
+        .filter(|a| {
+            !a.flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        })
         .filter(|a| !a.interface_name.starts_with("na") && !a.interface_name.starts_with("veth"))
         .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
         .collect();

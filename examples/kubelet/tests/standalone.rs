@@ -102,7 +102,11 @@ impl Node {
         )
         .unwrap();
         let status = child.wait().unwrap();
-        assert!(status.success(), "kubelet exit status {status}; log:\n{}", self.log_text());
+        assert!(
+            status.success(),
+            "kubelet exit status {status}; log:\n{}",
+            self.log_text()
+        );
     }
 
     fn log_text(&self) -> String {
@@ -122,7 +126,9 @@ impl Node {
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
         conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
             .await
             .ok()?;
@@ -150,7 +156,9 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let pods = self.pods().await.unwrap_or_default();
-            if let Some(pod) = pods.iter().find(|p| p.metadata.name.as_deref() == Some(&full))
+            if let Some(pod) = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&full))
                 && check(pod)
             {
                 return pod.clone();
@@ -176,7 +184,11 @@ impl Node {
             .iter()
             .any(|p| p.metadata.name.as_deref() == Some(&full))
         {
-            assert!(Instant::now() < deadline, "pod {full} still listed; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "pod {full} still listed; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -229,7 +241,10 @@ fn uid(pod: &Pod) -> String {
 }
 
 fn phase(pod: &Pod) -> String {
-    pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
 }
 
 fn running(pod: &Pod) -> bool {
@@ -258,24 +273,45 @@ fn busybox_pod(name: &str, policy: &str, command: &str, extra_spec: &str) -> Str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manifests_added_changed_and_removed_drive_pods_and_pods_shows_their_status() {
-    let node = Node::start("crud", "podCIDR: 10.231.7.0/24\n").await;
-    node.write("web.yaml", &busybox_pod("web", "Always", "exec sleep 3600", ""));
+    let node = Node::start("crud", "").await;
+    // sleep as PID 1 ignores SIGTERM: a short grace period keeps the test short.
+    let grace = "  terminationGracePeriodSeconds: 1\n";
+    node.write(
+        "web.yaml",
+        &busybox_pod("web", "Always", "exec sleep 3600", grace),
+    );
     let pod = node.wait_pod("web", "running", running).await;
     let first = uid(&pod);
 
     // /pods shows the upstream status fields.
     let status = pod.status.clone().unwrap();
     let conditions = status.conditions.clone().unwrap();
-    for kind in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"] {
+    for kind in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
         let c = conditions
             .iter()
             .find(|c| c.type_ == kind)
             .unwrap_or_else(|| panic!("condition {kind} in {conditions:?}"));
         assert_eq!(c.status, "True", "{kind}");
-        assert!(c.last_transition_time.is_some(), "{kind} has a lastTransitionTime");
+        assert!(
+            c.last_transition_time.is_some(),
+            "{kind} has a lastTransitionTime"
+        );
     }
-    let ip = status.pod_ip.clone().expect("podIP");
-    assert!(ip.starts_with("10.231.7."), "pod IP {ip} from podCIDR");
+    let ip: std::net::Ipv4Addr = status.pod_ip.clone().expect("podIP").parse().unwrap();
+    let net = node.containerd.as_ref().unwrap().config().network.clone();
+    let mask = u32::MAX << (32 - net.prefix_len);
+    assert_eq!(
+        u32::from(ip) & mask,
+        u32::from(net.subnet),
+        "pod IP {ip} from the runtime's network {}",
+        net.cidr()
+    );
     assert_eq!(status.pod_ips.as_ref().map(Vec::len), Some(1));
     assert_eq!(status.host_ip.as_deref(), Some("127.0.0.1"));
     assert!(status.start_time.is_some());
@@ -285,26 +321,57 @@ async fn manifests_added_changed_and_removed_drive_pods_and_pods_shows_their_sta
     assert_eq!(main.restart_count, 0);
     assert_eq!(main.image, "docker.io/library/busybox:1.35");
     assert!(main.image_id.starts_with("sha256:"), "{}", main.image_id);
-    assert!(main.container_id.as_deref().unwrap_or_default().starts_with("containerd://"));
-    assert!(main.state.as_ref().and_then(|s| s.running.as_ref()).is_some_and(|r| r.started_at.is_some()));
+    assert!(
+        main.container_id
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("containerd://")
+    );
+    assert!(
+        main.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some_and(|r| r.started_at.is_some())
+    );
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(annotations.get("kubernetes.io/config.source").map(String::as_str), Some("file"));
+    assert_eq!(
+        annotations
+            .get("kubernetes.io/config.source")
+            .map(String::as_str),
+        Some("file")
+    );
     assert_eq!(annotations.get("kubernetes.io/config.hash"), Some(&first));
     assert!(annotations.contains_key("kubernetes.io/config.seen"));
-    assert_eq!(node.get("/healthz").await.map(|(c, b)| (c, b.trim().to_string())), Some((200, "ok".into())));
+    assert_eq!(
+        node.get("/healthz")
+            .await
+            .map(|(c, b)| (c, b.trim().to_string())),
+        Some((200, "ok".into()))
+    );
 
     // A changed manifest is a new pod; the old one is stopped.
-    node.write("web.yaml", &busybox_pod("web", "Always", "exec sleep 3601", ""));
-    let pod = node.wait_pod("web", "replaced", |p| uid(p) != first && running(p)).await;
+    node.write(
+        "web.yaml",
+        &busybox_pod("web", "Always", "exec sleep 3601", grace),
+    );
+    let pod = node
+        .wait_pod("web", "replaced", |p| uid(p) != first && running(p))
+        .await;
     let second = uid(&pod);
-    assert_eq!(node.running_containers_of(&first).await, 0, "old pod's containers stopped");
+    assert_eq!(
+        node.running_containers_of(&first).await,
+        0,
+        "old pod's containers stopped"
+    );
 
     // A removed manifest stops the pod.
     std::fs::remove_file(node.manifest("web.yaml")).unwrap();
     node.wait_gone("web").await;
-    eventually(Duration::from_secs(30), "the removed pod's containers to stop", || async {
-        (node.running_containers_of(&second).await == 0).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the removed pod's containers to stop",
+        || async { (node.running_containers_of(&second).await == 0).then_some(()) },
+    )
     .await;
     node.shutdown().await;
 }
@@ -328,7 +395,10 @@ async fn a_url_source_serving_a_pod_list_runs_its_pods() {
             let seen = seen.clone();
             let list = list.clone();
             async move {
-                *seen.lock().unwrap() = headers.get("x-test").and_then(|v| v.to_str().ok()).map(String::from);
+                *seen.lock().unwrap() = headers
+                    .get("x-test")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
                 axum::Json(list)
             }
         }),
@@ -343,7 +413,12 @@ async fn a_url_source_serving_a_pod_list_runs_its_pods() {
     .await;
     for name in ["alpha", "beta"] {
         let pod = node.wait_pod(name, "running", running).await;
-        let source = pod.metadata.annotations.unwrap_or_default().get("kubernetes.io/config.source").cloned();
+        let source = pod
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("kubernetes.io/config.source")
+            .cloned();
         assert_eq!(source.as_deref(), Some("http"));
     }
     assert_eq!(seen_header.lock().unwrap().as_deref(), Some("yes"));
@@ -363,25 +438,52 @@ fn serde_yaml_pod(name: &str, command: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crashing_container_is_restarted_with_growing_back_off() {
     let node = Node::start("crash", "").await;
-    node.write("crash.yaml", &busybox_pod("crash", "Always", "sleep 1; exit 1", ""));
+    node.write(
+        "crash.yaml",
+        &busybox_pod("crash", "Always", "sleep 1; exit 1", ""),
+    );
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     // The first failure restarts at once; then back-off 10s, then 20s.
-    while !messages.iter().any(|m: &String| m.starts_with("back-off 20s")) {
-        assert!(Instant::now() < deadline, "back-off messages so far: {messages:?}\n{}", node.log_text());
-        if let Some(pod) = node.pods().await.and_then(|p| p.into_iter().find(|p| p.metadata.name.as_deref() == Some("crash-test-node"))) {
+    while !messages
+        .iter()
+        .any(|m: &String| m.starts_with("back-off 20s"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "back-off messages so far: {messages:?}\n{}",
+            node.log_text()
+        );
+        if let Some(pod) = node.pods().await.and_then(|p| {
+            p.into_iter()
+                .find(|p| p.metadata.name.as_deref() == Some("crash-test-node"))
+        }) {
             let s = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.container_statuses.as_ref())
                 .and_then(|c| c.first().cloned());
-            if let Some(waiting) = s.as_ref().and_then(|s| s.state.as_ref()).and_then(|st| st.waiting.clone())
+            if let Some(waiting) = s
+                .as_ref()
+                .and_then(|s| s.state.as_ref())
+                .and_then(|st| st.waiting.clone())
                 && waiting.reason.as_deref() == Some("CrashLoopBackOff")
             {
                 let message = waiting.message.unwrap_or_default();
-                let last = s.as_ref().and_then(|s| s.last_state.as_ref()).and_then(|l| l.terminated.clone());
-                assert_eq!(last.map(|t| t.exit_code), Some(1), "last state shows the failure");
-                assert!(message.contains("restarting failed container=main pod=crash-test-node_default("), "{message}");
+                let last = s
+                    .as_ref()
+                    .and_then(|s| s.last_state.as_ref())
+                    .and_then(|l| l.terminated.clone());
+                assert_eq!(
+                    last.map(|t| t.exit_code),
+                    Some(1),
+                    "last state shows the failure"
+                );
+                assert!(
+                    message
+                        .contains("restarting failed container=main pod=crash-test-node_default("),
+                    "{message}"
+                );
                 if !messages.contains(&message) {
                     messages.push(message);
                 }
@@ -390,7 +492,11 @@ async fn a_crashing_container_is_restarted_with_growing_back_off() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(messages[0].starts_with("back-off 10s"), "{messages:?}");
-    let pod = node.wait_pod("crash", "restarted at least twice", |p| container_status(p, "main").restart_count >= 2).await;
+    let pod = node
+        .wait_pod("crash", "restarted at least twice", |p| {
+            container_status(p, "main").restart_count >= 2
+        })
+        .await;
     assert!(container_status(&pod, "main").restart_count >= 2);
     node.shutdown().await;
 }
@@ -400,26 +506,57 @@ async fn restart_policy_never_ends_in_succeeded_or_failed_with_exit_codes() {
     let node = Node::start("never", "").await;
     node.write("ok.yaml", &busybox_pod("ok", "Never", "exit 0", ""));
     node.write("bad.yaml", &busybox_pod("bad", "Never", "exit 3", ""));
-    let ok = node.wait_pod("ok", "Succeeded", |p| phase(p) == "Succeeded").await;
-    let t = container_status(&ok, "main").state.unwrap().terminated.unwrap();
+    let ok = node
+        .wait_pod("ok", "Succeeded", |p| phase(p) == "Succeeded")
+        .await;
+    let t = container_status(&ok, "main")
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (0, Some("Completed")));
-    let bad = node.wait_pod("bad", "Failed", |p| phase(p) == "Failed").await;
+    let bad = node
+        .wait_pod("bad", "Failed", |p| phase(p) == "Failed")
+        .await;
     let s = container_status(&bad, "main");
     let t = s.state.unwrap().terminated.unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (3, Some("Error")));
     assert_eq!(s.restart_count, 0, "never restarted");
-    let ready = bad.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("False", Some("PodFailed")));
+    let ready = bad
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref()),
+        ("False", Some("PodFailed"))
+    );
     node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_containers_finish_in_order_before_the_app_container_starts() {
     let node = Node::start("init", "").await;
-    let manifest = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ordered\nspec:\n  initContainers:\n\
-  - name: first\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"1\"]\n\
-  - name: second\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"1\"]\n\
-  containers:\n  - name: app\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n";
+    let manifest = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: ordered
+spec:
+  initContainers:
+  - name: first
+    image: docker.io/library/busybox:1.35
+    command: ["sleep", "1"]
+  - name: second
+    image: docker.io/library/busybox:1.35
+    command: ["sleep", "1"]
+  containers:
+  - name: app
+    image: docker.io/library/busybox:1.35
+    command: ["sleep", "3600"]
+"#;
     node.write("ordered.yaml", manifest);
     let pod = node.wait_pod("ordered", "running", running).await;
     let status = pod.status.clone().unwrap();
@@ -429,10 +566,27 @@ async fn init_containers_finish_in_order_before_the_app_container_starts() {
     assert_eq!(init[1].name, "second");
     let (first, second) = (term(0), term(1));
     assert_eq!((first.exit_code, second.exit_code), (0, 0));
-    let app_started = container_status(&pod, "app").state.unwrap().running.unwrap().started_at.unwrap();
-    assert!(first.finished_at.clone().unwrap().0 <= second.started_at.clone().unwrap().0, "first before second");
-    assert!(second.finished_at.clone().unwrap().0 <= app_started.0, "second before app");
-    let initialized = status.conditions.unwrap().into_iter().find(|c| c.type_ == "Initialized").unwrap();
+    let app_started = container_status(&pod, "app")
+        .state
+        .unwrap()
+        .running
+        .unwrap()
+        .started_at
+        .unwrap();
+    assert!(
+        first.finished_at.clone().unwrap().0 <= second.started_at.clone().unwrap().0,
+        "first before second"
+    );
+    assert!(
+        second.finished_at.clone().unwrap().0 <= app_started.0,
+        "second before app"
+    );
+    let initialized = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Initialized")
+        .unwrap();
     assert_eq!(initialized.status, "True");
     node.shutdown().await;
 }
@@ -440,8 +594,16 @@ async fn init_containers_finish_in_order_before_the_app_container_starts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests_vanished() {
     let mut node = Node::start("adopt", "").await;
-    node.write("keep.yaml", &busybox_pod("keep", "Always", "exec sleep 3600", ""));
-    node.write("gone.yaml", &busybox_pod("gone", "Always", "exec sleep 3600", ""));
+    // sleep as PID 1 ignores SIGTERM: a short grace period keeps the test short.
+    let grace = "  terminationGracePeriodSeconds: 1\n";
+    node.write(
+        "keep.yaml",
+        &busybox_pod("keep", "Always", "exec sleep 3600", grace),
+    );
+    node.write(
+        "gone.yaml",
+        &busybox_pod("gone", "Always", "exec sleep 3600", grace),
+    );
     let keep = node.wait_pod("keep", "running", running).await;
     let gone = node.wait_pod("gone", "running", running).await;
     let before = container_status(&keep, "main").container_id.unwrap();
@@ -455,13 +617,22 @@ async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests
     node.spawn_kubelet();
     let adopted = node.wait_pod("keep", "running again", running).await;
     let s = container_status(&adopted, "main");
-    assert_eq!(s.container_id.unwrap(), before, "the same container, not a new one");
+    assert_eq!(
+        s.container_id.unwrap(),
+        before,
+        "the same container, not a new one"
+    );
     assert_eq!(s.restart_count, 0);
     assert_eq!(uid(&adopted), uid(&keep));
-    eventually(Duration::from_secs(30), "the vanished pod's containers to stop", || async {
-        (node.running_containers_of(&uid(&gone)).await == 0).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.running_containers_of(&uid(&gone)).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the vanished pod's containers still run; kubelet log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Still the same container a few resyncs later.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = node.wait_pod("keep", "running", running).await;
@@ -472,21 +643,38 @@ async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
     let node = Node::start("malformed", "").await;
-    node.write("good.yaml", &busybox_pod("good", "Always", "exec sleep 3600", ""));
+    node.write(
+        "good.yaml",
+        &busybox_pod("good", "Always", "exec sleep 3600", ""),
+    );
     node.write(
         "dup.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: dup\nspec:\n  containers:\n  - name: a\n    image: docker.io/library/busybox:1.35\n  - name: a\n    image: docker.io/library/busybox:1.35\n",
     );
-    node.write("broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [this is not\n");
+    node.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: [this is not\n",
+    );
     node.wait_pod("good", "running", running).await;
-    let names: Vec<String> = node.pods().await.unwrap().iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let names: Vec<String> = node
+        .pods()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     assert_eq!(names, ["good-test-node"]);
     let log = node.log_text();
     assert!(
-        log.lines().any(|l| l.contains("dup.yaml") && l.contains("spec.containers[1].name") && l.contains("Duplicate value")),
+        log.lines().any(|l| l.contains("dup.yaml")
+            && l.contains("spec.containers[1].name")
+            && l.contains("Duplicate value")),
         "rejection of dup.yaml names the field:\n{log}"
     );
-    assert!(log.lines().any(|l| l.contains("broken.yaml")), "rejection of broken.yaml:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("broken.yaml")),
+        "rejection of broken.yaml:\n{log}"
+    );
     node.shutdown().await;
 }
 
@@ -526,18 +714,32 @@ async fn termination_honours_the_grace_period() {
             (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
         }
     };
-    let p = eventually(Duration::from_secs(30), "polite to exit", || finished(polite.clone())).await;
-    let s = eventually(Duration::from_secs(30), "stubborn to be killed", || finished(stubborn.clone())).await;
+    let p = eventually(Duration::from_secs(30), "polite to exit", || {
+        finished(polite.clone())
+    })
+    .await;
+    let s = eventually(Duration::from_secs(30), "stubborn to be killed", || {
+        finished(stubborn.clone())
+    })
+    .await;
     let after = |nanos: i64| {
         (std::time::UNIX_EPOCH + Duration::from_nanos(nanos as u64))
             .duration_since(removed_at)
             .unwrap_or_default()
     };
     assert_eq!(p.exit_code, 0, "polite exited on its own");
-    assert!(after(p.finished_at) >= Duration::from_millis(1500), "polite ran its 2s trap: {:?}", after(p.finished_at));
+    assert!(
+        after(p.finished_at) >= Duration::from_millis(1500),
+        "polite ran its 2s trap: {:?}",
+        after(p.finished_at)
+    );
     assert!(after(p.finished_at) < Duration::from_secs(9));
     assert_eq!(s.exit_code, 137, "stubborn was killed");
-    assert!(after(s.finished_at) >= Duration::from_millis(2500), "stubborn got its 3s: {:?}", after(s.finished_at));
+    assert!(
+        after(s.finished_at) >= Duration::from_millis(2500),
+        "stubborn got its 3s: {:?}",
+        after(s.finished_at)
+    );
     assert!(after(s.finished_at) < Duration::from_secs(9));
     node.shutdown().await;
 }
@@ -545,17 +747,26 @@ async fn termination_honours_the_grace_period() {
 #[tokio::test(flavor = "multi_thread")]
 async fn max_pods_rejects_the_pod_beyond_capacity() {
     let node = Node::start("maxpods", "maxPods: 1\n").await;
-    node.write("one.yaml", &busybox_pod("one", "Always", "exec sleep 3600", ""));
+    node.write(
+        "one.yaml",
+        &busybox_pod("one", "Always", "exec sleep 3600", ""),
+    );
     node.wait_pod("one", "running", running).await;
-    node.write("two.yaml", &busybox_pod("two", "Always", "exec sleep 3600", ""));
-    let two = node.wait_pod("two", "rejected", |p| phase(p) == "Failed").await;
-    let status = two.status.unwrap();
+    node.write(
+        "two.yaml",
+        &busybox_pod("two", "Always", "exec sleep 3600", ""),
+    );
+    let two = node
+        .wait_pod("two", "rejected", |p| phase(p) == "Failed")
+        .await;
+    let status = two.status.clone().unwrap();
     assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
     assert_eq!(
         status.message.as_deref(),
-        Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1")
+        Some(
+            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1"
+        )
     );
     assert_eq!(node.running_containers_of(&uid(&two)).await, 0);
     node.shutdown().await;
 }
-

@@ -1,9 +1,7 @@
 //! The v1 scheme defaults the kubelet relies on (upstream `pkg/apis/core/v1/defaults.go`),
 //! applied to a freshly decoded pod the way the universal decoder does.
 
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HTTPGetAction, Lifecycle, Pod, Probe, Volume,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, HTTPGetAction, Lifecycle, Pod, Probe, Volume};
 
 /// `terminationGracePeriodSeconds` when unset.
 pub(crate) const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
@@ -210,7 +208,10 @@ mod tests {
         assert_eq!(default_pull_policy("busybox:latest"), "Always");
         assert_eq!(default_pull_policy("busybox:1.36"), "IfNotPresent");
         assert_eq!(default_pull_policy("localhost:5000/busybox"), "Always");
-        assert_eq!(default_pull_policy("localhost:5000/busybox:1"), "IfNotPresent");
+        assert_eq!(
+            default_pull_policy("localhost:5000/busybox:1"),
+            "IfNotPresent"
+        );
         assert_eq!(
             default_pull_policy("busybox@sha256:0123456789abcdef"),
             "IfNotPresent"

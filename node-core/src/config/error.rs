@@ -54,7 +54,11 @@ impl FieldError {
     }
 
     /// `<field>: Invalid value: <value>[: <detail>]`; `value` is already formatted.
-    pub(crate) fn invalid(field: impl Into<String>, value: impl fmt::Display, detail: &str) -> Self {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        detail: &str,
+    ) -> Self {
         Self::with_detail(field, format!("Invalid value: {value}"), detail)
     }
 

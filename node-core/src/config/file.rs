@@ -173,7 +173,11 @@ impl FileState {
         let mut hasher = Fnv128a::new();
         hasher.write(&data);
         let digest = hasher.finish();
-        if self.entries.get(file).is_some_and(|e| e.digest == Some(digest)) {
+        if self
+            .entries
+            .get(file)
+            .is_some_and(|e| e.digest == Some(digest))
+        {
             return;
         }
         tracing::debug!(path = %file.display(), "reading config file");
@@ -193,6 +197,10 @@ impl FileState {
 
     fn reject(&mut self, file: &Path, digest: Option<u128>, error: PodSourceError) {
         let message = chain(&error);
+        eprintln!(
+            "DEBUG reject {message} at {:?}",
+            std::time::SystemTime::now()
+        );
         let repeated = self
             .entries
             .get(file)

@@ -137,6 +137,8 @@ pub(crate) async fn run(mut sender: SourceSender, request: Request, period: Dura
     let mut ticker = tokio::time::interval(period.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_body: Option<Bytes> = None;
+    // Why the last body was rejected, if it was.
+    let mut body_error: Option<String> = None;
     let mut failures = 0u32;
     loop {
         ticker.tick().await;
@@ -148,12 +150,21 @@ pub(crate) async fn run(mut sender: SourceSender, request: Request, period: Dura
                 // Upstream sends an empty snapshot and reports an error. Forget the last body
                 // so that the same pods served again are sent again.
                 last_body = None;
+                body_error = None;
                 if sender.send(Vec::new()).await.is_err() {
                     return;
                 }
                 Err(format!("url {url}: zero-length data received"))
             }
-            Ok(body) if last_body.as_ref() == Some(&body) => Ok(false),
+            // Unchanged: nothing to send, and the body's outcome still holds (an invalid
+            // body stays rejected, without being parsed or logged again, until it changes).
+            Ok(body) if last_body.as_ref() == Some(&body) => match &body_error {
+                None => Ok(()),
+                Some(error) => {
+                    sender.status().set_source_error(&url, Some(error.clone()));
+                    continue;
+                }
+            },
             Ok(body) => {
                 last_body = Some(body.clone());
                 let node_name = sender.node_name().to_owned();
@@ -162,24 +173,29 @@ pub(crate) async fn run(mut sender: SourceSender, request: Request, period: Dura
                     decode_static_pods(&body, &decode_url, &node_name)
                 })
                 .await;
+                let decoded = match decoded {
+                    Ok(Ok(pods)) => Ok(pods),
+                    Ok(Err(e)) => Err(chain(&e)),
+                    Err(e) => Err(format!("url {url}: decoding failed: {e}")),
+                };
+                body_error = decoded.as_ref().err().cloned();
                 match decoded {
-                    Ok(Ok(pods)) => {
+                    Ok(pods) => {
                         if sender.send(pods).await.is_err() {
                             return;
                         }
-                        Ok(true)
+                        Ok(())
                     }
-                    Ok(Err(e)) => Err(chain(&e)),
-                    Err(e) => Err(format!("url {url}: decoding failed: {e}")),
+                    Err(error) => Err(error),
                 }
             }
             Err(e) => Err(chain(&e)),
         };
         match outcome {
-            Ok(changed) => {
+            Ok(()) => {
                 if failures > 0 {
                     tracing::info!(%url, "successfully read pods from URL");
-                } else if changed {
+                } else {
                     tracing::debug!(%url, "read pods from URL");
                 }
                 failures = 0;
@@ -207,7 +223,8 @@ mod tests {
 
     #[test]
     fn requests_are_checked_up_front() {
-        let headers = BTreeMap::from([("X-Token".to_owned(), vec!["a".to_owned(), "b".to_owned()])]);
+        let headers =
+            BTreeMap::from([("X-Token".to_owned(), vec!["a".to_owned(), "b".to_owned()])]);
         let request = Request::new("http://127.0.0.1:8080/pods", &headers).unwrap();
         assert_eq!(request.headers.get_all("x-token").iter().count(), 2);
         assert!(matches!(

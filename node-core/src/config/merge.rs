@@ -22,7 +22,9 @@ const UPDATES_CAPACITY: usize = 50;
 /// Locks a mutex, recovering the data if a holder panicked (the data stays consistent: every
 /// critical section here only replaces whole values).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What every source and the consumer share.
@@ -441,7 +443,10 @@ const LOCAL_ANNOTATIONS: [&str; 3] = [
 ];
 
 /// Annotations equal apart from the kubelet's local ones.
-fn annotations_equal(a: &Option<BTreeMap<String, String>>, b: &Option<BTreeMap<String, String>>) -> bool {
+fn annotations_equal(
+    a: &Option<BTreeMap<String, String>>,
+    b: &Option<BTreeMap<String, String>>,
+) -> bool {
     let filtered = |m: &Option<BTreeMap<String, String>>| -> BTreeMap<String, String> {
         m.iter()
             .flatten()

@@ -164,9 +164,10 @@ fn check_type(
         }
     }
     match object.get("apiVersion") {
-        None | Some(Value::Null) if required => {
-            Err(kind_error(origin, "object 'apiVersion' is missing".to_owned()))
-        }
+        None | Some(Value::Null) if required => Err(kind_error(
+            origin,
+            "object 'apiVersion' is missing".to_owned(),
+        )),
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(found)) if found == "v1" => Ok(()),
         Some(found) => Err(kind_error(
@@ -314,6 +315,9 @@ mod tests {
         );
         let mut h = Fnv128a::new();
         h.write(b"a");
-        assert_eq!(format!("{:032x}", h.finish()), "d228cb696f1a8caf78912b704e4a8964");
+        assert_eq!(
+            format!("{:032x}", h.finish()),
+            "d228cb696f1a8caf78912b704e4a8964"
+        );
     }
 }

@@ -51,7 +51,11 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
         errors.push(FieldError::required("metadata.namespace", ""));
     } else {
         for msg in dns1123_label(namespace) {
-            errors.push(FieldError::invalid_str("metadata.namespace", namespace, &msg));
+            errors.push(FieldError::invalid_str(
+                "metadata.namespace",
+                namespace,
+                &msg,
+            ));
         }
     }
     match pod.spec.as_ref() {
@@ -97,7 +101,11 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
             ));
         }
     }
-    if spec.ephemeral_containers.as_ref().is_some_and(|c| !c.is_empty()) {
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|c| !c.is_empty())
+    {
         errors.push(FieldError::forbidden(
             "spec.ephemeralContainers",
             "cannot be set on create",
@@ -214,17 +222,18 @@ fn validate_container(container: &Container, path: &str, errors: &mut Vec<FieldE
     }
     match container.image_pull_policy.as_deref().unwrap_or("") {
         "Always" | "IfNotPresent" | "Never" => {}
-        "" => errors.push(FieldError::required(
-            format!("{path}.imagePullPolicy"),
-            "",
-        )),
+        "" => errors.push(FieldError::required(format!("{path}.imagePullPolicy"), "")),
         other => errors.push(FieldError::not_supported(
             format!("{path}.imagePullPolicy"),
             other,
             &["Always", "IfNotPresent", "Never"],
         )),
     }
-    match container.termination_message_policy.as_deref().unwrap_or("") {
+    match container
+        .termination_message_policy
+        .as_deref()
+        .unwrap_or("")
+    {
         "File" | "FallbackToLogsOnError" => {}
         "" => errors.push(FieldError::required(
             format!("{path}.terminationMessagePolicy"),
@@ -373,7 +382,9 @@ fn matches_label(value: &str) -> bool {
 pub(crate) fn dns1123_label(value: &str) -> Vec<String> {
     let mut msgs = Vec::new();
     if value.len() > DNS1123_LABEL_MAX {
-        msgs.push(format!("must be no more than {DNS1123_LABEL_MAX} characters"));
+        msgs.push(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
     }
     if !matches_label(value) {
         msgs.push(DNS1123_LABEL_MSG.to_owned());

@@ -61,7 +61,10 @@ fn anchor_of(path: &Path) -> (PathBuf, Option<OsString>) {
             None => return (current.to_path_buf(), None),
         };
         if parent.is_dir() {
-            return (parent.to_path_buf(), current.file_name().map(OsString::from));
+            return (
+                parent.to_path_buf(),
+                current.file_name().map(OsString::from),
+            );
         }
         current = parent;
     }

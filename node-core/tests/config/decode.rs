@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use node_core::config::{
-    CONFIG_HASH_ANNOTATION, FieldError, ManifestOrigin, MAX_MANIFEST_SIZE, PodSourceError,
+    CONFIG_HASH_ANNOTATION, FieldError, MAX_MANIFEST_SIZE, ManifestOrigin, PodSourceError,
     decode_static_pod, decode_static_pods,
 };
 use node_core::k8s_openapi::api::core::v1::Pod;
@@ -15,7 +15,11 @@ fn file(path: &str) -> ManifestOrigin {
 }
 
 fn decode(yaml: &str) -> Result<Pod, PodSourceError> {
-    decode_static_pod(yaml.as_bytes(), &file("/etc/kubernetes/manifests/web.yaml"), NODE)
+    decode_static_pod(
+        yaml.as_bytes(),
+        &file("/etc/kubernetes/manifests/web.yaml"),
+        NODE,
+    )
 }
 
 /// The validation errors of a manifest, as `field: message` strings.
@@ -76,7 +80,10 @@ fn yaml_gets_the_scheme_defaults() {
 
     let web = &spec.containers[0];
     assert_eq!(web.image_pull_policy.as_deref(), Some("Always"), "no tag");
-    assert_eq!(web.termination_message_path.as_deref(), Some("/dev/termination-log"));
+    assert_eq!(
+        web.termination_message_path.as_deref(),
+        Some("/dev/termination-log")
+    );
     assert_eq!(web.termination_message_policy.as_deref(), Some("File"));
     let port = &web.ports.as_ref().unwrap()[0];
     assert_eq!(port.protocol.as_deref(), Some("TCP"));
@@ -84,21 +91,40 @@ fn yaml_gets_the_scheme_defaults() {
     let resources = web.resources.as_ref().unwrap();
     let requests = resources.requests.as_ref().unwrap();
     assert_eq!(requests["cpu"].0, "500m", "an explicit request is kept");
-    assert_eq!(requests["memory"].0, "128Mi", "a missing request comes from the limit");
+    assert_eq!(
+        requests["memory"].0, "128Mi",
+        "a missing request comes from the limit"
+    );
     let probe = web.liveness_probe.as_ref().unwrap();
     assert_eq!(
-        (probe.timeout_seconds, probe.period_seconds, probe.success_threshold, probe.failure_threshold),
+        (
+            probe.timeout_seconds,
+            probe.period_seconds,
+            probe.success_threshold,
+            probe.failure_threshold
+        ),
         (Some(1), Some(10), Some(1), Some(3))
     );
     assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
 
     let pinned = &spec.containers[1];
-    assert_eq!(pinned.image_pull_policy.as_deref(), Some("IfNotPresent"), "digest");
+    assert_eq!(
+        pinned.image_pull_policy.as_deref(),
+        Some("IfNotPresent"),
+        "digest"
+    );
     assert!(
-        pinned.image.as_deref().unwrap().ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+        pinned
+            .image
+            .as_deref()
+            .unwrap()
+            .ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
         "a digest reference gets no tag"
     );
-    assert_eq!(spec.containers[2].image_pull_policy.as_deref(), Some("IfNotPresent"));
+    assert_eq!(
+        spec.containers[2].image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
     let init = &spec.init_containers.as_ref().unwrap()[0];
     assert_eq!(init.image_pull_policy.as_deref(), Some("Always"), ":latest");
     assert_eq!(init.termination_message_policy.as_deref(), Some("File"));
@@ -107,13 +133,25 @@ fn yaml_gets_the_scheme_defaults() {
 #[test]
 fn static_pod_naming_and_annotations() {
     let pod = decode(FULL).unwrap();
-    assert_eq!(pod.metadata.name.as_deref(), Some("web-node-1"), "suffix is lowercased");
+    assert_eq!(
+        pod.metadata.name.as_deref(),
+        Some("web-node-1"),
+        "suffix is lowercased"
+    );
     assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
     let spec = pod.spec.as_ref().unwrap();
-    assert_eq!(spec.node_name.as_deref(), Some(NODE), "nodeName keeps its case");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some(NODE),
+        "nodeName keeps its case"
+    );
     let uid = pod.metadata.uid.clone().unwrap();
     assert_eq!(uid.len(), 32);
-    assert!(uid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{uid}");
+    assert!(
+        uid.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{uid}"
+    );
     let annotations = pod.metadata.annotations.as_ref().unwrap();
     assert_eq!(annotations[CONFIG_HASH_ANNOTATION], uid);
     let tolerations = spec.tolerations.as_ref().unwrap();
@@ -121,7 +159,10 @@ fn static_pod_naming_and_annotations() {
     assert_eq!(tolerations[0].operator.as_deref(), Some("Exists"));
     assert_eq!(tolerations[0].effect.as_deref(), Some("NoExecute"));
     assert_eq!(tolerations[0].key, None);
-    assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
     assert_eq!(pod.metadata.labels.as_ref().unwrap()["app"], "web");
 }
 
@@ -158,7 +199,15 @@ fn uid_depends_on_content_path_and_node() {
     };
     let base = uid(&yaml, "/m/web.yaml", "node-1");
     assert_eq!(base, uid(&yaml, "/m/web.yaml", "node-1"), "stable");
-    assert_ne!(base, uid(&crate::manifest("web", "nginx:1.28"), "/m/web.yaml", "node-1"), "content");
+    assert_ne!(
+        base,
+        uid(
+            &crate::manifest("web", "nginx:1.28"),
+            "/m/web.yaml",
+            "node-1"
+        ),
+        "content"
+    );
     assert_ne!(base, uid(&yaml, "/m/other.yaml", "node-1"), "path");
     assert_ne!(base, uid(&yaml, "/m/web.yaml", "node-2"), "node");
     // Formatting alone does not change the decoded pod, so not the UID either.
@@ -172,7 +221,10 @@ fn uid_depends_on_content_path_and_node() {
 fn explicit_uid_is_kept() {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, uid: 11111111-2222-3333-4444-555555555555}\nspec:\n  containers: [{name: web, image: nginx}]\n";
     let pod = decode(yaml).unwrap();
-    assert_eq!(pod.metadata.uid.as_deref(), Some("11111111-2222-3333-4444-555555555555"));
+    assert_eq!(
+        pod.metadata.uid.as_deref(),
+        Some("11111111-2222-3333-4444-555555555555")
+    );
     assert_eq!(
         pod.metadata.annotations.unwrap()[CONFIG_HASH_ANNOTATION],
         "11111111-2222-3333-4444-555555555555"
@@ -182,7 +234,10 @@ fn explicit_uid_is_kept() {
 #[test]
 fn explicit_namespace_is_kept() {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: kube-system}\nspec:\n  containers: [{name: web, image: nginx}]\n";
-    assert_eq!(decode(yaml).unwrap().metadata.namespace.as_deref(), Some("kube-system"));
+    assert_eq!(
+        decode(yaml).unwrap().metadata.namespace.as_deref(),
+        Some("kube-system")
+    );
 }
 
 #[test]
@@ -191,7 +246,10 @@ fn host_network_defaults_host_ports() {
     assert!(pod.spec.unwrap().containers[0].ports.is_none());
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  hostNetwork: true\n  containers: [{name: web, image: nginx, ports: [{containerPort: 8080}]}]\n";
     let pod = decode(yaml).unwrap();
-    assert_eq!(pod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].host_port, Some(8080));
+    assert_eq!(
+        pod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].host_port,
+        Some(8080)
+    );
 }
 
 #[test]
@@ -219,19 +277,35 @@ fn kind_and_api_version_are_required() {
         Err(PodSourceError::Kind { message, .. }) => message,
         other => panic!("expected a kind error for {yaml:?}, got {other:?}"),
     };
-    assert_eq!(kind_error("apiVersion: v1\nmetadata: {name: web}\n"), "object 'Kind' is missing");
-    assert_eq!(kind_error("kind: Pod\nmetadata: {name: web}\n"), "object 'apiVersion' is missing");
-    assert_eq!(kind_error("apiVersion: v1\nkind: Service\n"), r#"kind "Service" is not "Pod""#);
-    assert_eq!(kind_error("apiVersion: apps/v1\nkind: Pod\n"), r#"apiVersion "apps/v1" is not "v1""#);
-    assert_eq!(kind_error("apiVersion: v1\nkind: PodList\nitems: []\n"), r#"kind "PodList" is not "Pod""#);
+    assert_eq!(
+        kind_error("apiVersion: v1\nmetadata: {name: web}\n"),
+        "object 'Kind' is missing"
+    );
+    assert_eq!(
+        kind_error("kind: Pod\nmetadata: {name: web}\n"),
+        "object 'apiVersion' is missing"
+    );
+    assert_eq!(
+        kind_error("apiVersion: v1\nkind: Service\n"),
+        r#"kind "Service" is not "Pod""#
+    );
+    assert_eq!(
+        kind_error("apiVersion: apps/v1\nkind: Pod\n"),
+        r#"apiVersion "apps/v1" is not "v1""#
+    );
+    assert_eq!(
+        kind_error("apiVersion: v1\nkind: PodList\nitems: []\n"),
+        r#"kind "PodList" is not "Pod""#
+    );
     assert!(kind_error("- a\n- b\n").contains("found a list"));
     assert!(kind_error("just a string\n").contains("found a string"));
 }
 
 #[test]
 fn missing_name_is_rejected() {
-    let error = decode("apiVersion: v1\nkind: Pod\nspec:\n  containers: [{name: web, image: nginx}]\n")
-        .unwrap_err();
+    let error =
+        decode("apiVersion: v1\nkind: Pod\nspec:\n  containers: [{name: web, image: nginx}]\n")
+            .unwrap_err();
     assert!(matches!(error, PodSourceError::MissingName { .. }));
     assert_eq!(
         error.to_string(),
@@ -265,8 +339,14 @@ fn junk_input_is_an_error_not_a_panic() {
     ];
     for data in cases {
         let result = decode_static_pod(&data, &file("/m/junk.yaml"), NODE);
-        let error = result.expect_err(&format!("{:?}", String::from_utf8_lossy(&data[..data.len().min(40)])));
-        assert!(error.to_string().starts_with("manifest /m/junk.yaml: "), "{error}");
+        let error = result.expect_err(&format!(
+            "{:?}",
+            String::from_utf8_lossy(&data[..data.len().min(40)])
+        ));
+        assert!(
+            error.to_string().starts_with("manifest /m/junk.yaml: "),
+            "{error}"
+        );
         // The HTTP form must not panic either.
         assert!(decode_static_pods(&data, "http://127.0.0.1/", NODE).is_err());
     }
@@ -276,7 +356,9 @@ fn junk_input_is_an_error_not_a_panic() {
 
 #[test]
 fn yaml_alias_bombs_are_rejected_or_bounded() {
-    let mut bomb = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for i in 1..10 {
         let prev = (b'a' + i - 1) as char;
         let name = (b'a' + i) as char;
@@ -296,7 +378,10 @@ fn oversized_manifests_are_rejected() {
 #[test]
 fn first_yaml_document_is_the_manifest() {
     let yaml = format!("{}---\nkind: Service\n", crate::manifest("web", "nginx"));
-    assert_eq!(decode(&yaml).unwrap().metadata.name.as_deref(), Some("web-node-1"));
+    assert_eq!(
+        decode(&yaml).unwrap().metadata.name.as_deref(),
+        Some("web-node-1")
+    );
 }
 
 #[test]
@@ -313,17 +398,26 @@ fn validation_errors_are_joined_and_name_the_file() {
 fn validation_metadata() {
     assert_eq!(
         invalid(&crate::manifest("web_1", "nginx")),
-        ["metadata.name: Invalid value: \"web_1-node-1\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"]
+        [
+            "metadata.name: Invalid value: \"web_1-node-1\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        ]
     );
     let long = "a".repeat(250);
     assert_eq!(
         invalid(&crate::manifest(&long, "nginx")),
-        [format!("metadata.name: Invalid value: \"{long}-node-1\": must be no more than 253 characters")]
+        [format!(
+            "metadata.name: Invalid value: \"{long}-node-1\": must be no more than 253 characters"
+        )]
     );
     let ns = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: Kube.System}\nspec:\n  containers: [{name: web, image: nginx}]\n";
     let errors = invalid(ns);
     assert_eq!(errors.len(), 1);
-    assert!(errors[0].starts_with("metadata.namespace: Invalid value: \"Kube.System\": a lowercase RFC 1123 label"), "{errors:?}");
+    assert!(
+        errors[0].starts_with(
+            "metadata.namespace: Invalid value: \"Kube.System\": a lowercase RFC 1123 label"
+        ),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -337,37 +431,60 @@ fn validation_containers() {
         ["spec.containers: Required value"]
     );
     assert_eq!(
-        invalid("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: Web_1, image: nginx}]\n"),
-        ["spec.containers[0].name: Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"]
+        invalid(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: Web_1, image: nginx}]\n"
+        ),
+        [
+            "spec.containers[0].name: Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+        ]
     );
     assert_eq!(
-        invalid("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{image: nginx}]\n"),
+        invalid(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{image: nginx}]\n"
+        ),
         ["spec.containers[0].name: Required value"]
     );
     assert_eq!(
-        invalid("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web}]\n"),
+        invalid(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web}]\n"
+        ),
         ["spec.containers[0].image: Required value"]
     );
     assert_eq!(
-        invalid("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web, image: ' nginx'}]\n"),
-        ["spec.containers[0].image: Invalid value: \" nginx\": must not have leading or trailing whitespace"]
+        invalid(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web, image: ' nginx'}]\n"
+        ),
+        [
+            "spec.containers[0].image: Invalid value: \" nginx\": must not have leading or trailing whitespace"
+        ]
     );
     assert_eq!(
         invalid(&with_spec("  - {name: web, image: nginx}\n")),
         ["spec.containers[1].name: Duplicate value: \"web\""]
     );
     assert_eq!(
-        invalid(&with_spec("  initContainers: [{name: web, image: busybox}]\n")),
+        invalid(&with_spec(
+            "  initContainers: [{name: web, image: busybox}]\n"
+        )),
         ["spec.initContainers[0].name: Duplicate value: \"web\""]
     );
     assert_eq!(
-        invalid(&with_spec("  initContainers: [{name: init, image: busybox, restartPolicy: Never}]\n")),
-        ["spec.initContainers[0].restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""]
+        invalid(&with_spec(
+            "  initContainers: [{name: init, image: busybox, restartPolicy: Never}]\n"
+        )),
+        [
+            "spec.initContainers[0].restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""
+        ]
     );
     // A sidecar (init container with restartPolicy Always) is fine.
-    decode(&with_spec("  initContainers: [{name: init, image: busybox, restartPolicy: Always}]\n")).unwrap();
+    decode(&with_spec(
+        "  initContainers: [{name: init, image: busybox, restartPolicy: Always}]\n",
+    ))
+    .unwrap();
     assert_eq!(
-        invalid(&with_spec("  ephemeralContainers: [{name: debug, image: busybox}]\n")),
+        invalid(&with_spec(
+            "  ephemeralContainers: [{name: debug, image: busybox}]\n"
+        )),
         ["spec.ephemeralContainers: Forbidden: cannot be set on create"]
     );
 }
@@ -376,35 +493,52 @@ fn validation_containers() {
 fn validation_policies() {
     assert_eq!(
         invalid(&with_spec("  restartPolicy: Sometimes\n")),
-        ["spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""]
+        [
+            "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+        ]
     );
     for policy in ["Always", "OnFailure", "Never"] {
         decode(&with_spec(&format!("  restartPolicy: {policy}\n"))).unwrap();
     }
     assert_eq!(
         invalid(&with_spec("  dnsPolicy: Cluster\n")),
-        ["spec.dnsPolicy: Unsupported value: \"Cluster\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""]
+        [
+            "spec.dnsPolicy: Unsupported value: \"Cluster\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""
+        ]
     );
     assert_eq!(
         invalid(&with_spec("  dnsPolicy: None\n")),
         ["spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"]
     );
     assert_eq!(
-        invalid(&with_spec("  dnsPolicy: None\n  dnsConfig: {searches: [local]}\n")),
-        ["spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"]
+        invalid(&with_spec(
+            "  dnsPolicy: None\n  dnsConfig: {searches: [local]}\n"
+        )),
+        [
+            "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+        ]
     );
-    decode(&with_spec("  dnsPolicy: None\n  dnsConfig: {nameservers: [10.0.0.10]}\n")).unwrap();
+    decode(&with_spec(
+        "  dnsPolicy: None\n  dnsConfig: {nameservers: [10.0.0.10]}\n",
+    ))
+    .unwrap();
     assert_eq!(
         invalid(&with_spec("  dnsConfig: {nameservers: [dns.local]}\n")),
         ["spec.dnsConfig.nameservers[0]: Invalid value: \"dns.local\": must be a valid IP address"]
     );
     assert_eq!(
-        invalid("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web, image: nginx, imagePullPolicy: Sometimes}]\n"),
-        ["spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\""]
+        invalid(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web, image: nginx, imagePullPolicy: Sometimes}]\n"
+        ),
+        [
+            "spec.containers[0].imagePullPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"IfNotPresent\", \"Never\""
+        ]
     );
     assert_eq!(
         invalid(&with_spec("  terminationGracePeriodSeconds: -1\n")),
-        ["spec.terminationGracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0"]
+        [
+            "spec.terminationGracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0"
+        ]
     );
     decode(&with_spec("  terminationGracePeriodSeconds: 0\n")).unwrap();
 }
@@ -419,7 +553,9 @@ fn with_ports(ports: &str, host_network: bool) -> String {
 fn validation_ports() {
     assert_eq!(
         invalid(&with_ports("[{containerPort: 70000}]", false)),
-        ["spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"]
+        [
+            "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive"
+        ]
     );
     assert_eq!(
         invalid(&with_ports("[{containerPort: 0}]", false)),
@@ -427,19 +563,28 @@ fn validation_ports() {
     );
     assert_eq!(
         invalid(&with_ports("[{containerPort: 80, hostPort: -1}]", false)),
-        ["spec.containers[0].ports[0].hostPort: Invalid value: -1: must be between 1 and 65535, inclusive"]
+        [
+            "spec.containers[0].ports[0].hostPort: Invalid value: -1: must be between 1 and 65535, inclusive"
+        ]
     );
     assert_eq!(
-        invalid(&with_ports("[{containerPort: 80, name: http}, {containerPort: 81, name: http}]", false)),
+        invalid(&with_ports(
+            "[{containerPort: 80, name: http}, {containerPort: 81, name: http}]",
+            false
+        )),
         ["spec.containers[0].ports[1].name: Duplicate value: \"http\""]
     );
     assert_eq!(
         invalid(&with_ports("[{containerPort: 80, protocol: HTTP}]", false)),
-        ["spec.containers[0].ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\""]
+        [
+            "spec.containers[0].ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\""
+        ]
     );
     assert_eq!(
         invalid(&with_ports("[{containerPort: 80, hostPort: 8080}]", true)),
-        ["spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` when `hostNetwork` is true"]
+        [
+            "spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` when `hostNetwork` is true"
+        ]
     );
     decode(&with_ports("[{containerPort: 80, hostPort: 80}]", true)).unwrap();
     decode(&with_ports("[{containerPort: 80, hostPort: 8080}]", false)).unwrap();
@@ -454,26 +599,45 @@ fn with_resources(resources: &str) -> String {
 #[test]
 fn validation_resources() {
     assert_eq!(
-        invalid(&with_resources("{requests: {cpu: '2'}, limits: {cpu: '1'}}")),
-        ["spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"]
+        invalid(&with_resources(
+            "{requests: {cpu: '2'}, limits: {cpu: '1'}}"
+        )),
+        [
+            "spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"
+        ]
     );
     assert_eq!(
-        invalid(&with_resources("{requests: {memory: 2Gi}, limits: {memory: 1Gi}}")),
-        ["spec.containers[0].resources.requests: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi"]
+        invalid(&with_resources(
+            "{requests: {memory: 2Gi}, limits: {memory: 1Gi}}"
+        )),
+        [
+            "spec.containers[0].resources.requests: Invalid value: \"2Gi\": must be less than or equal to memory limit of 1Gi"
+        ]
     );
     assert_eq!(
         invalid(&with_resources("{limits: {cpu: lots}}")),
-        ["spec.containers[0].resources.limits[cpu]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"]
+        [
+            "spec.containers[0].resources.limits[cpu]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+            // The request defaulted from the limit is just as bad.
+            "spec.containers[0].resources.requests[cpu]: Invalid value: \"lots\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        ]
     );
     assert_eq!(
         invalid(&with_resources("{requests: {cpu: '-1'}}")),
-        ["spec.containers[0].resources.requests[cpu]: Invalid value: \"-1\": must be greater than or equal to 0"]
+        [
+            "spec.containers[0].resources.requests[cpu]: Invalid value: \"-1\": must be greater than or equal to 0"
+        ]
     );
     assert_eq!(
         invalid(&with_resources("{requests: {example.com/gpu: '1'}}")),
-        ["spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources"]
+        [
+            "spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources"
+        ]
     );
-    decode(&with_resources("{requests: {cpu: 500m}, limits: {cpu: '1', memory: 1Gi}}")).unwrap();
+    decode(&with_resources(
+        "{requests: {cpu: 500m}, limits: {cpu: '1', memory: 1Gi}}",
+    ))
+    .unwrap();
     decode(&with_resources("{limits: {example.com/gpu: '1'}}")).unwrap();
 }
 
@@ -484,16 +648,27 @@ fn pod_list_and_single_pod_from_http() {
         {"apiVersion":"v1","kind":"Pod","metadata":{"name":"b","namespace":"ops"},"spec":{"containers":[{"name":"main","image":"nginx"}]}}
     ]}"#;
     let pods = decode_static_pods(list.as_bytes(), "http://127.0.0.1/pods", "node").unwrap();
-    let names: Vec<_> = pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+    let names: Vec<_> = pods
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(names, ["a-node", "b-node"]);
     assert_eq!(pods[1].metadata.namespace.as_deref(), Some("ops"));
-    assert!(pods[0].spec.as_ref().unwrap().tolerations.is_none(), "http pods get no NoExecute toleration");
+    assert!(
+        pods[0].spec.as_ref().unwrap().tolerations.is_none(),
+        "http pods get no NoExecute toleration"
+    );
 
     let single = crate::manifest("a", "nginx");
     let pods = decode_static_pods(single.as_bytes(), "http://127.0.0.1/pods", "node").unwrap();
     assert_eq!(pods.len(), 1);
 
-    let empty_list = decode_static_pods(br#"{"apiVersion":"v1","kind":"PodList","items":null}"#, "http://x/", "n").unwrap();
+    let empty_list = decode_static_pods(
+        br#"{"apiVersion":"v1","kind":"PodList","items":null}"#,
+        "http://x/",
+        "n",
+    )
+    .unwrap();
     assert!(empty_list.is_empty());
 
     let bad = r#"{"apiVersion":"v1","kind":"PodList","items":[
@@ -504,6 +679,11 @@ fn pod_list_and_single_pod_from_http() {
         error.to_string(),
         "url http://127.0.0.1/pods items[1]: invalid pod: [spec.containers[0].image: Required value]"
     );
-    let other = decode_static_pods(b"{\"apiVersion\":\"v1\",\"kind\":\"Service\"}", "http://x/", "n").unwrap_err();
+    let other = decode_static_pods(
+        b"{\"apiVersion\":\"v1\",\"kind\":\"Service\"}",
+        "http://x/",
+        "n",
+    )
+    .unwrap_err();
     assert!(matches!(other, PodSourceError::Kind { .. }), "{other:?}");
 }

@@ -34,9 +34,15 @@ async fn lists_good_pods_beside_bad_hidden_and_nested_ones() {
         "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  containers: [{name: web, image: a}, {name: web, image: b}]\n",
     );
     write(&dir.path().join("c.json"), "\u{0}\u{1}junk");
-    write(&dir.path().join(".hidden.yaml"), &manifest("hidden", "nginx"));
+    write(
+        &dir.path().join(".hidden.yaml"),
+        &manifest("hidden", "nginx"),
+    );
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    write(&dir.path().join("sub/nested.yaml"), &manifest("nested", "nginx"));
+    write(
+        &dir.path().join("sub/nested.yaml"),
+        &manifest("nested", "nginx"),
+    );
 
     let (config, mut updates, handle) = start(dir.path());
     let update = next_update(&mut updates, SOON, "initial list").await;
@@ -52,7 +58,10 @@ async fn lists_good_pods_beside_bad_hidden_and_nested_ones() {
         format!("manifest {key}: invalid pod: [spec.containers[1].name: Duplicate value: \"web\"]")
     );
     let junk = dir.path().join("c.json").display().to_string();
-    assert!(rejected[&junk].starts_with(&format!("manifest {junk}: ")), "{rejected:#?}");
+    assert!(
+        rejected[&junk].starts_with(&format!("manifest {junk}: ")),
+        "{rejected:#?}"
+    );
     no_update(&mut updates, 300).await;
 }
 
@@ -82,7 +91,9 @@ async fn inotify_add_modify_rename_truncate_delete() {
     assert_update(&added, PodOperation::Add, &["web-node-a"]);
     let uid2 = uids(&added);
     assert_ne!(uid1, uid2);
-    let image = added.pods[0].spec.as_ref().unwrap().containers[0].image.clone();
+    let image = added.pods[0].spec.as_ref().unwrap().containers[0]
+        .image
+        .clone();
     assert_eq!(image.as_deref(), Some("nginx:2"));
 
     // Same bytes again (touch, chmod, rewrite): nothing.
@@ -157,7 +168,10 @@ async fn a_manifest_turning_bad_is_rejected_and_its_pod_removed() {
     let update = next_update(&mut updates, SOON, "initial").await;
     assert_update(&update, PodOperation::Add, &["db-node-a", "web-node-a"]);
 
-    write(&web, "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web}]\n");
+    write(
+        &web,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: web}]\n",
+    );
     let update = next_update(&mut updates, SOON, "remove of web").await;
     assert_update(&update, PodOperation::Remove, &["web-node-a"]);
     let key = web.display().to_string();
@@ -167,7 +181,11 @@ async fn a_manifest_turning_bad_is_rejected_and_its_pod_removed() {
     );
 
     write(&web, &manifest("web", "nginx"));
-    assert_update(&next_update(&mut updates, SOON, "web back").await, PodOperation::Add, &["web-node-a"]);
+    assert_update(
+        &next_update(&mut updates, SOON, "web back").await,
+        PodOperation::Add,
+        &["web-node-a"],
+    );
     assert!(handle.rejected().is_empty());
 }
 
@@ -176,9 +194,15 @@ async fn hidden_files_and_subdirectories_are_ignored_by_the_watch() {
     let dir = tempfile::tempdir().unwrap();
     let (_config, mut updates, handle) = start(dir.path());
     next_update(&mut updates, SOON, "empty first snapshot").await;
-    write(&dir.path().join(".hidden.yaml"), &manifest("hidden", "nginx"));
+    write(
+        &dir.path().join(".hidden.yaml"),
+        &manifest("hidden", "nginx"),
+    );
     std::fs::create_dir(dir.path().join("sub")).unwrap();
-    write(&dir.path().join("sub/pod.yaml"), &manifest("nested", "nginx"));
+    write(
+        &dir.path().join("sub/pod.yaml"),
+        &manifest("nested", "nginx"),
+    );
     write(&dir.path().join(".bad"), "junk: [");
     no_update(&mut updates, 500).await;
     assert!(handle.rejected().is_empty());
@@ -193,7 +217,9 @@ async fn same_pod_in_two_files_keeps_the_first_in_path_order() {
     let (_config, mut updates, handle) = start(dir.path());
     let update = next_update(&mut updates, SOON, "initial").await;
     assert_update(&update, PodOperation::Add, &["web-node-a"]);
-    let image = update.pods[0].spec.as_ref().unwrap().containers[0].image.clone();
+    let image = update.pods[0].spec.as_ref().unwrap().containers[0]
+        .image
+        .clone();
     assert_eq!(image.as_deref(), Some("nginx:1"));
     let key = second.display().to_string();
     let first = dir.path().join("a.yaml");
@@ -207,9 +233,14 @@ async fn same_pod_in_two_files_keeps_the_first_in_path_order() {
 
     // The first goes away: the second takes over.
     std::fs::remove_file(&first).unwrap();
-    assert_eq!(next_update(&mut updates, SOON, "remove").await.op, PodOperation::Remove);
+    assert_eq!(
+        next_update(&mut updates, SOON, "remove").await.op,
+        PodOperation::Remove
+    );
     let update = next_update(&mut updates, SOON, "add of b").await;
-    let image = update.pods[0].spec.as_ref().unwrap().containers[0].image.clone();
+    let image = update.pods[0].spec.as_ref().unwrap().containers[0]
+        .image
+        .clone();
     assert_eq!(image.as_deref(), Some("nginx:2"));
     assert!(handle.rejected().is_empty());
 }
@@ -285,10 +316,18 @@ async fn a_single_manifest_file_as_the_path() {
     std::fs::rename(&temp, &file).unwrap();
     let removed = next_update(&mut updates, SOON, "remove").await;
     assert_eq!(uids(&removed), uids(&added));
-    assert_update(&next_update(&mut updates, SOON, "add").await, PodOperation::Add, &["web-node-a"]);
+    assert_update(
+        &next_update(&mut updates, SOON, "add").await,
+        PodOperation::Add,
+        &["web-node-a"],
+    );
 
     std::fs::remove_file(&file).unwrap();
-    assert_update(&next_update(&mut updates, SOON, "remove").await, PodOperation::Remove, &["web-node-a"]);
+    assert_update(
+        &next_update(&mut updates, SOON, "remove").await,
+        PodOperation::Remove,
+        &["web-node-a"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,9 +340,16 @@ async fn the_periodic_relist_catches_what_inotify_cannot_see() {
     std::os::unix::fs::symlink(&target, dir.path().join("web.yaml")).unwrap();
     let (config, mut updates) = PodConfig::new(NODE);
     let _handle = config.file_source(dir.path(), Duration::from_millis(300));
-    assert_update(&next_update(&mut updates, SOON, "initial").await, PodOperation::Add, &["web-node-a"]);
+    assert_update(
+        &next_update(&mut updates, SOON, "initial").await,
+        PodOperation::Add,
+        &["web-node-a"],
+    );
     write(&target, &manifest("web", "nginx:2"));
-    assert_eq!(next_update(&mut updates, SOON, "remove").await.op, PodOperation::Remove);
+    assert_eq!(
+        next_update(&mut updates, SOON, "remove").await.op,
+        PodOperation::Remove
+    );
     let added = next_update(&mut updates, SOON, "add").await;
     assert_eq!(names(&added), ["web-node-a"]);
 }

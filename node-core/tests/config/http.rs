@@ -29,7 +29,10 @@ async fn serve_pods(State(served): State<Shared>, headers: HeaderMap) -> (Status
         .map(|v| v.to_str().unwrap_or("").to_owned())
         .collect();
     served.seen_headers.push(values);
-    (StatusCode::from_u16(served.status).unwrap(), served.body.clone())
+    (
+        StatusCode::from_u16(served.status).unwrap(),
+        served.body.clone(),
+    )
 }
 
 async fn server() -> (String, Shared) {
@@ -82,14 +85,20 @@ async fn list_then_single_pod_then_errors_then_empty() {
     assert!(config.seen_all_sources());
     assert_eq!(served.lock().unwrap().seen_headers[0], ["one", "two"]);
     let tolerations = added.pods[0].spec.as_ref().unwrap().tolerations.clone();
-    assert!(tolerations.is_none(), "no NoExecute toleration for http pods");
+    assert!(
+        tolerations.is_none(),
+        "no NoExecute toleration for http pods"
+    );
 
     // Unchanged body: nothing, however often it is fetched.
     no_update(&mut updates, 500).await;
 
     // A single pod with the same content as the list's first item: the same UID, so only db
     // is removed.
-    let single = format!(r#"{{"apiVersion":"v1","kind":"Pod",{}"#, &pod_json("web")[1..]);
+    let single = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod",{}"#,
+        &pod_json("web")[1..]
+    );
     set(&served, 200, &single);
     let removed = next_update(&mut updates, 5, "remove of db").await;
     assert_update(&removed, PodOperation::Remove, &["db-node-h"]);
@@ -100,7 +109,10 @@ async fn list_then_single_pod_then_errors_then_empty() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     no_update(&mut updates, 100).await;
     let rejected = handle.rejected();
-    assert_eq!(rejected[&url], format!("url {url}: 500 Internal Server Error"));
+    assert_eq!(
+        rejected[&url],
+        format!("url {url}: 500 Internal Server Error")
+    );
 
     // Back to the same body: no-op, error cleared.
     set(&served, 200, &single);
@@ -113,7 +125,9 @@ async fn list_then_single_pod_then_errors_then_empty() {
     no_update(&mut updates, 100).await;
     let rejected = handle.rejected();
     assert!(
-        rejected[&url].starts_with(&format!("url {url}: invalid pod: [metadata.name: Invalid value: \"bad name-node-h\"")),
+        rejected[&url].starts_with(&format!(
+            "url {url}: invalid pod: [metadata.name: Invalid value: \"bad name-node-h\""
+        )),
         "{rejected:?}"
     );
 
@@ -136,17 +150,26 @@ async fn list_then_single_pod_then_errors_then_empty() {
 async fn https_and_bad_urls_are_refused_up_front() {
     let (config, _updates) = PodConfig::new("node");
     let error = config
-        .http_source("https://127.0.0.1:1/pods", &BTreeMap::new(), Duration::from_secs(20))
+        .http_source(
+            "https://127.0.0.1:1/pods",
+            &BTreeMap::new(),
+            Duration::from_secs(20),
+        )
         .unwrap_err();
     assert!(matches!(error, PodSourceError::UnsupportedScheme { .. }));
     assert_eq!(
         error.to_string(),
         "url https://127.0.0.1:1/pods: unsupported scheme (only http:// is supported)"
     );
-    assert!(config
-        .http_source("127.0.0.1/pods", &BTreeMap::new(), Duration::from_secs(20))
-        .is_err());
-    assert!(config.seen_all_sources(), "a refused source is not configured");
+    assert!(
+        config
+            .http_source("127.0.0.1/pods", &BTreeMap::new(), Duration::from_secs(20))
+            .is_err()
+    );
+    assert!(
+        config.seen_all_sources(),
+        "a refused source is not configured"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,5 +187,8 @@ async fn unreachable_url_is_recorded_and_nothing_sent() {
     no_update(&mut updates, 600).await;
     assert!(!config.seen_all_sources());
     let rejected = handle.rejected();
-    assert!(rejected[&url].starts_with(&format!("url {url}: request failed")), "{rejected:?}");
+    assert!(
+        rejected[&url].starts_with(&format!("url {url}: request failed")),
+        "{rejected:?}"
+    );
 }

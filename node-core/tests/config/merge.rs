@@ -44,7 +44,10 @@ async fn first_empty_snapshot_is_an_empty_add_and_marks_the_source_seen() {
     assert!(!config.seen_all_sources());
 
     file.send(vec![]).await.unwrap();
-    assert!(!config.seen_all_sources(), "not seen before the consumer received it");
+    assert!(
+        !config.seen_all_sources(),
+        "not seen before the consumer received it"
+    );
     let update = next_update(&mut updates, 1, "empty add").await;
     assert_update(&update, PodOperation::Add, &[]);
     assert_eq!(update.source, "file");
@@ -89,47 +92,77 @@ async fn updates_deletes_reconciles_and_removes() {
     let a = pod("a", "uid-a", "nginx");
     let b = pod("b", "uid-b", "nginx");
     let c = pod("c", "uid-c", "nginx");
-    source.send(vec![a.clone(), b.clone(), c.clone()]).await.unwrap();
+    source
+        .send(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
     let added = next_update(&mut updates, 1, "add").await;
-    let seen_a = added.pods[0].metadata.annotations.as_ref().unwrap()[CONFIG_SEEN_ANNOTATION].clone();
+    let seen_a =
+        added.pods[0].metadata.annotations.as_ref().unwrap()[CONFIG_SEEN_ANNOTATION].clone();
 
     // Label change: UPDATE, with the first-seen time kept.
     let mut a2 = a.clone();
     a2.metadata.labels = Some(BTreeMap::from([("tier".to_owned(), "web".to_owned())]));
-    source.send(vec![a2.clone(), b.clone(), c.clone()]).await.unwrap();
+    source
+        .send(vec![a2.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
     let update = next_update(&mut updates, 1, "update").await;
     assert_update(&update, PodOperation::Update, &["a"]);
     let annotations = update.pods[0].metadata.annotations.as_ref().unwrap();
     assert_eq!(annotations[CONFIG_SEEN_ANNOTATION], seen_a);
     assert_eq!(annotations[CONFIG_SOURCE_ANNOTATION], "api");
-    assert_eq!(update.pods[0].metadata.labels.as_ref().unwrap()["tier"], "web");
+    assert_eq!(
+        update.pods[0].metadata.labels.as_ref().unwrap()["tier"],
+        "web"
+    );
 
     // Only local annotations differ: nothing.
     let mut a3 = a2.clone();
-    a3.metadata.annotations = Some(BTreeMap::from([(CONFIG_MIRROR_ANNOTATION.to_owned(), "x".to_owned())]));
+    a3.metadata.annotations = Some(BTreeMap::from([(
+        CONFIG_MIRROR_ANNOTATION.to_owned(),
+        "x".to_owned(),
+    )]));
     source.send(vec![a3, b.clone(), c.clone()]).await.unwrap();
     no_update(&mut updates, 100).await;
 
     // A non-local annotation differs: UPDATE.
     let mut a4 = a2.clone();
     a4.metadata.annotations = Some(BTreeMap::from([("note".to_owned(), "x".to_owned())]));
-    source.send(vec![a4.clone(), b.clone(), c.clone()]).await.unwrap();
-    assert_update(&next_update(&mut updates, 1, "update").await, PodOperation::Update, &["a"]);
+    source
+        .send(vec![a4.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
+    assert_update(
+        &next_update(&mut updates, 1, "update").await,
+        PodOperation::Update,
+        &["a"],
+    );
 
     // Status alone: RECONCILE.
     let mut b2 = b.clone();
     b2.status.as_mut().unwrap().phase = Some("Running".to_owned());
-    source.send(vec![a4.clone(), b2.clone(), c.clone()]).await.unwrap();
+    source
+        .send(vec![a4.clone(), b2.clone(), c.clone()])
+        .await
+        .unwrap();
     let update = next_update(&mut updates, 1, "reconcile").await;
     assert_update(&update, PodOperation::Reconcile, &["b"]);
-    assert_eq!(update.pods[0].status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+    assert_eq!(
+        update.pods[0].status.as_ref().unwrap().phase.as_deref(),
+        Some("Running")
+    );
 
     // Deletion timestamp: DELETE.
     let mut c2 = c.clone();
     c2.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
     c2.metadata.deletion_grace_period_seconds = Some(30);
     source.send(vec![a4.clone(), b2.clone(), c2]).await.unwrap();
-    assert_update(&next_update(&mut updates, 1, "delete").await, PodOperation::Delete, &["c"]);
+    assert_update(
+        &next_update(&mut updates, 1, "delete").await,
+        PodOperation::Delete,
+        &["c"],
+    );
 
     // Gone: REMOVE.
     source.send(vec![a4.clone()]).await.unwrap();
@@ -148,7 +181,10 @@ async fn one_snapshot_emits_remove_add_update_delete_reconcile_in_order() {
         pod("c", "uid-c", "nginx"),
         pod("d", "uid-d", "nginx"),
     );
-    source.send(vec![a.clone(), b.clone(), c.clone()]).await.unwrap();
+    source
+        .send(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .unwrap();
     next_update(&mut updates, 1, "add").await;
 
     let mut b2 = b.clone();
@@ -158,7 +194,10 @@ async fn one_snapshot_emits_remove_add_update_delete_reconcile_in_order() {
     let mut d_status = d.clone();
     d_status.status = None;
     // a removed, d added, b updated, c deleted; then reconcile needs a known pod: send again.
-    source.send(vec![d.clone(), b2.clone(), c2.clone()]).await.unwrap();
+    source
+        .send(vec![d.clone(), b2.clone(), c2.clone()])
+        .await
+        .unwrap();
     let ops: Vec<_> = [
         next_update(&mut updates, 1, "remove").await,
         next_update(&mut updates, 1, "add").await,
@@ -181,8 +220,14 @@ async fn one_snapshot_emits_remove_add_update_delete_reconcile_in_order() {
     let mut b3 = b2.clone();
     b3.spec.as_mut().unwrap().containers[0].image = Some("nginx:3".to_owned());
     source.send(vec![d_status, b3, c2]).await.unwrap();
-    assert_eq!(next_update(&mut updates, 1, "update").await.op, PodOperation::Update);
-    assert_eq!(next_update(&mut updates, 1, "reconcile").await.op, PodOperation::Reconcile);
+    assert_eq!(
+        next_update(&mut updates, 1, "update").await.op,
+        PodOperation::Update
+    );
+    assert_eq!(
+        next_update(&mut updates, 1, "reconcile").await.op,
+        PodOperation::Reconcile
+    );
 }
 
 #[tokio::test]
@@ -191,7 +236,10 @@ async fn duplicate_names_in_a_snapshot_keep_the_first() {
     let mut source = config.source("http");
     let first = pod("a", "uid-1", "nginx");
     let second = pod("a", "uid-2", "nginx");
-    source.send(vec![first, second, pod("b", "uid-b", "nginx")]).await.unwrap();
+    source
+        .send(vec![first, second, pod("b", "uid-b", "nginx")])
+        .await
+        .unwrap();
     let update = next_update(&mut updates, 1, "add").await;
     assert_update(&update, PodOperation::Add, &["a", "b"]);
     assert_eq!(uids(&update), ["uid-1", "uid-b"]);
@@ -201,7 +249,10 @@ async fn duplicate_names_in_a_snapshot_keep_the_first() {
         "Error validating pod a_default(uid-2) from http due to duplicate pod name \"a\", ignoring"
     );
     // The next clean snapshot clears the rejection.
-    source.send(vec![pod("a", "uid-1", "nginx"), pod("b", "uid-b", "nginx")]).await.unwrap();
+    source
+        .send(vec![pod("a", "uid-1", "nginx"), pod("b", "uid-b", "nginx")])
+        .await
+        .unwrap();
     assert!(source.rejected().is_empty());
 }
 

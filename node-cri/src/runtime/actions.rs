@@ -135,9 +135,9 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
             .enumerate()
             .filter(|(_, c)| {
                 !(restart_policy(pod) == "OnFailure"
-                    && status.container(&c.name).is_some_and(|s| {
-                        s.state == ContainerState::Exited && s.exit_code == 0
-                    }))
+                    && status
+                        .container(&c.name)
+                        .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0))
             })
             .map(|(i, _)| i)
             .collect();
@@ -154,7 +154,9 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
     }
 
     // Initialization: one init container at a time, sidecars kept running.
-    let regular_started = containers.iter().any(|c| status.container(&c.name).is_some());
+    let regular_started = containers
+        .iter()
+        .any(|c| status.container(&c.name).is_some());
     for (i, init) in init_containers.iter().enumerate() {
         let current = status.container(&init.name);
         if is_sidecar(init) {
@@ -202,7 +204,10 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
             Some(s) if s.state == ContainerState::Unknown => {
                 actions.containers_to_kill.push(kill_first(
                     s,
-                    format!("Init container {} is in \"unknown\" state, try killing it before restart", init.name),
+                    format!(
+                        "Init container {} is in \"unknown\" state, try killing it before restart",
+                        init.name
+                    ),
                 ));
                 actions.init_containers_to_start.push(i);
                 return actions;
@@ -255,7 +260,9 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
 
 /// Whether every regular init container succeeded (or regular containers already ran).
 fn init_done(init_containers: &[Container], containers: &[Container], status: &PodStatus) -> bool {
-    containers.iter().any(|c| status.container(&c.name).is_some())
+    containers
+        .iter()
+        .any(|c| status.container(&c.name).is_some())
         || init_containers.iter().filter(|c| !is_sidecar(c)).all(|c| {
             status
                 .container(&c.name)
@@ -365,7 +372,10 @@ mod tests {
     fn running_containers_are_kept_and_missing_ones_started() {
         let (a_c, b_c) = (container("a"), container("b"));
         let p = pod("Always", vec![], vec![a_c.clone(), b_c]);
-        let a = compute_pod_actions(&p, &ready(vec![status_of(&a_c, ContainerState::Running, 0)]));
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&a_c, ContainerState::Running, 0)]),
+        );
         assert!(!a.kill_pod && !a.create_sandbox);
         assert_eq!(a.containers_to_start, [1]);
         assert!(a.containers_to_kill.is_empty());
@@ -377,7 +387,10 @@ mod tests {
         let mut new = old.clone();
         new.image = Some("busybox:other".into());
         let p = pod("Never", vec![], vec![new]);
-        let a = compute_pod_actions(&p, &ready(vec![status_of(&old, ContainerState::Running, 0)]));
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&old, ContainerState::Running, 0)]),
+        );
         assert_eq!(a.containers_to_start, [0]);
         assert_eq!(a.containers_to_kill.len(), 1);
         assert_eq!(
@@ -398,8 +411,15 @@ mod tests {
             ("Never", 1, false),
         ] {
             let p = pod(policy, vec![], vec![c.clone()]);
-            let a = compute_pod_actions(&p, &ready(vec![status_of(&c, ContainerState::Exited, exit)]));
-            assert_eq!(!a.containers_to_start.is_empty(), restart, "{policy} exit {exit}");
+            let a = compute_pod_actions(
+                &p,
+                &ready(vec![status_of(&c, ContainerState::Exited, exit)]),
+            );
+            assert_eq!(
+                !a.containers_to_start.is_empty(),
+                restart,
+                "{policy} exit {exit}"
+            );
             // Nothing left to run or keep: the pod is finished and its sandbox stopped.
             assert_eq!(a.kill_pod, !restart, "{policy} exit {exit}");
         }
@@ -450,7 +470,10 @@ mod tests {
         let p = pod("Always", vec![side.clone(), i1.clone()], vec![app.clone()]);
         let a = compute_pod_actions(&p, &ready(vec![]));
         assert_eq!(a.init_containers_to_start, [0]);
-        let a = compute_pod_actions(&p, &ready(vec![status_of(&side, ContainerState::Running, 0)]));
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&side, ContainerState::Running, 0)]),
+        );
         assert_eq!(a.init_containers_to_start, [1]);
         // A sidecar that exits after the app started is restarted; the app is kept.
         let a = compute_pod_actions(

@@ -48,7 +48,12 @@ impl BackOff {
 
     /// If `key` is in back-off for a failure at `event` (the container's finish time), how much
     /// of it is left.
-    pub(crate) fn remaining(&self, key: &str, event: SystemTime, now: SystemTime) -> Option<Duration> {
+    pub(crate) fn remaining(
+        &self,
+        key: &str,
+        event: SystemTime,
+        now: SystemTime,
+    ) -> Option<Duration> {
         let entry = self.entries.get(key)?;
         if Self::expired(event, entry) {
             return None;

@@ -103,7 +103,12 @@ impl ContainerKind {
     /// The kind of the pod's container named `name`; `None` if the pod has no such container.
     pub fn of(pod: &Pod, name: &str) -> Option<Self> {
         let spec = pod.spec.as_ref()?;
-        if let Some(c) = spec.init_containers.iter().flatten().find(|c| c.name == name) {
+        if let Some(c) = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+        {
             return Some(if c.restart_policy.as_deref() == Some("Always") {
                 ContainerKind::Sidecar
             } else {
@@ -140,7 +145,7 @@ pub struct ContainerInputs<'a> {
 
 /// Why a container's configuration could not be made. The message becomes the container's
 /// `CreateContainerConfigError` waiting message; the runAsNonRoot ones are upstream's, word for
-/// word.
+/// word. (The pod is boxed to keep `Result`s of this type small.)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ContainerConfigError {
@@ -148,7 +153,7 @@ pub enum ContainerConfigError {
     #[error("container's runAsUser breaks non-root policy (pod: {:?}, container: {container})", .pod.upstream_format())]
     RunAsUserBreaksNonRoot {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
     },
@@ -156,7 +161,7 @@ pub enum ContainerConfigError {
     #[error("container has runAsNonRoot and image will run as root (pod: {:?}, container: {container})", .pod.upstream_format())]
     ImageRunsAsRoot {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
     },
@@ -164,7 +169,7 @@ pub enum ContainerConfigError {
     #[error("container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: {:?}, container: {container})", .pod.upstream_format())]
     ImageNonNumericUser {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// The image's user.
@@ -174,7 +179,7 @@ pub enum ContainerConfigError {
     #[error("container has runAsNonRoot and image has an invalid user id ({uid}). (Must be 1-(2147483647)): must be between 0 and 2147483647, inclusive (pod: {:?}, container: {container})", .pod.upstream_format())]
     ImageInvalidUid {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// The image's uid.
@@ -190,7 +195,7 @@ pub enum ContainerConfigError {
     )]
     UnresolvableReference {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// The variable (`None` for `envFrom`).
@@ -206,7 +211,7 @@ pub enum ContainerConfigError {
     #[error("pod {pod} container {container}: environment variable {variable}: {reason}")]
     InvalidEnv {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// The variable.
@@ -218,7 +223,7 @@ pub enum ContainerConfigError {
     #[error("pod {pod} container {container}: {field}: {reason}")]
     InvalidField {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// The field.
@@ -230,7 +235,7 @@ pub enum ContainerConfigError {
     #[error("pod {pod} container {container}: {what} is not supported")]
     Unsupported {
         /// The pod.
-        pod: PodRef,
+        pod: Box<PodRef>,
         /// The container.
         container: String,
         /// What it asks for.
@@ -259,7 +264,7 @@ pub fn container_config(
     ctx: &NodeContext,
 ) -> Result<cri::ContainerConfig, ContainerConfigError> {
     let (pod, container) = (inputs.pod, inputs.container);
-    let key = PodRef::of(pod);
+    let key = Box::new(PodRef::of(pod));
     check_user_namespaces(pod).map_err(|what| ContainerConfigError::Unsupported {
         pod: key.clone(),
         container: container.name.clone(),
@@ -377,7 +382,8 @@ pub fn container_resources(
         limit_cpu.unwrap_or(0),
         limit_memory.unwrap_or(0),
     );
-    resources.oom_score_adj = oom_score_adj(pod, container, kind, ctx.machine_memory_capacity_bytes);
+    resources.oom_score_adj =
+        oom_score_adj(pod, container, kind, ctx.machine_memory_capacity_bytes);
     resources
 }
 
@@ -529,7 +535,7 @@ pub fn verify_run_as_non_root(
     if sc.run_as_non_root != Some(true) {
         return Ok(());
     }
-    let pod_ref = || PodRef::of(pod);
+    let pod_ref = || Box::new(PodRef::of(pod));
     let name = || container.name.clone();
     if let Some(user) = sc.run_as_user {
         if user == 0 {
@@ -573,7 +579,7 @@ fn linux_security_context(
 ) -> Result<cri::LinuxContainerSecurityContext, ContainerConfigError> {
     let (pod, container) = (inputs.pod, inputs.container);
     let invalid = |field: &'static str, reason: String| ContainerConfigError::InvalidField {
-        pod: PodRef::of(pod),
+        pod: Box::new(PodRef::of(pod)),
         container: container.name.clone(),
         field,
         reason,
@@ -600,18 +606,22 @@ fn linux_security_context(
         }
     };
     Ok(cri::LinuxContainerSecurityContext {
-        capabilities: own.and_then(|c| c.capabilities.as_ref()).map(|caps| cri::Capability {
-            add_capabilities: caps.add.clone().unwrap_or_default(),
-            drop_capabilities: caps.drop.clone().unwrap_or_default(),
-            add_ambient_capabilities: Vec::new(),
-        }),
+        capabilities: own
+            .and_then(|c| c.capabilities.as_ref())
+            .map(|caps| cri::Capability {
+                add_capabilities: caps.add.clone().unwrap_or_default(),
+                drop_capabilities: caps.drop.clone().unwrap_or_default(),
+                add_ambient_capabilities: Vec::new(),
+            }),
         privileged: own.and_then(|c| c.privileged).unwrap_or(false),
         namespace_options: Some(namespace_options(pod)),
         selinux_options: sc.se_linux.map(selinux_option),
         run_as_user,
         run_as_group: sc.run_as_group.map(|value| cri::Int64Value { value }),
         run_as_username,
-        readonly_rootfs: own.and_then(|c| c.read_only_root_filesystem).unwrap_or(false),
+        readonly_rootfs: own
+            .and_then(|c| c.read_only_root_filesystem)
+            .unwrap_or(false),
         supplemental_groups,
         supplemental_groups_policy,
         no_new_privs: own.and_then(|c| c.allow_privilege_escalation) == Some(false),
@@ -624,7 +634,10 @@ fn linux_security_context(
     })
 }
 
-fn profile(kind: cri::security_profile::ProfileType, localhost_ref: String) -> cri::SecurityProfile {
+fn profile(
+    kind: cri::security_profile::ProfileType,
+    localhost_ref: String,
+) -> cri::SecurityProfile {
     cri::SecurityProfile {
         profile_type: kind as i32,
         localhost_ref,
@@ -642,7 +655,7 @@ fn seccomp_profile(
     match seccomp.map(|s| s.type_.as_str()) {
         Some("RuntimeDefault") => Ok(profile(ProfileType::RuntimeDefault, String::new())),
         Some("Localhost") => Err(ContainerConfigError::Unsupported {
-            pod: PodRef::of(inputs.pod),
+            pod: Box::new(PodRef::of(inputs.pod)),
             container: inputs.container.name.clone(),
             what: "a Localhost seccomp profile",
         }),
@@ -659,7 +672,10 @@ fn apparmor_profile(
 ) -> Result<Option<cri::SecurityProfile>, String> {
     use cri::security_profile::ProfileType;
     let from_annotation = || {
-        let key = format!("container.apparmor.security.beta.kubernetes.io/{}", container.name);
+        let key = format!(
+            "container.apparmor.security.beta.kubernetes.io/{}",
+            container.name
+        );
         let value = pod.metadata.annotations.as_ref()?.get(&key)?;
         Some(match value.as_str() {
             "runtime/default" => AppArmorProfile {
@@ -772,7 +788,7 @@ pub fn make_environment(
     pod_ips: &[String],
     ctx: &NodeContext,
 ) -> Result<Vec<cri::KeyValue>, ContainerConfigError> {
-    let key = PodRef::of(pod);
+    let key = Box::new(PodRef::of(pod));
     let mut env: Vec<cri::KeyValue> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     fn set(
@@ -826,9 +842,9 @@ pub fn make_environment(
             reason,
         };
         let value = match (var.value.as_deref(), var.value_from.as_ref()) {
-            (Some(v), _) if !v.is_empty() => expand(v, |name| {
-                index.get(name).map(|&i| env[i].value.clone())
-            }),
+            (Some(v), _) if !v.is_empty() => {
+                expand(v, |name| index.get(name).map(|&i| env[i].value.clone()))
+            }
             (_, Some(from)) => {
                 k8s_openapi::k8s_if_ge_1_34! {
                     if from.file_key_ref.is_some() {
@@ -848,13 +864,23 @@ pub fn make_environment(
                         debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional configMap reference: no API server");
                         continue;
                     }
-                    return Err(unresolvable(Some(&var.name), "configMap", &r.name, Some(&r.key)));
+                    return Err(unresolvable(
+                        Some(&var.name),
+                        "configMap",
+                        &r.name,
+                        Some(&r.key),
+                    ));
                 } else if let Some(r) = &from.secret_key_ref {
                     if r.optional == Some(true) {
                         debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional secret reference: no API server");
                         continue;
                     }
-                    return Err(unresolvable(Some(&var.name), "secret", &r.name, Some(&r.key)));
+                    return Err(unresolvable(
+                        Some(&var.name),
+                        "secret",
+                        &r.name,
+                        Some(&r.key),
+                    ));
                 } else {
                     String::new()
                 }
@@ -873,7 +899,11 @@ fn host_ips(ctx: &NodeContext) -> Vec<IpAddr> {
         return Vec::new();
     };
     let mut ips = vec![primary];
-    if let Some(&other) = ctx.node_ips.iter().find(|ip| ip.is_ipv6() != primary.is_ipv6()) {
+    if let Some(&other) = ctx
+        .node_ips
+        .iter()
+        .find(|ip| ip.is_ipv6() != primary.is_ipv6())
+    {
         ips.push(other);
     }
     ips
@@ -935,7 +965,11 @@ fn field_value(
     pod_ips: &[String],
     ctx: &NodeContext,
 ) -> Result<String, String> {
-    if let Some(version) = selector.api_version.as_deref().filter(|v| !v.is_empty() && *v != "v1") {
+    if let Some(version) = selector
+        .api_version
+        .as_deref()
+        .filter(|v| !v.is_empty() && *v != "v1")
+    {
         return Err(format!("unsupported pod version: {version}"));
     }
     let path = selector.field_path.as_str();
@@ -951,7 +985,10 @@ fn field_value(
             "metadata.annotations" => meta.annotations.as_ref(),
             _ => return Err(format!("fieldPath {path:?} does not support subscript")),
         };
-        return Ok(map.and_then(|m| m.get(subscript)).cloned().unwrap_or_default());
+        return Ok(map
+            .and_then(|m| m.get(subscript))
+            .cloned()
+            .unwrap_or_default());
     }
     let host_ips = || {
         let ips = host_ips(ctx);
@@ -1023,13 +1060,18 @@ fn resource_value(
     // A missing request defaults to the limit, as the API server defaults it.
     let amount = match which {
         "limits" => parse_quantity(limits, resource),
-        "requests" => parse_quantity(requests, resource).or_else(|| parse_quantity(limits, resource)),
+        "requests" => {
+            parse_quantity(requests, resource).or_else(|| parse_quantity(limits, resource))
+        }
         _ => None,
     };
     let supported = matches!(resource, "cpu" | "memory" | "ephemeral-storage")
         || resource.starts_with("hugepages-");
     if !matches!(which, "limits" | "requests") || !supported {
-        return Err(format!("unsupported container resource: {}", selector.resource));
+        return Err(format!(
+            "unsupported container resource: {}",
+            selector.resource
+        ));
     }
     if resource == "cpu" {
         let milli = match (amount, which) {
@@ -1039,7 +1081,10 @@ fn resource_value(
         };
         let per = divisor.milli_value();
         if per <= 0 {
-            return Err(format!("invalid divisor {divisor} for {}", selector.resource));
+            return Err(format!(
+                "invalid divisor {divisor} for {}",
+                selector.resource
+            ));
         }
         return Ok(div_ceil(milli, per).to_string());
     }
@@ -1056,7 +1101,10 @@ fn resource_value(
     };
     let per = divisor.value();
     if per <= 0 {
-        return Err(format!("invalid divisor {divisor} for {}", selector.resource));
+        return Err(format!(
+            "invalid divisor {divisor} for {}",
+            selector.resource
+        ));
     }
     Ok(div_ceil(value, per).to_string())
 }
@@ -1077,7 +1125,10 @@ mod tests {
     fn ctx() -> NodeContext {
         NodeContext {
             node_name: "node-1".into(),
-            node_ips: vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
+            node_ips: vec![
+                "192.0.2.10".parse().unwrap(),
+                "2001:db8::10".parse().unwrap(),
+            ],
             node_allocatable_cpu_millis: 4000,
             node_allocatable_memory_bytes: 8 * GI,
             machine_memory_capacity_bytes: 10 * GI,
@@ -1268,7 +1319,11 @@ mod tests {
             field("HOST_IPS", "status.hostIPs"),
         ]);
         let pod = pod_with(vec![c]);
-        let ips = ["fd00::5".to_string(), "10.88.0.5".to_string(), "bogus".to_string()];
+        let ips = [
+            "fd00::5".to_string(),
+            "10.88.0.5".to_string(),
+            "bogus".to_string(),
+        ];
         let env: HashMap<_, _> = env_of(&pod, &ips).into_iter().collect();
         assert_eq!(env["NAME"], "web");
         assert_eq!(env["NS"], "prod");
@@ -1333,14 +1388,16 @@ mod tests {
         let mut c = app();
         c.env = Some(vec![resource("LIM_MEM", "limits.memory", Some("1Gi"))]);
         let pod = pod_with(vec![c]);
-        assert_eq!(env_of(&pod, &[]), [("LIM_MEM".to_string(), "8".to_string())]);
+        assert_eq!(
+            env_of(&pod, &[]),
+            [("LIM_MEM".to_string(), "8".to_string())]
+        );
 
         let mut c = app();
         c.env = Some(vec![resource("BAD", "limits.gpu", None)]);
         let pod = pod_with(vec![c]);
         assert!(
-            make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
-                .is_err()
+            make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx()).is_err()
         );
     }
 
@@ -1368,8 +1425,16 @@ mod tests {
             "pod prod/web container app: environment variable CFG refers to configMap prod/settings key \"k\", which cannot be read without an API server"
         );
         match err {
-            ContainerConfigError::UnresolvableReference { variable, kind, name, .. } => {
-                assert_eq!((variable.as_deref(), kind, name.as_str()), (Some("CFG"), "configMap", "settings"));
+            ContainerConfigError::UnresolvableReference {
+                variable,
+                kind,
+                name,
+                ..
+            } => {
+                assert_eq!(
+                    (variable.as_deref(), kind, name.as_str()),
+                    (Some("CFG"), "configMap", "settings")
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -1403,7 +1468,11 @@ mod tests {
         assert_eq!(env_of(&pod, &[]), [("A".to_string(), "1".to_string())]);
 
         // A required envFrom source is an error.
-        c.env_from.as_mut().unwrap()[0].config_map_ref.as_mut().unwrap().optional = None;
+        c.env_from.as_mut().unwrap()[0]
+            .config_map_ref
+            .as_mut()
+            .unwrap()
+            .optional = None;
         let pod = pod_with(vec![c]);
         let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
             .unwrap_err();
@@ -1417,7 +1486,11 @@ mod tests {
     fn command_and_args_use_the_final_environment() {
         let mut c = app();
         c.command = Some(vec!["/bin/$(CMD)".into(), "$(UNKNOWN)".into()]);
-        c.args = Some(vec!["--name=$(POD)".into(), "$$(POD)".into(), "$(LATE)".into()]);
+        c.args = Some(vec![
+            "--name=$(POD)".into(),
+            "$$(POD)".into(),
+            "$(LATE)".into(),
+        ]);
         c.env = Some(vec![
             env_var("CMD", "sh"),
             field("POD", "metadata.name"),
@@ -1447,7 +1520,10 @@ mod tests {
         assert_eq!(config.log_path, "app/3.log");
         assert!(config.tty && config.stdin && !config.stdin_once);
         assert_eq!(config.labels["io.kubernetes.container.name"], "app");
-        assert_eq!(config.annotations["io.kubernetes.container.restartCount"], "3");
+        assert_eq!(
+            config.annotations["io.kubernetes.container.restartCount"],
+            "3"
+        );
         let sc = config.linux.unwrap().security_context.unwrap();
         // The image's uid when the pod sets none.
         assert_eq!(sc.run_as_user, Some(cri::Int64Value { value: 1000 }));
@@ -1482,25 +1558,63 @@ mod tests {
     fn resources_per_qos() {
         let c = ctx();
         // Guaranteed.
-        let pod = pod_with(vec![with_resources(app(), &[], &[("cpu", "500m"), ("memory", "1Gi")])]);
-        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        let pod = pod_with(vec![with_resources(
+            app(),
+            &[],
+            &[("cpu", "500m"), ("memory", "1Gi")],
+        )]);
+        let r = container_resources(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            ContainerKind::Regular,
+            &c,
+        );
         assert_eq!(r.cpu_shares, 512); // from the limit: no request
         assert_eq!((r.cpu_period, r.cpu_quota), (100_000, 50_000));
         assert_eq!(r.memory_limit_in_bytes, GI);
         assert_eq!(r.oom_score_adj, -997);
         // BestEffort.
         let pod = pod_with(vec![app()]);
-        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
-        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (2, 0, 0));
+        let r = container_resources(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            ContainerKind::Regular,
+            &c,
+        );
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (2, 0, 0)
+        );
         assert_eq!(r.oom_score_adj, 1000);
         // Burstable: 1 GiB of 10 GiB requested -> 900.
-        let pod = pod_with(vec![with_resources(app(), &[("cpu", "100m"), ("memory", "1Gi")], &[])]);
-        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
-        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (102, 0, 0));
+        let pod = pod_with(vec![with_resources(
+            app(),
+            &[("cpu", "100m"), ("memory", "1Gi")],
+            &[],
+        )]);
+        let r = container_resources(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            ContainerKind::Regular,
+            &c,
+        );
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (102, 0, 0)
+        );
         assert_eq!(r.oom_score_adj, 900);
         // A request present but zero gives minimal shares even with a limit.
-        let pod = pod_with(vec![with_resources(app(), &[("cpu", "0")], &[("cpu", "2")])]);
-        let r = container_resources(&pod, &pod.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, &c);
+        let pod = pod_with(vec![with_resources(
+            app(),
+            &[("cpu", "0")],
+            &[("cpu", "2")],
+        )]);
+        let r = container_resources(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            ContainerKind::Regular,
+            &c,
+        );
         assert_eq!((r.cpu_shares, r.cpu_quota), (2, 200_000));
     }
 
@@ -1523,7 +1637,15 @@ mod tests {
         assert_eq!(adj(&burstable("5Gi"), ContainerKind::Regular), 500);
         // Unknown capacity.
         let p = burstable("1Gi");
-        assert_eq!(oom_score_adj(&p, &p.spec.as_ref().unwrap().containers[0], ContainerKind::Regular, 0), 999);
+        assert_eq!(
+            oom_score_adj(
+                &p,
+                &p.spec.as_ref().unwrap().containers[0],
+                ContainerKind::Regular,
+                0
+            ),
+            999
+        );
         // A sidecar is no more killable than the smallest regular container.
         let mut p = burstable("2Gi");
         p.spec.as_mut().unwrap().init_containers = Some(vec![with_resources(
@@ -1540,7 +1662,11 @@ mod tests {
         // Node-critical static pods get the Guaranteed score.
         let mut p = burstable("1Gi");
         p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
-        assert_eq!(adj(&p, ContainerKind::Regular), 900, "not critical without a source");
+        assert_eq!(
+            adj(&p, ContainerKind::Regular),
+            900,
+            "not critical without a source"
+        );
         p.metadata.annotations = Some(BTreeMap::from([(
             "kubernetes.io/config.source".to_string(),
             "file".to_string(),
@@ -1555,7 +1681,10 @@ mod tests {
         assert_eq!(adj(&p, ContainerKind::Regular), 1000);
     }
 
-    fn non_root_pod(container_sc: Option<SecurityContext>, pod_sc: Option<PodSecurityContext>) -> Pod {
+    fn non_root_pod(
+        container_sc: Option<SecurityContext>,
+        pod_sc: Option<PodSecurityContext>,
+    ) -> Pod {
         let mut c = app();
         c.security_context = container_sc;
         let mut p = pod_with(vec![c]);
@@ -1579,19 +1708,27 @@ mod tests {
         assert_eq!(check(&p, Some(1000), ""), Ok(()));
         assert_eq!(
             check(&p, Some(0), ""),
-            Err(format!("container has runAsNonRoot and image will run as root {f}"))
+            Err(format!(
+                "container has runAsNonRoot and image will run as root {f}"
+            ))
         );
         assert_eq!(
             check(&p, None, ""),
-            Err(format!("container has runAsNonRoot and image will run as root {f}"))
+            Err(format!(
+                "container has runAsNonRoot and image will run as root {f}"
+            ))
         );
         assert_eq!(
             check(&p, None, "nobody"),
-            Err(format!("container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root {f}"))
+            Err(format!(
+                "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root {f}"
+            ))
         );
         assert_eq!(
             check(&p, Some(-5), ""),
-            Err(format!("container has runAsNonRoot and image has an invalid user id (-5). (Must be 1-(2147483647)): must be between 0 and 2147483647, inclusive {f}"))
+            Err(format!(
+                "container has runAsNonRoot and image has an invalid user id (-5). (Must be 1-(2147483647)): must be between 0 and 2147483647, inclusive {f}"
+            ))
         );
         // An explicit runAsUser decides; the container's overrides the pod's.
         let p = non_root_pod(
@@ -1609,11 +1746,14 @@ mod tests {
             check(&p, Some(1000), ""),
             Err(format!("container's runAsUser breaks non-root policy {f}"))
         );
-        let p = non_root_pod(None, Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(1000),
-            ..Default::default()
-        }));
+        let p = non_root_pod(
+            None,
+            Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(1000),
+                ..Default::default()
+            }),
+        );
         assert_eq!(check(&p, Some(0), ""), Ok(()));
         // The container can lift the pod's requirement.
         let p = non_root_pod(
@@ -1627,10 +1767,13 @@ mod tests {
         // No requirement at all.
         assert_eq!(check(&pod_with(vec![app()]), Some(0), ""), Ok(()));
         // container_config runs the check.
-        let p = non_root_pod(None, Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            ..Default::default()
-        }));
+        let p = non_root_pod(
+            None,
+            Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                ..Default::default()
+            }),
+        );
         let mut i = inputs(&p, &[]);
         i.image_uid = Some(0);
         assert!(matches!(
@@ -1684,7 +1827,12 @@ mod tests {
         );
 
         // no_new_privs only when allowPrivilegeEscalation is false.
-        for (allow, privileged, expected) in [(None, None, false), (Some(true), None, false), (None, Some(true), false), (Some(false), None, true)] {
+        for (allow, privileged, expected) in [
+            (None, None, false),
+            (Some(true), None, false),
+            (None, Some(true), false),
+            (Some(false), None, true),
+        ] {
             let p = non_root_pod(
                 Some(SecurityContext {
                     allow_privilege_escalation: allow,
@@ -1708,7 +1856,12 @@ mod tests {
         let mut i = inputs(&p, &[]);
         i.image_uid = None;
         i.image_username = "www";
-        let sc = container_config(&i, &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let sc = container_config(&i, &ctx())
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
         assert_eq!(sc.run_as_user, None);
         assert_eq!(sc.run_as_username, "www");
     }
@@ -1720,9 +1873,17 @@ mod tests {
             "container.apparmor.security.beta.kubernetes.io/app".to_string(),
             "localhost/my-profile".to_string(),
         )]));
-        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let sc = container_config(&inputs(&p, &[]), &ctx())
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
         let aa = sc.apparmor.unwrap();
-        assert_eq!(aa.profile_type, cri::security_profile::ProfileType::Localhost as i32);
+        assert_eq!(
+            aa.profile_type,
+            cri::security_profile::ProfileType::Localhost as i32
+        );
         assert_eq!(aa.localhost_ref, "my-profile");
         p.spec.as_mut().unwrap().containers[0].security_context = Some(SecurityContext {
             app_armor_profile: Some(AppArmorProfile {
@@ -1731,8 +1892,16 @@ mod tests {
             }),
             ..Default::default()
         });
-        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
-        assert_eq!(sc.apparmor.unwrap().profile_type, cri::security_profile::ProfileType::Unconfined as i32);
+        let sc = container_config(&inputs(&p, &[]), &ctx())
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
+        assert_eq!(
+            sc.apparmor.unwrap().profile_type,
+            cri::security_profile::ProfileType::Unconfined as i32
+        );
     }
 
     #[test]
@@ -1745,18 +1914,36 @@ mod tests {
             spec.host_pid = Some(true);
             spec.host_ipc = Some(true);
         }
-        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let sc = container_config(&inputs(&p, &[]), &ctx())
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
         let ns = sc.namespace_options.unwrap();
         assert_eq!(
             (ns.network, ns.pid, ns.ipc),
-            (NamespaceMode::Node as i32, NamespaceMode::Node as i32, NamespaceMode::Node as i32)
+            (
+                NamespaceMode::Node as i32,
+                NamespaceMode::Node as i32,
+                NamespaceMode::Node as i32
+            )
         );
         let p = pod_with(vec![app()]);
-        let sc = container_config(&inputs(&p, &[]), &ctx()).unwrap().linux.unwrap().security_context.unwrap();
+        let sc = container_config(&inputs(&p, &[]), &ctx())
+            .unwrap()
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap();
         let ns = sc.namespace_options.unwrap();
         assert_eq!(
             (ns.network, ns.pid, ns.ipc),
-            (NamespaceMode::Pod as i32, NamespaceMode::Container as i32, NamespaceMode::Pod as i32)
+            (
+                NamespaceMode::Pod as i32,
+                NamespaceMode::Container as i32,
+                NamespaceMode::Pod as i32
+            )
         );
     }
 
@@ -1768,13 +1955,16 @@ mod tests {
             container_config(&inputs(&p, &[]), &ctx()),
             Err(ContainerConfigError::Unsupported { .. })
         ));
-        let p = non_root_pod(None, Some(PodSecurityContext {
-            seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
-                type_: "Localhost".into(),
-                localhost_profile: Some("p.json".into()),
+        let p = non_root_pod(
+            None,
+            Some(PodSecurityContext {
+                seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                    type_: "Localhost".into(),
+                    localhost_profile: Some("p.json".into()),
+                }),
+                ..Default::default()
             }),
-            ..Default::default()
-        }));
+        );
         let err = container_config(&inputs(&p, &[]), &ctx()).unwrap_err();
         assert_eq!(
             err.to_string(),

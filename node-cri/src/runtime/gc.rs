@@ -71,7 +71,10 @@ pub(crate) async fn collect(
     // Sandboxes: active ones (ready, or with containers) stay; of the inactive ones the newest
     // stays unless the pod's content may go.
     let containers = client.list_containers(None).await?;
-    let with_containers: BTreeSet<&str> = containers.iter().map(|c| c.pod_sandbox_id.as_str()).collect();
+    let with_containers: BTreeSet<&str> = containers
+        .iter()
+        .map(|c| c.pod_sandbox_id.as_str())
+        .collect();
     let sandboxes = client.list_pod_sandbox(None).await?;
     let mut by_pod: BTreeMap<String, Vec<&cri::PodSandbox>> = BTreeMap::new();
     for s in &sandboxes {
@@ -109,7 +112,9 @@ pub(crate) async fn collect(
     if all_sources_ready && let Ok(entries) = std::fs::read_dir(pod_logs_dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(uid) = name.rsplit('_').next() else { continue };
+            let Some(uid) = name.rsplit('_').next() else {
+                continue;
+            };
             if name.matches('_').count() >= 2
                 && pods.should_pod_content_be_removed(uid)
                 && !pods_with_containers.contains(uid)

@@ -172,7 +172,11 @@ pub fn container_annotations(
             seconds.to_string(),
         );
     }
-    if let Some(pre_stop) = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+    if let Some(pre_stop) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+    {
         insert_json(
             &mut annotations,
             CONTAINER_PRE_STOP_HANDLER_ANNOTATION,
@@ -343,14 +347,10 @@ impl SandboxInfo {
         metadata: Option<&cri::PodSandboxMetadata>,
     ) -> Self {
         let pick = |key: &str, fallback: Option<&String>| {
-            labels
-                .get(key)
-                .or(fallback)
-                .cloned()
-                .unwrap_or_else(|| {
-                    debug!(label = key, "sandbox label missing");
-                    String::new()
-                })
+            labels.get(key).or(fallback).cloned().unwrap_or_else(|| {
+                debug!(label = key, "sandbox label missing");
+                String::new()
+            })
         };
         SandboxInfo {
             pod_name: pick(POD_NAME_LABEL, metadata.map(|m| &m.name)),
@@ -431,7 +431,11 @@ mod tests {
         );
         let info = SandboxInfo::from_cri(&labels, None);
         assert_eq!(
-            (info.pod_name.as_str(), info.pod_namespace.as_str(), info.pod_uid.as_str()),
+            (
+                info.pod_name.as_str(),
+                info.pod_namespace.as_str(),
+                info.pod_uid.as_str()
+            ),
             ("web", "default", "1234-abcd")
         );
         assert_eq!(

@@ -26,9 +26,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use node_core::events::{EventObject, EventRecorder, EventType};
 use node_core::runtime::{
     CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
-    GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition,
-    RuntimeError, RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams,
-    SyncAction, SyncError,
+    GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition, RuntimeError,
+    RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams, SyncAction, SyncError,
 };
 use tracing::{debug, instrument, warn};
 
@@ -59,6 +58,17 @@ impl std::fmt::Debug for CriRuntime {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
+}
+
+/// A container to stop and how.
+struct KillTarget<'a> {
+    id: &'a ContainerId,
+    name: &'a str,
+    /// The grace period recorded in the container's annotations.
+    recorded_grace: Option<i64>,
+    grace_override: Option<i64>,
+    /// The Killing event's message (default `Stopping container <name>`).
+    message: Option<&'a str>,
 }
 
 /// `name_namespace(uid)`, upstream's `format.Pod`.
@@ -133,12 +143,16 @@ impl CriRuntime {
         object: &EventObject,
     ) -> Result<cri::Image, SyncError> {
         let image = container.image.clone().unwrap_or_default();
-        let policy = container.image_pull_policy.as_deref().unwrap_or("IfNotPresent");
-        let present = self
-            .client
-            .image_status(&image)
-            .await
-            .map_err(|e| sync_error("ImageInspectError", format!("Failed to inspect image {image:?}: {e}")))?;
+        let policy = container
+            .image_pull_policy
+            .as_deref()
+            .unwrap_or("IfNotPresent");
+        let present = self.client.image_status(&image).await.map_err(|e| {
+            sync_error(
+                "ImageInspectError",
+                format!("Failed to inspect image {image:?}: {e}"),
+            )
+        })?;
         match (present, policy) {
             (Some(found), p) if p != "Always" => {
                 self.event(
@@ -232,7 +246,11 @@ impl CriRuntime {
         let object = EventObject::container(pod, &container.name, kind != ContainerKind::Regular);
         let previous = status.container(&container.name);
         if let Some(prev) = previous.filter(|p| p.state == ContainerState::Exited) {
-            let key = backoff::key(uid, &container.name, container.image.as_deref().unwrap_or_default());
+            let key = backoff::key(
+                uid,
+                &container.name,
+                container.image.as_deref().unwrap_or_default(),
+            );
             let finished = system_time(prev.finished_at);
             let now = SystemTime::now();
             let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,7 +298,12 @@ impl CriRuntime {
         };
         let config = container_config(&inputs, &self.node).map_err(|e| {
             let message = e.to_string();
-            self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+            self.event(
+                &object,
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {message}"),
+            );
             sync_error("CreateContainerConfigError", message)
         })?;
         let log_dir = Path::new(&sandbox_config.log_directory).join(&container.name);
@@ -293,7 +316,12 @@ impl CriRuntime {
             .await
             .map_err(|e| {
                 let message = e.to_string();
-                self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+                self.event(
+                    &object,
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {message}"),
+                );
                 sync_error("CreateContainerError", message)
             })?;
         self.event(
@@ -304,7 +332,12 @@ impl CriRuntime {
         );
         self.client.start_container(&id).await.map_err(|e| {
             let message = e.to_string();
-            self.event(&object, EventType::Warning, "Failed", &format!("Error: {message}"));
+            self.event(
+                &object,
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {message}"),
+            );
             sync_error("RunContainerError", message)
         })?;
         self.event(
@@ -337,12 +370,15 @@ impl CriRuntime {
         &self,
         pod: Option<&Pod>,
         running: &RuntimePod,
-        id: &ContainerId,
-        name: &str,
-        recorded_grace: Option<i64>,
-        grace_override: Option<i64>,
-        message: Option<&str>,
+        target: KillTarget<'_>,
     ) -> Result<(), SyncError> {
+        let KillTarget {
+            id,
+            name,
+            recorded_grace,
+            grace_override,
+            message,
+        } = target;
         let grace = Self::grace_period(pod, recorded_grace, grace_override);
         let object = match pod {
             Some(p) => {
@@ -384,16 +420,23 @@ impl CriRuntime {
         let kills = running
             .containers
             .iter()
-            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Created | ContainerState::Unknown))
+            .filter(|c| {
+                matches!(
+                    c.state,
+                    ContainerState::Running | ContainerState::Created | ContainerState::Unknown
+                )
+            })
             .map(|c| {
                 self.kill_container(
                     pod,
                     running,
-                    &c.id,
-                    &c.name,
-                    c.termination_grace_period,
-                    grace_override,
-                    None,
+                    KillTarget {
+                        id: &c.id,
+                        name: &c.name,
+                        recorded_grace: c.termination_grace_period,
+                        grace_override,
+                        message: None,
+                    },
                 )
             });
         let results = futures::future::join_all(kills).await;
@@ -472,7 +515,9 @@ impl Runtime for CriRuntime {
         let mut container_statuses = Vec::with_capacity(containers.len());
         for c in &containers {
             match self.client.container_status(&c.id, false).await {
-                Ok(st) => container_statuses.push(status::convert_container_status(&self.type_name, &st)),
+                Ok(st) => {
+                    container_statuses.push(status::convert_container_status(&self.type_name, &st))
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(RuntimeError::runtime(e)),
             }
@@ -512,7 +557,17 @@ impl Runtime for CriRuntime {
             for kill in &actions.containers_to_kill {
                 let running = status.running_pod(&self.type_name);
                 let outcome = self
-                    .kill_container(Some(pod), &running, &kill.id, &kill.name, None, None, Some(&kill.message))
+                    .kill_container(
+                        Some(pod),
+                        &running,
+                        KillTarget {
+                            id: &kill.id,
+                            name: &kill.name,
+                            recorded_grace: None,
+                            grace_override: None,
+                            message: Some(&kill.message),
+                        },
+                    )
                     .await;
                 result.push(SyncAction::KillContainer, kill.name.clone(), outcome.err());
             }
@@ -536,8 +591,16 @@ impl Runtime for CriRuntime {
                 config
             }
             Err(e) => {
-                let message = format!("Failed to generate sandbox config for pod {}: {e}", format_pod(pod));
-                self.event(&pod_object, EventType::Warning, "FailedCreatePodSandBox", &message);
+                let message = format!(
+                    "Failed to generate sandbox config for pod {}: {e}",
+                    format_pod(pod)
+                );
+                self.event(
+                    &pod_object,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    &message,
+                );
                 result.push(
                     SyncAction::CreatePodSandbox,
                     format_pod(pod),
@@ -553,7 +616,11 @@ impl Runtime for CriRuntime {
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
                 warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
             }
-            match self.client.run_pod_sandbox(config.clone(), &self.runtime_handler).await {
+            match self
+                .client
+                .run_pod_sandbox(config.clone(), &self.runtime_handler)
+                .await
+            {
                 Ok(id) => {
                     result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
                     if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
@@ -565,7 +632,12 @@ impl Runtime for CriRuntime {
                 }
                 Err(e) => {
                     let message = format!("Failed to create pod sandbox: {e}");
-                    self.event(&pod_object, EventType::Warning, "FailedCreatePodSandBox", &message);
+                    self.event(
+                        &pod_object,
+                        EventType::Warning,
+                        "FailedCreatePodSandBox",
+                        &message,
+                    );
                     result.push(
                         SyncAction::CreatePodSandbox,
                         format_pod(pod),
@@ -580,19 +652,34 @@ impl Runtime for CriRuntime {
         };
         // A new sandbox starts from scratch: no earlier containers count.
         let empty = PodStatus::default();
-        let history = if actions.create_sandbox { &empty } else { status };
+        let history = if actions.create_sandbox {
+            &empty
+        } else {
+            status
+        };
 
         let spec = pod.spec.clone().unwrap_or_default();
         let init_containers = spec.init_containers.unwrap_or_default();
         for &i in &actions.init_containers_to_start {
-            let Some(c) = init_containers.get(i) else { continue };
+            let Some(c) = init_containers.get(i) else {
+                continue;
+            };
             let kind = if is_sidecar(c) {
                 ContainerKind::Sidecar
             } else {
                 ContainerKind::Init
             };
             let started = self
-                .start_container(pod, c, kind, &sandbox_id, &config, &pod_ips, history, &mut result)
+                .start_container(
+                    pod,
+                    c,
+                    kind,
+                    &sandbox_id,
+                    &config,
+                    &pod_ips,
+                    history,
+                    &mut result,
+                )
                 .await;
             let failed = started.is_err();
             result.push(SyncAction::InitContainer, c.name.clone(), started.err());
@@ -601,9 +688,20 @@ impl Runtime for CriRuntime {
             }
         }
         for &i in &actions.containers_to_start {
-            let Some(c) = spec.containers.get(i) else { continue };
+            let Some(c) = spec.containers.get(i) else {
+                continue;
+            };
             let started = self
-                .start_container(pod, c, ContainerKind::Regular, &sandbox_id, &config, &pod_ips, history, &mut result)
+                .start_container(
+                    pod,
+                    c,
+                    ContainerKind::Regular,
+                    &sandbox_id,
+                    &config,
+                    &pod_ips,
+                    history,
+                    &mut result,
+                )
                 .await;
             result.push(SyncAction::StartContainer, c.name.clone(), started.err());
         }
@@ -618,7 +716,12 @@ impl Runtime for CriRuntime {
     ) -> Result<(), RuntimeError> {
         self.kill_pod_inner(pod, running, grace_period_override)
             .await
-            .map_err(|e| RuntimeError::runtime(std::io::Error::other(format!("{}: {}", e.reason, e.message))))?;
+            .map_err(|e| {
+                RuntimeError::runtime(std::io::Error::other(format!(
+                    "{}: {}",
+                    e.reason, e.message
+                )))
+            })?;
         if let Ok(mut b) = self.backoff.lock()
             && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
         {
@@ -633,9 +736,15 @@ impl Runtime for CriRuntime {
         pods: &dyn PodStateProvider,
         all_sources_ready: bool,
     ) -> Result<(), RuntimeError> {
-        let removed = gc::collect(&self.client, &self.node.pod_logs_dir, policy, pods, all_sources_ready)
-            .await
-            .map_err(RuntimeError::runtime)?;
+        let removed = gc::collect(
+            &self.client,
+            &self.node.pod_logs_dir,
+            policy,
+            pods,
+            all_sources_ready,
+        )
+        .await
+        .map_err(RuntimeError::runtime)?;
         if let Ok(mut b) = self.backoff.lock() {
             for uid in removed {
                 b.forget_pod(&uid);
@@ -654,7 +763,11 @@ impl Runtime for CriRuntime {
     }
 
     async fn status(&self) -> Result<RuntimeStatus, RuntimeError> {
-        let s = self.client.status(false).await.map_err(RuntimeError::runtime)?;
+        let s = self
+            .client
+            .status(false)
+            .await
+            .map_err(RuntimeError::runtime)?;
         Ok(RuntimeStatus {
             conditions: s
                 .status
@@ -686,7 +799,9 @@ impl Runtime for CriRuntime {
             })
             .filter_map(|item| async move {
                 let event = item.ok()?;
-                let kind = match cri::ContainerEventType::try_from(event.container_event_type).ok()? {
+                let kind = match cri::ContainerEventType::try_from(event.container_event_type)
+                    .ok()?
+                {
                     cri::ContainerEventType::ContainerCreatedEvent => ContainerEventKind::Created,
                     cri::ContainerEventType::ContainerStartedEvent => ContainerEventKind::Started,
                     cri::ContainerEventType::ContainerStoppedEvent => ContainerEventKind::Stopped,
@@ -762,7 +877,11 @@ impl StreamingRuntime for CriRuntime {
             .map_err(RuntimeError::runtime)
     }
 
-    async fn get_port_forward(&self, pod_uid: &str, ports: Vec<i32>) -> Result<String, RuntimeError> {
+    async fn get_port_forward(
+        &self,
+        pod_uid: &str,
+        ports: Vec<i32>,
+    ) -> Result<String, RuntimeError> {
         let sandboxes = self
             .client
             .list_pod_sandbox(Some(cri::PodSandboxFilter {

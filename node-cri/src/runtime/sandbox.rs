@@ -273,13 +273,12 @@ fn linux_sandbox_config(
         what,
     })?;
     let psc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    let (supplemental_groups, supplemental_groups_policy) = supplemental_groups(psc).map_err(
-        |reason| SandboxConfigError::InvalidField {
+    let (supplemental_groups, supplemental_groups_policy) =
+        supplemental_groups(psc).map_err(|reason| SandboxConfigError::InvalidField {
             pod: key.clone(),
             field: "spec.securityContext.supplementalGroupsPolicy",
             reason,
-        },
-    )?;
+        })?;
     let security_context = cri::LinuxSandboxSecurityContext {
         namespace_options: Some(namespace_options(pod)),
         selinux_options: psc
@@ -385,6 +384,8 @@ pub(crate) fn supplemental_groups(
     };
     let mut groups: Vec<i64> = psc.fs_group.into_iter().collect();
     groups.extend(psc.supplemental_groups.iter().flatten().copied());
+    // volumes issue: upstream also adds the GIDs the pod's volumes ask for
+    // (GetExtraSupplementalGroupsForPod); they come with the volume manager.
     let policy = match psc.supplemental_groups_policy.as_deref() {
         None | Some("Merge") => cri::SupplementalGroupsPolicy::Merge,
         Some("Strict") => cri::SupplementalGroupsPolicy::Strict,
@@ -577,11 +578,15 @@ fn pod_aggregate(pod: &Pod, which: Which) -> CpuMem {
     }
     let mut result = total.max(init);
     if let Some(pod_level) = spec.resources.as_ref() {
-        let list = match which {
-            Which::Requests => pod_level.requests.as_ref(),
-            Which::Limits => pod_level.limits.as_ref(),
+        let (limit_cpu, limit_memory) = resource_millis_and_bytes(pod_level.limits.as_ref());
+        let (cpu, memory) = match which {
+            Which::Limits => (limit_cpu, limit_memory),
+            Which::Requests => {
+                // Pod-level requests default to pod-level limits too.
+                let (cpu, memory) = resource_millis_and_bytes(pod_level.requests.as_ref());
+                (cpu.or(limit_cpu), memory.or(limit_memory))
+            }
         };
-        let (cpu, memory) = resource_millis_and_bytes(list);
         result.cpu_millis = cpu.or(result.cpu_millis);
         result.memory_bytes = memory.or(result.memory_bytes);
     }
@@ -602,7 +607,10 @@ pub fn pod_hostname_and_domain(
     let key = PodRef::of(pod);
     let spec = pod.spec.as_ref();
     let mut hostname = key.name.clone();
-    if let Some(h) = spec.and_then(|s| s.hostname.as_deref()).filter(|h| !h.is_empty()) {
+    if let Some(h) = spec
+        .and_then(|s| s.hostname.as_deref())
+        .filter(|h| !h.is_empty())
+    {
         if let Err(reason) = dns1123_label(h) {
             return Err(SandboxConfigError::InvalidField {
                 pod: key,
@@ -628,16 +636,16 @@ pub fn pod_hostname_and_domain(
             return Err(SandboxConfigError::InvalidField {
                 pod: key.clone(),
                 field: "metadata.name",
-                reason: format!(
-                    "hostname for pod {:?} was invalid: {hostname:?}",
-                    key.name
-                ),
+                reason: format!("hostname for pod {:?} was invalid: {hostname:?}", key.name),
             });
         }
         hostname = truncated;
     }
     let mut domain = String::new();
-    if let Some(sub) = spec.and_then(|s| s.subdomain.as_deref()).filter(|s| !s.is_empty()) {
+    if let Some(sub) = spec
+        .and_then(|s| s.subdomain.as_deref())
+        .filter(|s| !s.is_empty())
+    {
         if let Err(reason) = dns1123_label(sub) {
             return Err(SandboxConfigError::InvalidField {
                 pod: key,
@@ -856,6 +864,7 @@ pub fn pod_dns_config(
         }
         DnsType::Cluster => {
             let node_message = "kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.";
+            warn!(pod = %key, "{node_message}");
             warnings.push(ConfigWarning {
                 reason: REASON_MISSING_CLUSTER_DNS,
                 message: format!("pod: {:?}. {node_message}", key.upstream_format()),
@@ -867,9 +876,8 @@ pub fn pod_dns_config(
     if use_host && ctx.resolv_conf.is_none() {
         // `--resolv-conf=""`: point at a local resolver, which in practice disables lookups.
         for ip in &ctx.node_ips {
-            conf.nameservers.push(
-                if ip.is_ipv6() { "::1" } else { "127.0.0.1" }.to_string(),
-            );
+            conf.nameservers
+                .push(if ip.is_ipv6() { "::1" } else { "127.0.0.1" }.to_string());
         }
         if conf.nameservers.is_empty() {
             conf.nameservers.push("127.0.0.1".into());
@@ -877,8 +885,14 @@ pub fn pod_dns_config(
         conf.searches = vec![".".into()];
     }
     if let Some(pod_dns) = pod.spec.as_ref().and_then(|s| s.dns_config.as_ref()) {
-        push_unique(&mut conf.nameservers, pod_dns.nameservers.iter().flatten().cloned());
-        push_unique(&mut conf.searches, pod_dns.searches.iter().flatten().cloned());
+        push_unique(
+            &mut conf.nameservers,
+            pod_dns.nameservers.iter().flatten().cloned(),
+        );
+        push_unique(
+            &mut conf.searches,
+            pod_dns.searches.iter().flatten().cloned(),
+        );
         let mut options: Vec<(String, String)> = conf
             .options
             .iter()
@@ -1084,7 +1098,10 @@ mod tests {
         // Without a resolv.conf: loopback resolvers of the node's families, search ".".
         let mut ctx = f.ctx.clone();
         ctx.resolv_conf = None;
-        ctx.node_ips = vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()];
+        ctx.node_ips = vec![
+            "192.0.2.10".parse().unwrap(),
+            "2001:db8::10".parse().unwrap(),
+        ];
         let (d, _) = dns(&p, &ctx);
         assert_eq!(d.servers, ["127.0.0.1", "::1"]);
         assert_eq!(d.searches, ["."]);
@@ -1192,7 +1209,10 @@ mod tests {
         f.ctx.resolv_conf = Some(f.dir.path().join("missing"));
         let err = pod_dns_config(&pod(), &f.ctx).unwrap_err();
         assert!(matches!(err, SandboxConfigError::ReadResolvConf { .. }));
-        assert!(err.to_string().starts_with("pod prod/web: cannot read resolv.conf"));
+        assert!(
+            err.to_string()
+                .starts_with("pod prod/web: cannot read resolv.conf")
+        );
     }
 
     #[test]
@@ -1251,7 +1271,10 @@ mod tests {
     #[test]
     fn hostnames() {
         let mut p = pod();
-        assert_eq!(pod_hostname_and_domain(&p, "cluster.local").unwrap().0, "web");
+        assert_eq!(
+            pod_hostname_and_domain(&p, "cluster.local").unwrap().0,
+            "web"
+        );
         spec(&mut p).hostname = Some("host-a".into());
         spec(&mut p).subdomain = Some("sub".into());
         assert_eq!(
@@ -1261,19 +1284,39 @@ mod tests {
         spec(&mut p).hostname = Some("Bad_Host".into());
         let err = pod_hostname_and_domain(&p, "cluster.local").unwrap_err();
         assert!(
-            err.to_string()
-                .contains("pod Hostname \"Bad_Host\" is not a valid DNS label: a lowercase RFC 1123 label"),
+            err.to_string().contains(
+                "pod Hostname \"Bad_Host\" is not a valid DNS label: a lowercase RFC 1123 label"
+            ),
             "{err}"
         );
         // Long pod names are cut to 63 characters without a trailing '-' or '.'.
         let mut p = pod();
         p.metadata.name = Some(format!("{}-.{}", "a".repeat(61), "b".repeat(10)));
-        assert_eq!(
-            pod_hostname_and_domain(&p, "").unwrap().0,
-            "a".repeat(61)
-        );
+        assert_eq!(pod_hostname_and_domain(&p, "").unwrap().0, "a".repeat(61));
         p.metadata.name = Some("c".repeat(70));
         assert_eq!(pod_hostname_and_domain(&p, "").unwrap().0, "c".repeat(63));
+    }
+
+    #[test]
+    fn hostname_as_fqdn() {
+        let f = fixture(HOST_RESOLV);
+        let mut p = pod();
+        spec(&mut p).subdomain = Some("sub".into());
+        spec(&mut p).set_hostname_as_fqdn = Some(true);
+        let (config, _) = pod_sandbox_config(&p, 0, &f.ctx).unwrap();
+        assert_eq!(config.hostname, "web.sub.prod.svc.cluster.local");
+        // Without setHostnameAsFQDN the subdomain does not change the kernel hostname.
+        spec(&mut p).set_hostname_as_fqdn = None;
+        assert_eq!(pod_sandbox_config(&p, 0, &f.ctx).unwrap().0.hostname, "web");
+        // An FQDN over 64 characters is an error.
+        spec(&mut p).set_hostname_as_fqdn = Some(true);
+        spec(&mut p).hostname = Some("h".repeat(40));
+        let err = pod_sandbox_config(&p, 0, &f.ctx).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is too long (64 characters is the max, 67 characters requested)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1322,9 +1365,20 @@ mod tests {
         let (config, warnings) = pod_sandbox_config(&p, 2, &f.ctx).unwrap();
         assert!(warnings.is_empty());
         let m = config.metadata.unwrap();
-        assert_eq!((m.name.as_str(), m.namespace.as_str(), m.uid.as_str(), m.attempt), ("web", "prod", UID, 2));
+        assert_eq!(
+            (
+                m.name.as_str(),
+                m.namespace.as_str(),
+                m.uid.as_str(),
+                m.attempt
+            ),
+            ("web", "prod", UID, 2)
+        );
         assert_eq!(config.hostname, "web");
-        assert_eq!(config.log_directory, format!("/var/log/pods/prod_web_{UID}"));
+        assert_eq!(
+            config.log_directory,
+            format!("/var/log/pods/prod_web_{UID}")
+        );
         assert_eq!(config.labels["app"], "web");
         assert_eq!(config.labels["io.kubernetes.pod.uid"], UID);
         assert_eq!(
@@ -1345,7 +1399,10 @@ mod tests {
             ]
         );
         let linux = config.linux.unwrap();
-        assert_eq!(linux.cgroup_parent, format!("/kubepods/besteffort/pod{UID}"));
+        assert_eq!(
+            linux.cgroup_parent,
+            format!("/kubepods/besteffort/pod{UID}")
+        );
         assert_eq!(linux.sysctls["net.ipv4.ip_unprivileged_port_start"], "0");
         let sc = linux.security_context.unwrap();
         assert!(sc.privileged);
@@ -1360,7 +1417,15 @@ mod tests {
         assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
         // BestEffort: minimal shares, no quota, no memory limit.
         let r = linux.resources.unwrap();
-        assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (2, 0, 100_000, 0));
+        assert_eq!(
+            (
+                r.cpu_shares,
+                r.cpu_quota,
+                r.cpu_period,
+                r.memory_limit_in_bytes
+            ),
+            (2, 0, 100_000, 0)
+        );
     }
 
     #[test]
@@ -1370,7 +1435,13 @@ mod tests {
         spec(&mut p).host_network = Some(true);
         let (config, _) = pod_sandbox_config(&p, 0, &f.ctx).unwrap();
         assert_eq!(config.hostname, "");
-        let ns = config.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        let ns = config
+            .linux
+            .unwrap()
+            .security_context
+            .unwrap()
+            .namespace_options
+            .unwrap();
         assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
     }
 
@@ -1387,7 +1458,10 @@ mod tests {
         spec(&mut p).host_ipc = Some(true);
         spec(&mut p).host_network = Some(true);
         let ns = namespace_options(&p);
-        assert_eq!((ns.network, ns.pid, ns.ipc), (Node as i32, Node as i32, Node as i32));
+        assert_eq!(
+            (ns.network, ns.pid, ns.ipc),
+            (Node as i32, Node as i32, Node as i32)
+        );
     }
 
     #[test]
@@ -1444,7 +1518,23 @@ mod tests {
         assert_eq!(r.cpu_quota, 100_000);
         assert_eq!(r.memory_limit_in_bytes, 256 << 20);
         let o = overhead_resources(&p);
-        assert_eq!((o.cpu_shares, o.cpu_quota, o.memory_limit_in_bytes), (102, 10_000, 10 << 20));
-        assert_eq!(overhead_resources(&pod()), cri::LinuxContainerResources::default());
+        assert_eq!(
+            (o.cpu_shares, o.cpu_quota, o.memory_limit_in_bytes),
+            (102, 10_000, 10 << 20)
+        );
+        assert_eq!(
+            overhead_resources(&pod()),
+            cri::LinuxContainerResources::default()
+        );
+        // Pod-level resources win; their requests default to their limits.
+        spec(&mut p).resources = Some(ResourceRequirements {
+            limits: q(&[("cpu", "3"), ("memory", "1Gi")]),
+            ..Default::default()
+        });
+        let r = sandbox_resources(&p);
+        assert_eq!(
+            (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
+            (3072, 300_000, 1 << 30)
+        );
     }
 }

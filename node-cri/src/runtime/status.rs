@@ -56,7 +56,11 @@ pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) 
         started_at: timestamp(s.started_at),
         finished_at: timestamp(s.finished_at),
         exit_code: s.exit_code,
-        image: s.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+        image: s
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default(),
         image_ref: s.image_ref.clone(),
         hash: info.hash,
         restart_count: info.restart_count,
@@ -131,12 +135,14 @@ pub(crate) fn group_pods(
             tracing::debug!(container = %c.id, "container without the {} label: not ours", labels::POD_UID_LABEL);
             continue;
         }
-        let pod = pods.entry(info.pod_uid.clone()).or_insert_with(|| RuntimePod {
-            uid: info.pod_uid.clone(),
-            name: info.pod_name.clone(),
-            namespace: info.pod_namespace.clone(),
-            ..Default::default()
-        });
+        let pod = pods
+            .entry(info.pod_uid.clone())
+            .or_insert_with(|| RuntimePod {
+                uid: info.pod_uid.clone(),
+                name: info.pod_name.clone(),
+                namespace: info.pod_namespace.clone(),
+                ..Default::default()
+            });
         pod.containers.push(RuntimeContainer {
             id: container_id(runtime, &c.id),
             name: c
@@ -160,8 +166,8 @@ pub(crate) fn pod_status(
     mut sandboxes: Vec<SandboxStatus>,
     mut containers: Vec<ContainerStatus>,
 ) -> PodStatus {
-    sandboxes.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    containers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+    containers.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     let ips = sandboxes
         .iter()
         .find(|s| s.state == SandboxState::Ready)
