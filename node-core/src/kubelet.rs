@@ -597,3 +597,126 @@ async fn relist_once(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerId, PodStatus, PodSyncResult, RuntimeContainer, RuntimeError};
+    use async_trait::async_trait;
+
+    /// A runtime without container events whose pods the test changes.
+    #[derive(Default)]
+    struct Fake {
+        pods: Mutex<Vec<RuntimePod>>,
+    }
+
+    #[async_trait]
+    impl Runtime for Fake {
+        fn type_name(&self) -> &str {
+            "fake"
+        }
+        async fn get_pods(&self, _all: bool) -> Result<Vec<RuntimePod>, RuntimeError> {
+            Ok(self.pods.lock().unwrap().clone())
+        }
+        async fn get_pod_status(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<PodStatus, RuntimeError> {
+            Ok(PodStatus::default())
+        }
+        async fn sync_pod(&self, _: &Pod, _: &PodStatus) -> PodSyncResult {
+            PodSyncResult::default()
+        }
+        async fn kill_pod(
+            &self,
+            _: Option<&Pod>,
+            _: &RuntimePod,
+            _: Option<i64>,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn garbage_collect(
+            &self,
+            _: &GcPolicy,
+            _: &dyn PodStateProvider,
+            _: bool,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+    }
+
+    fn pod(uid: &str, state: ContainerState) -> RuntimePod {
+        RuntimePod {
+            uid: uid.into(),
+            containers: vec![RuntimeContainer {
+                id: ContainerId {
+                    runtime: "fake".into(),
+                    id: format!("{uid}-c"),
+                },
+                name: "c".into(),
+                state,
+                hash: None,
+                termination_grace_period: None,
+            }],
+            ..Default::default()
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<String>) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn without_container_events_pleg_relists_and_reports_changed_pods() {
+        let runtime = Arc::new(Fake::default());
+        runtime
+            .pods
+            .lock()
+            .unwrap()
+            .push(pod("a", ContainerState::Running));
+        let (tx, mut rx) = mpsc::channel(16);
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx));
+        assert_eq!(
+            next(&mut rx).await.as_deref(),
+            Some("a"),
+            "a new pod is reported"
+        );
+
+        // Nothing changes: nothing is reported.
+        assert_eq!(
+            tokio::time::timeout(Duration::from_millis(2500), rx.recv())
+                .await
+                .ok()
+                .flatten(),
+            None
+        );
+        // A container exits, then another pod appears, then the first disappears.
+        runtime.pods.lock().unwrap()[0] = pod("a", ContainerState::Exited);
+        assert_eq!(next(&mut rx).await.as_deref(), Some("a"));
+        runtime
+            .pods
+            .lock()
+            .unwrap()
+            .push(pod("b", ContainerState::Running));
+        assert_eq!(next(&mut rx).await.as_deref(), Some("b"));
+        runtime.pods.lock().unwrap().remove(0);
+        assert_eq!(next(&mut rx).await.as_deref(), Some("a"));
+        pleg.abort();
+    }
+
+    #[test]
+    fn jitter_stays_within_half_again() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(15),
+                "{d:?}"
+            );
+        }
+    }
+}

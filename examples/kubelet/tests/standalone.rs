@@ -278,10 +278,30 @@ async fn manifests_added_changed_and_removed_drive_pods_and_pods_shows_their_sta
     let grace = "  terminationGracePeriodSeconds: 1\n";
     node.write(
         "web.yaml",
-        &busybox_pod("web", "Always", "exec sleep 3600", grace),
+        &busybox_pod("web", "Always", "echo hello-log; exec sleep 3600", grace),
     );
     let pod = node.wait_pod("web", "running", running).await;
     let first = uid(&pod);
+    // The container's output lands in <podLogsDir>/<ns>_<name>_<uid>/<container>/<restartCount>.log.
+    let log = node
+        .dir
+        .join("logs")
+        .join(format!("default_web-{NODE}_{first}"))
+        .join("main/0.log");
+    let text = eventually(
+        Duration::from_secs(10),
+        "the container log file",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("hello-log"))
+        },
+    )
+    .await;
+    assert!(
+        text.contains(" stdout F hello-log"),
+        "CRI log format: {text}"
+    );
 
     // /pods shows the upstream status fields.
     let status = pod.status.clone().unwrap();
@@ -768,5 +788,51 @@ async fn max_pods_rejects_the_pod_beyond_capacity() {
         )
     );
     assert_eq!(node.running_containers_of(&uid(&two)).await, 0);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_deleted_while_it_starts_is_stopped_cleanly() {
+    let node = Node::start("flash", "").await;
+    let grace = "  terminationGracePeriodSeconds: 1\n";
+    node.write(
+        "flash.yaml",
+        &busybox_pod("flash", "Always", "exec sleep 3600", grace),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(node.manifest("flash.yaml")).unwrap();
+    node.wait_gone("flash").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = node
+            .client
+            .list_containers(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .count();
+        let ready = node
+            .client
+            .list_pod_sandbox(Some(cri::PodSandboxFilter {
+                state: Some(cri::PodSandboxStateValue {
+                    state: cri::PodSandboxState::SandboxReady as i32,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .len();
+        if running == 0 && ready == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{running} containers and {ready} sandboxes still run; log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(node.pods().await.unwrap().is_empty());
     node.shutdown().await;
 }
