@@ -188,14 +188,27 @@ async fn start_runtime(
     Ok(RuntimeEndpoint::Managed(containerd))
 }
 
-async fn wait_for_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM and SIGINT, installed at start so that a signal during start-up is not fatal.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -217,6 +230,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(flags: Flags) -> Result<()> {
+    let mut signals = Signals::install()?;
     let (config, endpoint_given) = load_config(&flags)?;
     let node_name = node_name(&flags)?;
     let node = node_name.clone();
@@ -327,9 +341,7 @@ async fn run(flags: Flags) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     tokio::spawn(async move {
-        if let Ok(signal) = wait_for_signal().await {
-            let _ = stop_tx.send(signal);
-        }
+        let _ = stop_tx.send(signals.recv().await);
     });
     let signal = tokio::sync::Mutex::new(None);
     kubelet

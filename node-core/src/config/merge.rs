@@ -259,12 +259,8 @@ impl SourceSender {
         &self.shared.node_name
     }
 
-    /// Whether a snapshot has been sent already.
-    pub(crate) fn first_sent(&self) -> bool {
-        self.first_sent
-    }
-
-    pub(crate) fn status(&self) -> &SourceStatus {
+    /// The rejections of this source, shared with the source's task.
+    pub(crate) fn status(&self) -> &Arc<SourceStatus> {
         &self.status
     }
 

@@ -1,10 +1,10 @@
-//! Change notification for the file source: inotify on Linux, a typed "unsupported" elsewhere
-//! (the file source then relies on its periodic re-list alone).
+//! Change notification for the file source: inotify on Linux; elsewhere [`Watch::new`] fails
+//! with "unsupported" and the file source relies on its periodic re-list alone.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// What the configured path is, as seen when the watch was set up.
+/// What the configured path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PathKind {
     /// A directory of manifests; `(device, inode)` identifies it.
@@ -37,6 +37,9 @@ pub(crate) struct Change {
     /// The entry was just created and nothing else happened to it yet (a new regular file is
     /// then usually still empty; its close-after-write follows).
     pub(crate) created_only: bool,
+    /// The last event was a write that has not been followed by a close: a writer is busy with
+    /// the file and its close-after-write will follow.
+    pub(crate) writing: bool,
 }
 
 /// What a batch of notifications means for the file source.
@@ -52,6 +55,7 @@ pub(crate) enum WatchEvent {
 
 /// The nearest existing ancestor directory of `path`, and the name of its child on the way to
 /// `path` (none when it cannot be told, e.g. for `..`).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn anchor_of(path: &Path) -> (PathBuf, Option<OsString>) {
     let mut current = path;
     loop {
@@ -72,28 +76,17 @@ fn anchor_of(path: &Path) -> (PathBuf, Option<OsString>) {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    //! inotify without `unsafe`: tokio 1.54 made registering a raw fd with its reactor
-    //! (`AsyncFd`) an unsafe call, and this crate forbids unsafe code, so a small thread blocks
-    //! in `read(2)` on the inotify fd and forwards the events over a channel. Dropping the
-    //! [`Watcher`] removes the watch, which queues `IN_IGNORED` and so wakes and ends the
-    //! thread.
-
     use std::ffi::OsString;
     use std::io;
+    use std::os::fd::{AsFd, BorrowedFd};
     use std::path::Path;
-    use std::sync::Arc;
 
     use nix::errno::Errno;
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
-    use tokio::sync::mpsc;
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 
     use super::{Change, PathKind, WatchEvent, anchor_of, path_kind};
 
-    /// Batches of events the reader thread may queue before it waits (the kernel queue, and
-    /// its overflow event, take over beyond that).
-    const QUEUED_BATCHES: usize = 16;
-
-    /// How to read events of the single watch.
+    /// How to read the events of the single watch.
     enum Target {
         /// The watched directory is the manifest directory: every named event is a change.
         Dir,
@@ -104,16 +97,16 @@ mod imp {
         Anchor(Option<OsString>),
     }
 
-    /// An inotify watch on the manifest path (or on the directory that will hold it).
-    pub(crate) struct Watcher {
-        inotify: Arc<Inotify>,
-        wd: WatchDescriptor,
-        events: mpsc::Receiver<io::Result<Vec<InotifyEvent>>>,
+    /// A non-blocking inotify watch on the manifest path (or on the directory that will hold
+    /// it). The owner polls [`fd`](Watch::fd) and calls [`read`](Watch::read).
+    pub(crate) struct Watch {
+        inotify: Inotify,
         target: Target,
         kind: PathKind,
     }
 
     const CHANGES: AddWatchFlags = AddWatchFlags::IN_CREATE
+        .union(AddWatchFlags::IN_MODIFY)
         .union(AddWatchFlags::IN_CLOSE_WRITE)
         .union(AddWatchFlags::IN_MOVED_TO)
         .union(AddWatchFlags::IN_MOVED_FROM)
@@ -128,76 +121,42 @@ mod imp {
         .union(AddWatchFlags::IN_MOVE_SELF)
         .union(AddWatchFlags::IN_UNMOUNT);
 
-    /// Sets up the inotify watch for `path` (blocking: it stats the path).
-    fn setup(path: &Path) -> io::Result<(Inotify, WatchDescriptor, Target, PathKind)> {
-        let mut attempt = 0;
-        loop {
-            let kind = path_kind(path);
-            let inotify = Inotify::init(InitFlags::IN_CLOEXEC)?;
-            let (wd, target) = match kind {
-                PathKind::Dir(..) => (inotify.add_watch(path, CHANGES)?, Target::Dir),
-                PathKind::File => {
-                    let (parent, name) = anchor_of(path);
-                    let wd = inotify.add_watch(&parent, CHANGES)?;
-                    match name {
-                        Some(name) => (wd, Target::File(name)),
-                        None => (wd, Target::Anchor(None)),
+    impl Watch {
+        /// Watches `path` (blocking: it stats the path).
+        pub(crate) fn new(path: &Path) -> io::Result<Watch> {
+            let mut attempt = 0;
+            loop {
+                let kind = path_kind(path);
+                let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+                let target = match kind {
+                    PathKind::Dir(..) => {
+                        inotify.add_watch(path, CHANGES)?;
+                        Target::Dir
                     }
-                }
-                PathKind::Missing | PathKind::Other => {
-                    let (anchor, next) = anchor_of(path);
-                    (inotify.add_watch(&anchor, CHANGES)?, Target::Anchor(next))
-                }
-            };
-            // The path may have changed between the stat and the watch; then again.
-            attempt += 1;
-            if path_kind(path) == kind || attempt >= 3 {
-                return Ok((inotify, wd, target, kind));
-            }
-        }
-    }
-
-    /// The reader thread: forwards event batches until the watch is gone or nobody listens.
-    fn forward(inotify: &Inotify, tx: &mpsc::Sender<io::Result<Vec<InotifyEvent>>>) {
-        loop {
-            match inotify.read_events() {
-                Ok(events) => {
-                    let gone = events
-                        .iter()
-                        .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED));
-                    if tx.blocking_send(Ok(events)).is_err() || gone {
-                        return;
+                    PathKind::File => {
+                        let (parent, name) = anchor_of(path);
+                        inotify.add_watch(&parent, CHANGES)?;
+                        match name {
+                            Some(name) => Target::File(name),
+                            None => Target::Anchor(None),
+                        }
                     }
-                }
-                Err(Errno::EINTR) => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e.into()));
-                    return;
+                    PathKind::Missing | PathKind::Other => {
+                        let (anchor, next) = anchor_of(path);
+                        inotify.add_watch(&anchor, CHANGES)?;
+                        Target::Anchor(next)
+                    }
+                };
+                // The path may have changed between the stat and the watch; then again.
+                attempt += 1;
+                if path_kind(path) == kind || attempt >= 3 {
+                    return Ok(Watch {
+                        inotify,
+                        target,
+                        kind,
+                    });
                 }
             }
-        }
-    }
-
-    impl Watcher {
-        /// Watches `path`; also records what the path was when the watch started.
-        pub(crate) async fn new(path: &Path) -> io::Result<Watcher> {
-            let owned = path.to_path_buf();
-            let (inotify, wd, target, kind) = tokio::task::spawn_blocking(move || setup(&owned))
-                .await
-                .map_err(io::Error::other)??;
-            let inotify = Arc::new(inotify);
-            let (tx, events) = mpsc::channel(QUEUED_BATCHES);
-            let reader = inotify.clone();
-            std::thread::Builder::new()
-                .name("inotify-manifests".to_owned())
-                .spawn(move || forward(&reader, &tx))?;
-            Ok(Watcher {
-                inotify,
-                wd,
-                events,
-                target,
-                kind,
-            })
         }
 
         /// The kind of the path when the watch was set up.
@@ -205,21 +164,24 @@ mod imp {
             self.kind
         }
 
-        /// Waits for the next batch of relevant notifications. Cancel-safe.
-        pub(crate) async fn next(&mut self) -> io::Result<WatchEvent> {
+        /// The descriptor to poll for readability.
+        pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+            self.inotify.as_fd()
+        }
+
+        /// Reads every queued event without waiting; `None` when nothing relevant is queued.
+        pub(crate) fn read(&mut self) -> io::Result<Option<WatchEvent>> {
+            let mut events = Vec::new();
             loop {
-                let mut events = match self.events.recv().await {
-                    Some(batch) => batch?,
-                    None => return Ok(WatchEvent::Reset),
-                };
-                // Take whatever else is queued, so a burst is handled at once.
-                while let Ok(batch) = self.events.try_recv() {
-                    events.extend(batch?);
-                }
-                if let Some(event) = self.interpret(events) {
-                    return Ok(event);
+                match self.inotify.read_events() {
+                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) => events.extend(batch),
+                    Err(Errno::EAGAIN) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
                 }
             }
+            Ok(self.interpret(events))
         }
 
         fn interpret(&self, events: Vec<InotifyEvent>) -> Option<WatchEvent> {
@@ -247,11 +209,24 @@ mod imp {
                 if !relevant {
                     continue;
                 }
-                let created_only = event.mask.contains(AddWatchFlags::IN_CREATE);
-                match changes.iter_mut().find(|c| c.name == name) {
-                    Some(change) => change.created_only &= created_only,
-                    None => changes.push(Change { name, created_only }),
-                }
+                let created = event.mask.contains(AddWatchFlags::IN_CREATE);
+                let modified = event.mask.contains(AddWatchFlags::IN_MODIFY);
+                let index = match changes.iter().position(|c| c.name == name) {
+                    Some(index) => index,
+                    None => {
+                        changes.push(Change {
+                            name,
+                            created_only: true,
+                            writing: false,
+                        });
+                        changes.len() - 1
+                    }
+                };
+                let change = &mut changes[index];
+                change.created_only &= created;
+                // Only IN_MODIFY leaves a writer busy; a close, a rename, a delete or a
+                // chmod after it means the file is settled (or gone).
+                change.writing = modified;
             }
             if rescan {
                 Some(WatchEvent::Rescan)
@@ -262,30 +237,24 @@ mod imp {
             }
         }
     }
-
-    impl Drop for Watcher {
-        fn drop(&mut self) {
-            // Queues IN_IGNORED, which ends the reader thread. When the watch is gone already
-            // (the directory was deleted), the thread has seen IN_IGNORED and ended.
-            let _ = self.inotify.rm_watch(self.wd);
-        }
-    }
 }
 
 #[cfg(not(target_os = "linux"))]
 mod imp {
+    use std::convert::Infallible;
     use std::io;
+    use std::os::fd::BorrowedFd;
     use std::path::Path;
 
     use super::{PathKind, WatchEvent};
 
-    /// No change notification on this platform: [`Watcher::new`] always fails.
-    pub(crate) struct Watcher {
-        kind: PathKind,
+    /// No change notification on this platform: [`Watch::new`] always fails.
+    pub(crate) struct Watch {
+        never: Infallible,
     }
 
-    impl Watcher {
-        pub(crate) async fn new(_path: &Path) -> io::Result<Watcher> {
+    impl Watch {
+        pub(crate) fn new(_path: &Path) -> io::Result<Watch> {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "file change notification is only supported on Linux",
@@ -293,13 +262,17 @@ mod imp {
         }
 
         pub(crate) fn kind(&self) -> PathKind {
-            self.kind
+            match self.never {}
         }
 
-        pub(crate) async fn next(&mut self) -> io::Result<WatchEvent> {
-            std::future::pending().await
+        pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+            match self.never {}
+        }
+
+        pub(crate) fn read(&mut self) -> io::Result<Option<WatchEvent>> {
+            match self.never {}
         }
     }
 }
 
-pub(crate) use imp::Watcher;
+pub(crate) use imp::Watch;

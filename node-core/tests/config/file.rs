@@ -159,6 +159,34 @@ async fn inotify_add_modify_rename_truncate_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_the_same_bytes_in_place_never_drops_the_pod() {
+    // Truncate-and-write of unchanged content, many times in a row: a read that raced a
+    // truncate would see an empty file and remove the pod.
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yaml");
+    let text = manifest("web", "nginx:1");
+    write(&web, &text);
+    let (_config, mut updates, handle) = start(dir.path());
+    assert_update(
+        &next_update(&mut updates, SOON, "initial").await,
+        PodOperation::Add,
+        &["web-node-a"],
+    );
+    let writer = {
+        let web = web.clone();
+        std::thread::spawn(move || {
+            for _ in 0..300 {
+                std::fs::write(&web, &text).unwrap();
+            }
+        })
+    };
+    no_update(&mut updates, 1500).await;
+    writer.join().unwrap();
+    no_update(&mut updates, 300).await;
+    assert!(handle.rejected().is_empty(), "{:?}", handle.rejected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_turning_bad_is_rejected_and_its_pod_removed() {
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yaml");
