@@ -95,6 +95,8 @@ struct WorkerState {
 struct Worker {
     state: Arc<Mutex<WorkerState>>,
     notify: Arc<Notify>,
+    /// Cancels a sync in flight when the pod is to stop.
+    cancel: Arc<Notify>,
     done: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -174,7 +176,7 @@ impl Kubelet {
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
         let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx));
         let mut workers: HashMap<String, Worker> = HashMap::new();
-        let mut killing: HashSet<String> = HashSet::new();
+        let killing: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
@@ -201,7 +203,7 @@ impl Kubelet {
                 }
                 _ = housekeeping.tick() => {
                     let started = Instant::now();
-                    housekeep(&shared, &mut workers, &mut killing, updates.seen_all_sources()).await;
+                    housekeep(&shared, &mut workers, &killing, updates.seen_all_sources()).await;
                     if started.elapsed() > Duration::from_secs(1) {
                         warn!(elapsed_ms = started.elapsed().as_millis() as u64, "Housekeeping took longer than expected");
                     }
@@ -220,6 +222,9 @@ impl Kubelet {
             }
         }
         pleg.abort();
+        for worker in workers.values() {
+            worker.task.abort();
+        }
         info!("sync loop stopped; pods are left running");
     }
 }
@@ -303,6 +308,7 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
                             s.removed = true;
                             s.terminate.get_or_insert(None);
                         }
+                        w.cancel.notify_one();
                         w.notify.notify_one();
                     }
                     None => shared.statuses.remove(&id),
@@ -322,8 +328,14 @@ fn update_worker(
     if let Some(w) = workers.get(id) {
         if let Ok(mut s) = w.state.lock() {
             s.pod = pod;
-            if let Some(t) = terminate {
-                s.terminate = Some(t);
+            if let Some(new) = terminate {
+                // Once terminating, the grace period can only shrink.
+                let merged = match (s.terminate.flatten(), new) {
+                    (Some(old), Some(new)) => Some(old.min(new)),
+                    (old, new) => new.or(old),
+                };
+                s.terminate = Some(merged);
+                w.cancel.notify_one();
             }
         }
         w.notify.notify_one();
@@ -344,11 +356,12 @@ fn start_worker(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, pod
         removed: false,
     }));
     let notify = Arc::new(Notify::new());
+    let cancel = Arc::new(Notify::new());
     let (done_tx, done) = watch::channel(false);
     let task = tokio::spawn(pod_worker(
         shared.clone(),
         state.clone(),
-        notify.clone(),
+        (notify.clone(), cancel.clone()),
         done_tx,
         wait_for,
     ));
@@ -357,6 +370,7 @@ fn start_worker(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, pod
         Worker {
             state,
             notify,
+            cancel,
             done,
             task,
         },
@@ -367,7 +381,7 @@ fn start_worker(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, pod
 async fn pod_worker(
     shared: Arc<Shared>,
     state: Arc<Mutex<WorkerState>>,
-    notify: Arc<Notify>,
+    (notify, cancel): (Arc<Notify>, Arc<Notify>),
     done: watch::Sender<bool>,
     wait_for: Option<watch::Receiver<bool>>,
 ) {
@@ -419,7 +433,7 @@ async fn pod_worker(
             let running = status.running_pod(shared.runtime.type_name());
             if let Err(e) = shared.runtime.kill_pod(Some(&pod), &running, grace).await {
                 warn!(pod = %full_name(&pod), error = %e, "killing the pod failed; retrying");
-                next = jitter(Duration::from_secs(1));
+                next = jitter(BACKOFF_PERIOD);
                 continue;
             }
             if let Ok(after) = shared.runtime.get_pod_status(&id, &name, &namespace).await {
@@ -450,7 +464,20 @@ async fn pod_worker(
             next = Duration::ZERO;
             continue;
         }
-        let result = shared.runtime.sync_pod(&pod, &status).await;
+        // A removal or deletion while the sync runs cancels it: the worker then stops the pod.
+        let terminating = || state.lock().map(|s| s.terminate.is_some()).unwrap_or(true);
+        if terminating() {
+            next = Duration::ZERO;
+            continue;
+        }
+        let result = tokio::select! {
+            result = shared.runtime.sync_pod(&pod, &status) => result,
+            _ = cancel.notified() => {
+                debug!(pod = %full_name(&pod), "sync cancelled: the pod is to stop");
+                next = Duration::ZERO;
+                continue;
+            }
+        };
         let new_errors: HashMap<String, SyncError> = result
             .steps
             .iter()
@@ -470,11 +497,12 @@ async fn pod_worker(
 }
 
 /// Forgets finished workers; once every source reported, stops what the runtime runs for pods
-/// nobody wants any more (their manifests vanished, possibly while the kubelet was down).
+/// no worker owns: pods whose manifests vanished (possibly while the kubelet was down) and pods
+/// that admission rejected.
 async fn housekeep(
     shared: &Arc<Shared>,
     workers: &mut HashMap<String, Worker>,
-    killing: &mut HashSet<String>,
+    killing: &Arc<Mutex<HashSet<String>>>,
     sources_ready: bool,
 ) {
     workers.retain(|_, w| !w.task.is_finished());
@@ -488,20 +516,28 @@ async fn housekeep(
             return;
         }
     };
-    killing.retain(|uid| running.iter().any(|p| &p.uid == uid));
     for pod in running {
-        if workers.contains_key(&pod.uid)
-            || shared.pods.contains(&pod.uid)
-            || killing.contains(&pod.uid)
-        {
+        if workers.contains_key(&pod.uid) {
+            continue;
+        }
+        // Claim the pod; a kill already under way keeps its claim.
+        let claimed = killing
+            .lock()
+            .map(|mut k| k.insert(pod.uid.clone()))
+            .unwrap_or(false);
+        if !claimed {
             continue;
         }
         info!(pod = %format!("{}_{}", pod.name, pod.namespace), uid = %pod.uid, "stopping a pod the node no longer wants");
-        killing.insert(pod.uid.clone());
         let runtime = shared.runtime.clone();
+        let killing = killing.clone();
         tokio::spawn(async move {
             if let Err(e) = runtime.kill_pod(None, &pod, None).await {
-                warn!(uid = %pod.uid, error = %e, "stopping an orphaned pod failed");
+                warn!(uid = %pod.uid, error = %e, "stopping an orphaned pod failed; housekeeping retries");
+            }
+            // Done either way: a pod still running is picked up by the next round.
+            if let Ok(mut k) = killing.lock() {
+                k.remove(&pod.uid);
             }
         });
     }

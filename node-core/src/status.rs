@@ -98,7 +98,12 @@ fn container_status(
         out.restart_count = i32::try_from(newest.restart_count).unwrap_or(i32::MAX);
         let running = newest.state == ContainerState::Running;
         out.started = Some(running);
-        out.ready = running;
+        // A regular init container is ready once it succeeded; others while they run.
+        out.ready = if init && !is_sidecar(spec) {
+            newest.state == ContainerState::Exited && newest.exit_code == 0
+        } else {
+            running
+        };
         if let Some(previous) = statuses.get(1) {
             out.last_state = Some(to_state(previous));
         }

@@ -367,3 +367,125 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A private OCI distribution registry (`docker-registry`) on a free port of 127.0.0.1, with
+/// optional htpasswd basic auth. Killed when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    host: String,
+    dir: PathBuf,
+    child: std::process::Child,
+    credentials: Option<(String, String)>,
+}
+
+impl Registry {
+    /// Starts a registry; with `credentials`, pulls and pushes need them.
+    pub fn start(
+        tag: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> std::result::Result<Self, String> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        clean_stale_dirs();
+        let dir = PathBuf::from(format!(
+            "/tmp/{DIR_PREFIX}{}-r{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data"))
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("finding a free port: {e}"))?
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.join("data").display()
+        );
+        if let Some((user, password)) = credentials {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .map_err(|e| format!("running htpasswd (apache2-utils): {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "htpasswd failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            std::fs::write(dir.join("htpasswd"), &out.stdout)
+                .map_err(|e| format!("writing htpasswd: {e}"))?;
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: node-agent-test\n    path: {}\n",
+                dir.join("htpasswd").display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config)
+            .map_err(|e| format!("writing registry config: {e}"))?;
+        let log = std::fs::File::create(dir.join("registry.log"))
+            .map_err(|e| format!("registry log: {e}"))?;
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("running docker-registry (package docker-registry): {e}"))?;
+        let registry = Registry {
+            host,
+            dir,
+            child,
+            credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(registry.dir.join("registry.log")).unwrap_or_default();
+                return Err(format!(
+                    "docker-registry did not listen on {} in 20s: {log}",
+                    registry.host
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(registry)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Pushes an OCI archive as `<host>/<name>` (e.g. `library/busybox:1.35`) with skopeo.
+    pub fn push(&self, archive: &Path, name: &str) -> std::result::Result<String, String> {
+        let reference = format!("{}/{name}", self.host);
+        let mut command = std::process::Command::new("skopeo");
+        command
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{reference}"));
+        if let Some((u, p)) = &self.credentials {
+            command.arg("--dest-creds").arg(format!("{u}:{p}"));
+        }
+        let out = command
+            .output()
+            .map_err(|e| format!("running skopeo (package skopeo): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "skopeo copy to {reference}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(reference)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -29,6 +29,7 @@ pub mod containerd;
 pub mod error;
 #[cfg(feature = "harness")]
 pub mod harness;
+pub mod images;
 pub mod runtime;
 
 pub use client::{ClientOptions, ContainerEventStream, CriClient};
@@ -36,6 +37,7 @@ pub use containerd::{
     CgroupDriver, ContainerdState, ManagedContainerd, ManagedContainerdConfig, PodNetwork,
 };
 pub use error::CriError;
+pub use images::CriImageService;
 pub use k8s_cri;
 pub use k8s_cri::v1 as cri;
 pub use tonic;

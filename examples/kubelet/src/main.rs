@@ -17,7 +17,12 @@ use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::runtime::GcPolicy;
 use node_cri::runtime::CriRuntime;
 use node_cri::runtime::sandbox::NodeContext;
-use node_cri::{ClientOptions, CriClient, ManagedContainerd, ManagedContainerdConfig, PodNetwork};
+use node_cri::{
+    ClientOptions, CriClient, CriImageService, ManagedContainerd, ManagedContainerdConfig,
+    PodNetwork,
+};
+use node_images::credentials::Keyring;
+use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
 use tracing::{info, warn};
 
@@ -294,7 +299,28 @@ async fn run(flags: Flags) -> Result<()> {
         machine_memory_capacity_bytes: node_memory_bytes(),
     };
     let recorder = Arc::new(LogRecorder);
-    let cri_runtime = Arc::new(CriRuntime::new(client.clone(), node, recorder.clone()));
+    let concurrency = if config.serialize_image_pulls {
+        PullConcurrency::Serial
+    } else {
+        PullConcurrency::Parallel(
+            config
+                .max_parallel_image_pulls
+                .and_then(|n| usize::try_from(n).ok()),
+        )
+    };
+    let keyring = Keyring::from_node_files(&flags.root_dir)
+        .context("reading the node's registry credentials")?;
+    let images = Arc::new(
+        ImageManager::new(
+            Arc::new(CriImageService::new(client.clone())),
+            recorder.clone(),
+            concurrency,
+        )
+        .with_node_keyring(keyring),
+    );
+    let cri_runtime = Arc::new(
+        CriRuntime::new(client.clone(), node, recorder.clone()).with_image_manager(images),
+    );
     let (sources, updates) = PodConfig::new(&node_name);
     let _file = static_pod_path
         .as_ref()
@@ -342,6 +368,10 @@ async fn run(flags: Flags) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     tokio::spawn(async move {
         let _ = stop_tx.send(signals.recv().await);
+        // A second signal exits at once, as upstream.
+        let second = signals.recv().await;
+        eprintln!("kubelet: second {second}: exiting now");
+        std::process::exit(1);
     });
     let signal = tokio::sync::Mutex::new(None);
     kubelet

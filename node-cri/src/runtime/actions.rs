@@ -153,10 +153,10 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
         return actions;
     }
 
-    // Initialization: one init container at a time, sidecars kept running.
-    let regular_started = containers
-        .iter()
-        .any(|c| status.container(&c.name).is_some());
+    // Initialization: one init container at a time, sidecars kept running. Only a regular
+    // container that is created or running proves initialization is over: exited ones may be
+    // left from an earlier sandbox.
+    let regular_started = regular_started(&containers, status);
     for (i, init) in init_containers.iter().enumerate() {
         let current = status.container(&init.name);
         if is_sidecar(init) {
@@ -212,7 +212,12 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
                 actions.init_containers_to_start.push(i);
                 return actions;
             }
-            // Created or running: wait for it.
+            // Created but never started (a failed start): start it again.
+            Some(s) if s.state == ContainerState::Created => {
+                actions.init_containers_to_start.push(i);
+                return actions;
+            }
+            // Running: wait for it.
             Some(_) => return actions,
         }
     }
@@ -258,11 +263,18 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
     actions
 }
 
-/// Whether every regular init container succeeded (or regular containers already ran).
+/// Whether a regular container of this pod is created or running.
+fn regular_started(containers: &[Container], status: &PodStatus) -> bool {
+    containers.iter().any(|c| {
+        status
+            .container(&c.name)
+            .is_some_and(|s| matches!(s.state, ContainerState::Created | ContainerState::Running))
+    })
+}
+
+/// Whether every regular init container succeeded (or regular containers already run).
 fn init_done(init_containers: &[Container], containers: &[Container], status: &PodStatus) -> bool {
-    containers
-        .iter()
-        .any(|c| status.container(&c.name).is_some())
+    regular_started(containers, status)
         || init_containers.iter().filter(|c| !is_sidecar(c)).all(|c| {
             status
                 .container(&c.name)
@@ -486,6 +498,28 @@ mod tests {
         );
         assert_eq!(a.init_containers_to_start, [0]);
         assert!(a.containers_to_start.is_empty() && !a.kill_pod);
+    }
+
+    #[test]
+    fn exited_app_containers_of_an_old_sandbox_do_not_skip_initialization() {
+        let (i1, i2, app) = (container("i1"), container("i2"), container("app"));
+        let p = pod("Always", vec![i1.clone(), i2.clone()], vec![app.clone()]);
+        // New sandbox: i1 runs again; the app container exited in the old sandbox.
+        let s = ready(vec![
+            status_of(&i1, ContainerState::Running, 0),
+            status_of(&app, ContainerState::Exited, 137),
+        ]);
+        let a = compute_pod_actions(&p, &s);
+        assert!(a.init_containers_to_start.is_empty() && a.containers_to_start.is_empty());
+        assert!(!a.kill_pod);
+    }
+
+    #[test]
+    fn a_created_but_unstarted_init_container_is_started_again() {
+        let (i1, app) = (container("i1"), container("app"));
+        let p = pod("Always", vec![i1.clone()], vec![app]);
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&i1, ContainerState::Created, 0)]));
+        assert_eq!(a.init_containers_to_start, [0]);
     }
 
     #[test]

@@ -80,7 +80,8 @@ impl BackOff {
 
     /// Forgets keys whose prefix is `pod_uid` (the pod is gone).
     pub(crate) fn forget_pod(&mut self, pod_uid: &str) {
-        self.entries.retain(|k, _| !k.starts_with(pod_uid));
+        let prefix = format!("{pod_uid}/");
+        self.entries.retain(|k, _| !k.starts_with(&prefix));
     }
 }
 

@@ -63,7 +63,10 @@ pub(crate) async fn collect(
             match client.remove_container(&c.id).await {
                 Ok(()) => removed_containers += 1,
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+                // One failure must not stop the rest of the collection.
+                Err(e) => {
+                    tracing::warn!(container = %c.id, error = %e, "cannot remove a dead container")
+                }
             }
         }
     }
@@ -100,7 +103,9 @@ pub(crate) async fn collect(
             match client.remove_pod_sandbox(&s.id).await {
                 Ok(()) => removed_sandboxes += 1,
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(sandbox = %s.id, error = %e, "cannot remove a dead sandbox")
+                }
             }
         }
         if removable && inactive.len() == list.len() {

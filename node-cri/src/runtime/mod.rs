@@ -17,7 +17,7 @@ mod status;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -36,6 +36,9 @@ use self::container::{ContainerInputs, ContainerKind, container_config};
 use self::sandbox::{NodeContext, pod_log_directory, pod_sandbox_config};
 use crate::client::CriClient;
 use crate::cri;
+use crate::images::CriImageService;
+use node_images::credentials::Keyring;
+use node_images::manager::{ImageManager, PullConcurrency};
 
 /// The shortest grace period a container gets when nothing else says (upstream
 /// `minimumGracePeriodInSeconds`).
@@ -44,6 +47,7 @@ const MINIMUM_GRACE_PERIOD: i64 = 2;
 /// Pods on a CRI runtime: the default `Runtime` of the node agent.
 pub struct CriRuntime {
     client: CriClient,
+    images: Arc<ImageManager>,
     node: NodeContext,
     recorder: Arc<dyn EventRecorder>,
     backoff: Mutex<backoff::BackOff>,
@@ -106,7 +110,13 @@ impl CriRuntime {
     /// A runtime on `client` for the node described by `node`, recording events to
     /// `recorder`.
     pub fn new(client: CriClient, node: NodeContext, recorder: Arc<dyn EventRecorder>) -> Self {
+        let images = Arc::new(ImageManager::new(
+            Arc::new(CriImageService::new(client.clone())),
+            recorder.clone(),
+            PullConcurrency::Serial,
+        ));
         CriRuntime {
+            images,
             client,
             node,
             recorder,
@@ -114,6 +124,13 @@ impl CriRuntime {
             runtime_handler: String::new(),
             type_name: "containerd".into(),
         }
+    }
+
+    /// Uses `images` to ensure images before containers start (default: serialized pulls on
+    /// this runtime's image service, no node credentials).
+    pub fn with_image_manager(mut self, images: Arc<ImageManager>) -> Self {
+        self.images = images;
+        self
     }
 
     /// Sets the runtime type name used in container ids (default `containerd`).
@@ -133,75 +150,6 @@ impl CriRuntime {
 
     fn uid_filter(uid: &str) -> HashMap<String, String> {
         [(labels::POD_UID_LABEL.to_string(), uid.to_string())].into()
-    }
-
-    /// Makes sure the container's image is present (pull policy Always / IfNotPresent /
-    /// Never); returns the runtime's image.
-    async fn ensure_image(
-        &self,
-        container: &Container,
-        object: &EventObject,
-    ) -> Result<cri::Image, SyncError> {
-        let image = container.image.clone().unwrap_or_default();
-        let policy = container
-            .image_pull_policy
-            .as_deref()
-            .unwrap_or("IfNotPresent");
-        let present = self.client.image_status(&image).await.map_err(|e| {
-            sync_error(
-                "ImageInspectError",
-                format!("Failed to inspect image {image:?}: {e}"),
-            )
-        })?;
-        match (present, policy) {
-            (Some(found), p) if p != "Always" => {
-                self.event(
-                    object,
-                    EventType::Normal,
-                    "Pulled",
-                    &format!("Container image {image:?} already present on machine"),
-                );
-                Ok(found)
-            }
-            (None, "Never") => {
-                let message =
-                    format!("Container image {image:?} is not present with pull policy of Never");
-                self.event(object, EventType::Warning, "ErrImageNeverPull", &message);
-                Err(sync_error("ErrImageNeverPull", message))
-            }
-            _ => {
-                self.event(
-                    object,
-                    EventType::Normal,
-                    "Pulling",
-                    &format!("Pulling image {image:?}"),
-                );
-                let started = Instant::now();
-                if let Err(e) = self.client.pull_image(&image, None, None).await {
-                    let message = format!("Failed to pull image {image:?}: {e}");
-                    self.event(object, EventType::Warning, "Failed", &message);
-                    return Err(sync_error("ErrImagePull", message));
-                }
-                let found = self.client.image_status(&image).await.ok().flatten();
-                let Some(found) = found else {
-                    return Err(sync_error(
-                        "ErrImagePull",
-                        format!("image {image:?} is missing after it was pulled"),
-                    ));
-                };
-                self.event(
-                    object,
-                    EventType::Normal,
-                    "Pulled",
-                    &format!(
-                        "Successfully pulled image {image:?} in {:?}. Image size: {} bytes.",
-                        started.elapsed(),
-                        found.size
-                    ),
-                );
-                Ok(found)
-            }
-        }
     }
 
     /// The restart count of a container with no status left: one more than the newest
@@ -285,7 +233,11 @@ impl CriRuntime {
             None => self.restart_count_from_logs(pod, &container.name),
         };
 
-        let image = self.ensure_image(container, &object).await?;
+        let image = self
+            .images
+            .ensure_image_exists(pod, container, &Keyring::new())
+            .await
+            .map_err(|e| sync_error(e.reason, e.message))?;
         let inputs = ContainerInputs {
             pod,
             container,
@@ -293,7 +245,7 @@ impl CriRuntime {
             restart_count,
             pod_ips,
             image_ref: &image.id,
-            image_uid: image.uid.as_ref().map(|u| u.value),
+            image_uid: image.uid,
             image_username: &image.username,
         };
         let config = container_config(&inputs, &self.node).map_err(|e| {
@@ -350,8 +302,9 @@ impl CriRuntime {
     }
 
     fn grace_period(pod: Option<&Pod>, recorded: Option<i64>, override_: Option<i64>) -> i64 {
+        // The pod worker's override has a minimum of one second, as upstream.
         if let Some(g) = override_ {
-            return g;
+            return g.max(1);
         }
         let from_pod = pod.and_then(|p| {
             p.metadata.deletion_grace_period_seconds.or_else(|| {
@@ -553,6 +506,25 @@ impl Runtime for CriRuntime {
             if result.error().is_some() || !actions.create_sandbox {
                 return result;
             }
+            // A new sandbox runs initialization again: the old init containers must not count
+            // as done (upstream purges them).
+            let init_names: Vec<&str> = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.init_containers.as_ref())
+                .map(|i| i.iter().map(|c| c.name.as_str()).collect())
+                .unwrap_or_default();
+            for c in status
+                .containers
+                .iter()
+                .filter(|c| init_names.contains(&c.name.as_str()))
+            {
+                if let Err(e) = self.client.remove_container(&c.id.id).await
+                    && !e.is_not_found()
+                {
+                    warn!(container = %c.id, error = %e, "cannot remove an old init container");
+                }
+            }
         } else {
             for kill in &actions.containers_to_kill {
                 let running = status.running_pod(&self.type_name);
@@ -650,13 +622,6 @@ impl Runtime for CriRuntime {
         let Some(sandbox_id) = sandbox_id else {
             return result;
         };
-        // A new sandbox starts from scratch: no earlier containers count.
-        let empty = PodStatus::default();
-        let history = if actions.create_sandbox {
-            &empty
-        } else {
-            status
-        };
 
         let spec = pod.spec.clone().unwrap_or_default();
         let init_containers = spec.init_containers.unwrap_or_default();
@@ -677,7 +642,7 @@ impl Runtime for CriRuntime {
                     &sandbox_id,
                     &config,
                     &pod_ips,
-                    history,
+                    status,
                     &mut result,
                 )
                 .await;
@@ -699,7 +664,7 @@ impl Runtime for CriRuntime {
                     &sandbox_id,
                     &config,
                     &pod_ips,
-                    history,
+                    status,
                     &mut result,
                 )
                 .await;
