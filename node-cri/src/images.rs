@@ -95,3 +95,46 @@ impl ImageService for CriImageService {
             }))
     }
 }
+
+#[async_trait]
+impl node_images::gc::ImagesInUse for CriImageService {
+    async fn images_in_use(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, node_images::gc::ImageGcError> {
+        let containers = self
+            .client
+            .list_containers(None)
+            .await
+            .map_err(node_images::gc::ImageGcError::images_in_use)?;
+        // The runtime may name a container's image by id, digest or tag: resolve every form
+        // to the image id, so an image in use is never taken for unused.
+        let mut refs: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for c in containers {
+            refs.insert(c.image_ref);
+            if let Some(spec) = c.image {
+                refs.insert(spec.image);
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for r in refs.into_iter().filter(|r| !r.is_empty()) {
+            if r.starts_with("sha256:") {
+                ids.insert(r);
+            } else if let Ok(Some(image)) = self.client.image_status(&r).await {
+                ids.insert(image.id);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+impl CriImageService {
+    /// The mount point of the runtime's image filesystem, as CRI `ImageFsInfo` reports it.
+    pub async fn image_fs_mountpoint(&self) -> Option<std::path::PathBuf> {
+        let info = self.client.image_fs_info().await.ok()?;
+        info.image_filesystems
+            .into_iter()
+            .filter_map(|fs| fs.fs_id.map(|id| id.mountpoint))
+            .find(|m| !m.is_empty())
+            .map(std::path::PathBuf::from)
+    }
+}

@@ -32,6 +32,7 @@
 pub use oci_spec;
 
 pub mod credentials;
+pub mod gc;
 pub mod manager;
 pub mod oci;
 pub mod reference;

@@ -22,6 +22,7 @@ use node_cri::{
     PodNetwork,
 };
 use node_images::credentials::Keyring;
+use node_images::gc::{IMAGE_GC_PERIOD, ImageGcManager, ImageGcPolicy, StatvfsImageFsStats};
 use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
 use tracing::{info, warn};
@@ -310,14 +311,32 @@ async fn run(flags: Flags) -> Result<()> {
     };
     let keyring = Keyring::from_node_files(&flags.root_dir)
         .context("reading the node's registry credentials")?;
+    let image_service = Arc::new(CriImageService::new(client.clone()));
     let images = Arc::new(
-        ImageManager::new(
-            Arc::new(CriImageService::new(client.clone())),
-            recorder.clone(),
-            concurrency,
-        )
-        .with_node_keyring(keyring),
+        ImageManager::new(image_service.clone(), recorder.clone(), concurrency)
+            .with_node_keyring(keyring),
     );
+    // Image GC every 5 minutes on the filesystem the runtime keeps its images on.
+    let image_fs = image_service
+        .image_fs_mountpoint()
+        .await
+        .unwrap_or_else(|| PathBuf::from("/var/lib/containerd"));
+    let image_gc = ImageGcManager::new(
+        image_service.clone(),
+        Arc::new(StatvfsImageFsStats::new(&image_fs)),
+        image_service.clone(),
+        ImageGcPolicy {
+            high_threshold_percent: config.image_gc_high_threshold_percent,
+            low_threshold_percent: config.image_gc_low_threshold_percent,
+            min_age: config.image_minimum_gc_age,
+            max_age: config.image_maximum_gc_age,
+        },
+        recorder.clone(),
+        node_name.clone(),
+    )
+    .context("image garbage collection policy")?;
+    info!(filesystem = %image_fs.display(), "image garbage collection every 5m");
+    let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
     let cri_runtime = Arc::new(
         CriRuntime::new(client.clone(), node, recorder.clone()).with_image_manager(images),
     );
