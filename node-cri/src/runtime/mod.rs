@@ -445,18 +445,12 @@ impl Runtime for CriRuntime {
             }))
             .await
             .map_err(RuntimeError::runtime)?;
-        let mut sandbox_statuses = Vec::with_capacity(sandboxes.len());
-        for s in &sandboxes {
-            match self.client.pod_sandbox_status(&s.id, false).await {
-                Ok(resp) => {
-                    if let Some(st) = resp.status {
-                        sandbox_statuses.push(status::convert_sandbox_status(&st));
-                    }
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(RuntimeError::runtime(e)),
-            }
-        }
+        // Sandbox and container statuses are independent calls: make them concurrently.
+        let sandbox_statuses = futures::future::join_all(
+            sandboxes
+                .iter()
+                .map(|s| self.client.pod_sandbox_status(&s.id, false)),
+        );
         let containers = self
             .client
             .list_containers(Some(cri::ContainerFilter {
@@ -465,11 +459,28 @@ impl Runtime for CriRuntime {
             }))
             .await
             .map_err(RuntimeError::runtime)?;
-        let mut container_statuses = Vec::with_capacity(containers.len());
-        for c in &containers {
-            match self.client.container_status(&c.id, false).await {
+        let container_statuses = futures::future::join_all(
+            containers
+                .iter()
+                .map(|c| self.client.container_status(&c.id, false)),
+        );
+        let (sandbox_statuses, container_statuses) =
+            futures::future::join(sandbox_statuses, container_statuses).await;
+        let mut sandboxes_out = Vec::with_capacity(sandbox_statuses.len());
+        for r in sandbox_statuses {
+            match r {
+                Ok(resp) => {
+                    sandboxes_out.extend(resp.status.as_ref().map(status::convert_sandbox_status))
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(RuntimeError::runtime(e)),
+            }
+        }
+        let mut containers_out = Vec::with_capacity(container_statuses.len());
+        for r in container_statuses {
+            match r {
                 Ok(st) => {
-                    container_statuses.push(status::convert_container_status(&self.type_name, &st))
+                    containers_out.push(status::convert_container_status(&self.type_name, &st))
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(RuntimeError::runtime(e)),
@@ -479,8 +490,8 @@ impl Runtime for CriRuntime {
             uid,
             name,
             namespace,
-            sandbox_statuses,
-            container_statuses,
+            sandboxes_out,
+            containers_out,
         ))
     }
 
