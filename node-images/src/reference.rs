@@ -38,6 +38,23 @@ fn valid_component(c: &str) -> bool {
         && !c.contains("___")
 }
 
+/// `host[:port]` with DNS-label-like host parts and a numeric port.
+fn valid_domain(domain: &str) -> bool {
+    let (host, port) = match domain.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (domain, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+    host_ok && port_ok
+}
+
 fn valid_tag(t: &str) -> bool {
     (1..=128).contains(&t.len())
         && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
@@ -99,6 +116,15 @@ impl std::str::FromStr for ImageReference {
                 (first.to_string(), rest.to_string())
             }
             _ => ("docker.io".to_string(), repository.to_string()),
+        };
+        if !valid_domain(&domain) {
+            return Err(invalid("the registry host is not a valid host[:port]"));
+        }
+        // Docker Hub's legacy name.
+        let domain = if domain == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            domain
         };
         let path = if domain == "docker.io" && !path.contains('/') {
             format!("library/{path}")

@@ -77,12 +77,7 @@ struct KillTarget<'a> {
 
 /// `name_namespace(uid)`, upstream's `format.Pod`.
 pub(crate) fn format_pod(pod: &Pod) -> String {
-    format!(
-        "{}_{}({})",
-        pod.metadata.name.as_deref().unwrap_or_default(),
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.uid.as_deref().unwrap_or_default()
-    )
+    labels::PodRef::of(pod).upstream_format()
 }
 
 fn sync_error(reason: &str, message: impl Into<String>) -> SyncError {
@@ -94,16 +89,6 @@ fn sync_error(reason: &str, message: impl Into<String>) -> SyncError {
 
 fn system_time(t: Option<k8s_openapi::jiff::Timestamp>) -> SystemTime {
     t.map(SystemTime::from).unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// Go's `time.Duration` formatting for whole seconds (`10s`, `1m20s`, `5m0s`).
-pub(crate) fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    match (secs / 3600, (secs % 3600) / 60, secs % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m{s}s"),
-        (h, m, s) => format!("{h}h{m}m{s}s"),
-    }
 }
 
 impl CriRuntime {
@@ -220,7 +205,7 @@ impl CriRuntime {
                     "CrashLoopBackOff",
                     format!(
                         "back-off {} restarting failed container={} pod={}",
-                        go_duration(window),
+                        node_config::Duration::from(window),
                         container.name,
                         format_pod(pod)
                     ),
