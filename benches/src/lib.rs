@@ -8,8 +8,11 @@
 
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Pod;
 use node_cri::cri;
 use node_cri::harness::{busybox_container, sandbox_config, unique};
+use node_cri::runtime::container::{ContainerInputs, ContainerKind, container_config};
+use node_cri::runtime::sandbox::{NodeContext, pod_sandbox_config};
 use node_cri::{CriClient, CriError};
 
 /// A started pod: its sandbox id.
@@ -39,6 +42,46 @@ pub async fn start_pod(
         )
         .await?;
     client.start_container(&id).await?;
+    Ok(StartedPod { sandbox })
+}
+
+/// Starts one pod from the very configurations the kubelet's CRI runtime generates for it
+/// (`pod_sandbox_config` and `container_config`, with the image already resolved to its id),
+/// with no kubelet logic around them: RunPodSandbox, then CreateContainer and StartContainer
+/// for each of its containers in order. This is the floor the kubelet's start-up of the same
+/// pod is compared against: the runtime does exactly the same work in both.
+pub async fn start_pod_as_kubelet(
+    client: &CriClient,
+    node: &NodeContext,
+    pod: &Pod,
+    image_id: &str,
+) -> Result<StartedPod, Box<dyn std::error::Error + Send + Sync>> {
+    let (config, _) = pod_sandbox_config(pod, 0, node)?;
+    let _ = std::fs::create_dir_all(&config.log_directory);
+    let sandbox = client.run_pod_sandbox(config.clone(), "").await?;
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    for container in containers {
+        let inputs = ContainerInputs {
+            pod,
+            container,
+            kind: ContainerKind::Regular,
+            restart_count: 0,
+            pod_ips: &[],
+            image_ref: image_id,
+            image_uid: None,
+            image_username: "",
+        };
+        let container_config = container_config(&inputs, node)?;
+        let _ = std::fs::create_dir_all(Path::new(&config.log_directory).join(&container.name));
+        let id = client
+            .create_container(&sandbox, container_config, config.clone())
+            .await?;
+        client.start_container(&id).await?;
+    }
     Ok(StartedPod { sandbox })
 }
 

@@ -171,6 +171,7 @@ impl CriClient {
     where
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let started = std::time::Instant::now();
         let response = send(client, Self::request(message, timeout));
         let outcome = match timeout {
             Some(timeout) => match tokio::time::timeout(timeout, response).await {
@@ -185,6 +186,12 @@ impl CriClient {
             },
             None => response.await,
         };
+        tracing::trace!(
+            call,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = outcome.is_ok(),
+            "CRI call"
+        );
         outcome
             .map(tonic::Response::into_inner)
             .map_err(|status| status_error(call, object(), socket, timeout, status))
