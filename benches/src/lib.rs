@@ -74,6 +74,7 @@ pub async fn start_pod_as_kubelet(
             image_ref: image_id,
             image_uid: None,
             image_username: "",
+            mounts: &[],
         };
         let container_config = container_config(&inputs, node)?;
         let _ = std::fs::create_dir_all(Path::new(&config.log_directory).join(&container.name));

@@ -25,6 +25,7 @@ use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
 use crate::runtime::{ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError};
 use crate::status::{StatusManager, generate_pod_status};
+use crate::volumes::VolumeManager;
 
 /// Upstream `housekeepingPeriod`.
 pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
@@ -104,6 +105,7 @@ struct Worker {
 /// Shared by the loop and the workers.
 struct Shared {
     runtime: Arc<dyn Runtime>,
+    volumes: Option<Arc<dyn VolumeManager>>,
     recorder: Arc<dyn EventRecorder>,
     pods: Arc<PodManager>,
     statuses: Arc<StatusManager>,
@@ -140,6 +142,7 @@ impl Kubelet {
         Kubelet {
             shared: Arc::new(Shared {
                 runtime,
+                volumes: None,
                 recorder,
                 pods: Arc::new(PodManager::new()),
                 statuses: Arc::new(StatusManager::new()),
@@ -147,6 +150,20 @@ impl Kubelet {
             }),
             health: Arc::new(Health::default()),
         }
+    }
+
+    /// Sets the pods' volumes up with `volumes` before their containers start, and tears them
+    /// down once they terminated (the runtime takes the same manager for container mounts).
+    /// Without one, pods run without volumes.
+    ///
+    /// # Panics
+    ///
+    /// When called after the engine was shared (it is meant for construction).
+    pub fn with_volume_manager(mut self, volumes: Arc<dyn VolumeManager>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_volume_manager is called while constructing the engine")
+            .volumes = Some(volumes);
+        self
     }
 
     /// The desired pods.
@@ -443,6 +460,14 @@ async fn pod_worker(
                 }
                 shared.statuses.set(&id, api);
             }
+            // The containers are gone: the volumes can go (upstream's SyncTerminatedPod).
+            if let Some(volumes) = &shared.volumes
+                && let Err(e) = volumes.unmount_pod_volumes(&pod).await
+            {
+                warn!(pod = %full_name(&pod), error = %e, "tearing down the pod's volumes failed; retrying");
+                next = jitter(BACKOFF_PERIOD);
+                continue;
+            }
             info!(pod = %full_name(&pod), "pod terminated");
             terminated = true;
             let _ = done.send(true);
@@ -469,6 +494,29 @@ async fn pod_worker(
         if terminating() {
             next = Duration::ZERO;
             continue;
+        }
+        // Volumes first: the containers mount them.
+        if let Some(volumes) = &shared.volumes {
+            let mounted = tokio::select! {
+                mounted = volumes.wait_for_attach_and_mount(&pod) => mounted,
+                _ = cancel.notified() => {
+                    debug!(pod = %full_name(&pod), "volume set-up cancelled: the pod is to stop");
+                    next = Duration::ZERO;
+                    continue;
+                }
+            };
+            if let Err(e) = mounted {
+                let message = format!("Unable to attach or mount volumes: {e}");
+                shared.recorder.record(
+                    &EventObject::pod(&pod),
+                    EventType::Warning,
+                    "FailedMount",
+                    &message,
+                );
+                warn!(pod = %full_name(&pod), error = %e, "volumes are not mounted");
+                next = jitter(BACKOFF_PERIOD);
+                continue;
+            }
         }
         let result = tokio::select! {
             result = shared.runtime.sync_pod(&pod, &status) => result,
@@ -516,6 +564,8 @@ async fn housekeep(
             return;
         }
     };
+    let mut active: HashSet<String> = workers.keys().cloned().collect();
+    active.extend(running.iter().map(|p| p.uid.clone()));
     for pod in running {
         if workers.contains_key(&pod.uid) {
             continue;
@@ -540,6 +590,10 @@ async fn housekeep(
                 k.remove(&pod.uid);
             }
         });
+    }
+    // Directories of pods that are neither wanted nor running, once nothing is mounted there.
+    if let Some(volumes) = &shared.volumes {
+        volumes.cleanup_orphaned_pods(&active).await;
     }
 }
 

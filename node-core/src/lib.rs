@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod downward;
 pub mod events;
 pub mod kubelet;
 pub mod pod_manager;
@@ -17,6 +18,7 @@ pub mod qos;
 pub mod runtime;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 pub use k8s_openapi;
 

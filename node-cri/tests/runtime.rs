@@ -81,6 +81,7 @@ async fn gc_keeps_the_newest_dead_container_and_removes_everything_of_gone_pods(
             image_ref: &image.id,
             image_uid: None,
             image_username: "",
+            mounts: &[],
         };
         let config = container_config(&inputs, &node).unwrap();
         let id = client

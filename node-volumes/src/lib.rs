@@ -6,6 +6,16 @@
 //! after it terminates; and the pod directory layout under the kubelet's root directory
 //! (`<rootDir>/pods/<uid>/volumes/<plugin>/<volume>`).
 //!
-//! Status: the crate is a placeholder in the workspace layout; its implementation is the
-//! subject of the volumes issue (see the README's status section).
 #![forbid(unsafe_code)]
+
+pub mod atomic_writer;
+pub mod host_path;
+pub mod hosts;
+pub mod layout;
+pub mod manager;
+pub mod mount;
+pub mod payload;
+pub mod plugin;
+pub mod plugins;
+pub mod source;
+pub mod subpath;

@@ -15,6 +15,7 @@ use node_core::config::PodConfig;
 use node_core::events::LogRecorder;
 use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::runtime::GcPolicy;
+use node_core::volumes::VolumeManager;
 use node_cri::runtime::CriRuntime;
 use node_cri::runtime::sandbox::NodeContext;
 use node_cri::{
@@ -25,6 +26,9 @@ use node_images::credentials::Keyring;
 use node_images::gc::{IMAGE_GC_PERIOD, ImageGcManager, ImageGcPolicy, StatvfsImageFsStats};
 use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
+use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
+use node_volumes::plugin::{NodeFacts, PluginRegistry};
+use node_volumes::source::Standalone;
 use tracing::{info, warn};
 
 /// The demo static pod of the embedded default: busybox serving a page on port 8080.
@@ -337,8 +341,24 @@ async fn run(flags: Flags) -> Result<()> {
     .context("image garbage collection policy")?;
     info!(filesystem = %image_fs.display(), "image garbage collection every 5m");
     let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
+    // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
+    // secret and projected volumes (they fail to mount unless optional).
+    let volumes: Arc<dyn VolumeManager> = Arc::new(DefaultVolumeManager::new(
+        VolumeManagerConfig {
+            node: NodeFacts {
+                allocatable_memory_bytes: u64::try_from(node_memory_bytes()).unwrap_or(0),
+                allocatable_cpu_millis: node_cpu_millis(),
+            },
+            ..VolumeManagerConfig::new(&flags.root_dir)
+        },
+        PluginRegistry::with_defaults(),
+        Arc::new(Standalone),
+        recorder.clone(),
+    ));
     let cri_runtime = Arc::new(
-        CriRuntime::new(client.clone(), node, recorder.clone()).with_image_manager(images),
+        CriRuntime::new(client.clone(), node, recorder.clone())
+            .with_image_manager(images)
+            .with_volume_manager(volumes.clone()),
     );
     let (sources, updates) = PodConfig::new(&node_name);
     let _file = static_pod_path
@@ -366,7 +386,8 @@ async fn run(flags: Flags) -> Result<()> {
             max_pods: usize::try_from(config.max_pods).unwrap_or(0),
             gc_policy: GcPolicy::default(),
         },
-    );
+    )
+    .with_volume_manager(volumes);
     let router = node_core::server::router(
         kubelet.pod_manager(),
         kubelet.status_manager(),

@@ -4,8 +4,8 @@
 //! and OOM score (`calculateLinuxResources`, `GetContainerOOMScoreAdjust`), the effective
 //! security context and the runAsNonRoot check (`verifyRunAsNonRoot`).
 //!
-//! Mounts, devices and the termination-message file are not produced here yet: they come with
-//! the volumes work (see the `// volumes issue` note in [`container_config`]).
+//! Mounts come in ready-made ([`ContainerInputs::mounts`]: the volume manager's and the
+//! termination-message file); devices are not supported yet.
 //!
 //! ```no_run
 //! use k8s_openapi::api::core::v1::Pod;
@@ -24,6 +24,7 @@
 //!     image_ref: "sha256:0123abcd",
 //!     image_uid: Some(0),
 //!     image_username: "",
+//!     mounts: &[],
 //! };
 //! let config = container_config(&inputs, &ctx)?;
 //! # let _ = config; Ok(()) }
@@ -36,7 +37,7 @@ use k8s_openapi::api::core::v1::{
     AppArmorProfile, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
-use node_config::Quantity;
+use node_core::downward::{self, NodeAllocatable, parse_quantity};
 use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::debug;
 
@@ -141,6 +142,8 @@ pub struct ContainerInputs<'a> {
     pub image_uid: Option<i64>,
     /// The image's user name from ImageStatus when it is not numeric; empty otherwise.
     pub image_username: &'a str,
+    /// The container's mounts: its volumes, `/etc/hosts` and the termination-message file.
+    pub mounts: &'a [cri::Mount],
 }
 
 /// Why a container's configuration could not be made. The message becomes the container's
@@ -306,10 +309,8 @@ pub fn container_config(
         args,
         working_dir: container.working_dir.clone().unwrap_or_default(),
         envs,
-        // volumes issue: mounts (volumeMounts, /etc/hosts, the termination-message file),
-        // devices and CDI devices are added by the volumes work; until then a container gets
-        // none of them.
-        mounts: Vec::new(),
+        // Devices and CDI devices are not supported yet.
+        mounts: inputs.mounts.to_vec(),
         devices: Vec::new(),
         labels: container_labels(pod, container),
         annotations: container_annotations(pod, container, inputs.restart_count),
@@ -459,17 +460,6 @@ fn is_node_critical_pod(pod: &Pod) -> bool {
         .and_then(|s| s.priority)
         .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);
     is_static || is_mirror || critical_priority
-}
-
-fn parse_quantity(list: Option<&BTreeMap<String, ApiQuantity>>, name: &str) -> Option<Quantity> {
-    let raw = list?.get(name)?;
-    match raw.0.parse::<Quantity>() {
-        Ok(q) => Some(q),
-        Err(error) => {
-            debug!(resource = name, quantity = %raw.0, %error, "ignoring unparsable quantity");
-            None
-        }
-    }
 }
 
 /// A resource list's cpu in millicores and memory in bytes; `None` for a missing (or
@@ -929,67 +919,17 @@ fn sort_pod_ips(pod_ips: &[String], ctx: &NodeContext) -> Vec<String> {
         .collect()
 }
 
-/// Go's `%q` for the characters a label or annotation value may hold.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `key="value"` lines in key order (upstream `fieldpath.FormatMap`).
-fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", go_quote(v)))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
+/// A `fieldRef`'s value: the environment-only paths that need the node (`spec.nodeName`,
+/// `spec.serviceAccountName`, `status.hostIP(s)`, `status.podIP(s)`) here, the pod's metadata
+/// through [`downward::pod_metadata_field`].
 fn field_value(
     selector: &ObjectFieldSelector,
     pod: &Pod,
     pod_ips: &[String],
     ctx: &NodeContext,
 ) -> Result<String, String> {
-    if let Some(version) = selector
-        .api_version
-        .as_deref()
-        .filter(|v| !v.is_empty() && *v != "v1")
-    {
-        return Err(format!("unsupported pod version: {version}"));
-    }
-    let path = selector.field_path.as_str();
-    let meta = &pod.metadata;
+    let path = downward::checked_field_path(selector)?;
     let spec = pod.spec.as_ref();
-    if let Some((base, subscript)) = path
-        .strip_suffix("']")
-        .and_then(|p| p.split_once("['"))
-        .filter(|(base, _)| !base.is_empty())
-    {
-        let map = match base {
-            "metadata.labels" => meta.labels.as_ref(),
-            "metadata.annotations" => meta.annotations.as_ref(),
-            _ => return Err(format!("fieldPath {path:?} does not support subscript")),
-        };
-        return Ok(map
-            .and_then(|m| m.get(subscript))
-            .cloned()
-            .unwrap_or_default());
-    }
     let host_ips = || {
         let ips = host_ips(ctx);
         if ips.is_empty() {
@@ -999,11 +939,6 @@ fn field_value(
         }
     };
     Ok(match path {
-        "metadata.name" => meta.name.clone().unwrap_or_default(),
-        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
-        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "metadata.labels" => format_map(meta.labels.as_ref()),
-        "metadata.annotations" => format_map(meta.annotations.as_ref()),
         "spec.nodeName" => spec
             .and_then(|s| s.node_name.clone())
             .filter(|n| !n.is_empty())
@@ -1022,91 +957,22 @@ fn field_value(
             .next()
             .unwrap_or_default(),
         "status.podIPs" => sort_pod_ips(pod_ips, ctx).join(","),
-        other => return Err(format!("unsupported fieldPath: {other}")),
+        other => return downward::pod_metadata_field(pod, other),
     })
 }
 
-/// `ceil(a / b)` for `b > 0`.
-fn div_ceil(a: i64, b: i64) -> i64 {
-    let q = a / b;
-    if a % b != 0 && (a > 0) == (b > 0) {
-        q + 1
-    } else {
-        q
-    }
-}
-
+/// A `resourceFieldRef`'s value ([`downward::container_resource`]), a missing cpu or memory
+/// limit reading as the node's allocatable.
 fn resource_value(
     selector: &ResourceFieldSelector,
     container: &Container,
     ctx: &NodeContext,
 ) -> Result<String, String> {
-    let divisor = match selector.divisor.as_ref() {
-        None => None,
-        Some(d) => Some(
-            d.0.parse::<Quantity>()
-                .map_err(|e| format!("invalid divisor {:?}: {e}", d.0))?,
-        ),
-    }
-    .filter(|d| !d.is_zero())
-    .unwrap_or_else(|| Quantity::from_value(1, node_config::QuantityFormat::DecimalSI));
-    let r = container.resources.as_ref();
-    let limits = r.and_then(|r| r.limits.as_ref());
-    let requests = r.and_then(|r| r.requests.as_ref());
-    let (which, resource) = selector
-        .resource
-        .split_once('.')
-        .ok_or_else(|| format!("unsupported container resource: {}", selector.resource))?;
-    // A missing request defaults to the limit, as the API server defaults it.
-    let amount = match which {
-        "limits" => parse_quantity(limits, resource),
-        "requests" => {
-            parse_quantity(requests, resource).or_else(|| parse_quantity(limits, resource))
-        }
-        _ => None,
+    let allocatable = NodeAllocatable {
+        cpu_millis: ctx.node_allocatable_cpu_millis,
+        memory_bytes: ctx.node_allocatable_memory_bytes,
     };
-    let supported = matches!(resource, "cpu" | "memory" | "ephemeral-storage")
-        || resource.starts_with("hugepages-");
-    if !matches!(which, "limits" | "requests") || !supported {
-        return Err(format!(
-            "unsupported container resource: {}",
-            selector.resource
-        ));
-    }
-    if resource == "cpu" {
-        let milli = match (amount, which) {
-            (Some(q), _) => q.milli_value(),
-            (None, "limits") => ctx.node_allocatable_cpu_millis,
-            (None, _) => 0,
-        };
-        let per = divisor.milli_value();
-        if per <= 0 {
-            return Err(format!(
-                "invalid divisor {divisor} for {}",
-                selector.resource
-            ));
-        }
-        return Ok(div_ceil(milli, per).to_string());
-    }
-    let value = match (amount, which, resource) {
-        (Some(q), _, _) => q.value(),
-        (None, "limits", "memory") => ctx.node_allocatable_memory_bytes,
-        (None, "limits", "ephemeral-storage") => {
-            return Err(
-                "no ephemeral-storage limit, and node allocatable ephemeral storage is not known"
-                    .into(),
-            );
-        }
-        (None, _, _) => 0,
-    };
-    let per = divisor.value();
-    if per <= 0 {
-        return Err(format!(
-            "invalid divisor {divisor} for {}",
-            selector.resource
-        ));
-    }
-    Ok(div_ceil(value, per).to_string())
+    downward::container_resource(selector, container, &allocatable)
 }
 
 #[cfg(test)]
@@ -1195,6 +1061,7 @@ mod tests {
             image_ref: "sha256:abc",
             image_uid: Some(1000),
             image_username: "",
+            mounts: &[],
         }
     }
 

@@ -11,6 +11,7 @@ mod backoff;
 pub mod container;
 mod gc;
 pub mod labels;
+mod mounts;
 pub mod sandbox;
 mod status;
 
@@ -29,6 +30,7 @@ use node_core::runtime::{
     GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition, RuntimeError,
     RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams, SyncAction, SyncError,
 };
+use node_core::volumes::{ContainerContext, VolumeManager};
 use tracing::{debug, instrument, warn};
 
 use self::actions::{compute_pod_actions, is_sidecar};
@@ -53,6 +55,7 @@ pub struct CriRuntime {
     backoff: Mutex<backoff::BackOff>,
     runtime_handler: String,
     type_name: String,
+    volumes: Option<Arc<dyn VolumeManager>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -108,6 +111,7 @@ impl CriRuntime {
             backoff: Mutex::new(backoff::BackOff::default()),
             runtime_handler: String::new(),
             type_name: "containerd".into(),
+            volumes: None,
         }
     }
 
@@ -115,6 +119,14 @@ impl CriRuntime {
     /// this runtime's image service, no node credentials).
     pub fn with_image_manager(mut self, images: Arc<ImageManager>) -> Self {
         self.images = images;
+        self
+    }
+
+    /// Takes containers' mounts (volumes, `/etc/hosts`) and the directory of their
+    /// termination-message files from `volumes`, the manager the engine sets volumes up with.
+    /// Without one, containers get no mounts.
+    pub fn with_volume_manager(mut self, volumes: Arc<dyn VolumeManager>) -> Self {
+        self.volumes = Some(volumes);
         self
     }
 
@@ -223,6 +235,18 @@ impl CriRuntime {
             .ensure_image_exists(pod, container, &Keyring::new())
             .await
             .map_err(|e| sync_error(e.reason, e.message))?;
+        let config_error = |message: String| {
+            self.event(
+                &object,
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {message}"),
+            );
+            sync_error("CreateContainerConfigError", message)
+        };
+        let mounts = self
+            .container_mounts(pod, container, pod_ips, sandbox_config)
+            .map_err(&config_error)?;
         let inputs = ContainerInputs {
             pod,
             container,
@@ -232,17 +256,10 @@ impl CriRuntime {
             image_ref: &image.id,
             image_uid: image.uid,
             image_username: &image.username,
+            mounts: &mounts,
         };
-        let config = container_config(&inputs, &self.node).map_err(|e| {
-            let message = e.to_string();
-            self.event(
-                &object,
-                EventType::Warning,
-                "Failed",
-                &format!("Error: {message}"),
-            );
-            sync_error("CreateContainerConfigError", message)
-        })?;
+        let config =
+            container_config(&inputs, &self.node).map_err(|e| config_error(e.to_string()))?;
         let log_dir = Path::new(&sandbox_config.log_directory).join(&container.name);
         if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
             warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
@@ -284,6 +301,53 @@ impl CriRuntime {
             &format!("Started container {}", container.name),
         );
         Ok(())
+    }
+
+    /// The container's mounts: the volume manager's (volumes, `/etc/hosts`), then the
+    /// termination-message file.
+    fn container_mounts(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        pod_ips: &[String],
+        sandbox_config: &cri::PodSandboxConfig,
+    ) -> Result<Vec<cri::Mount>, String> {
+        let Some(volumes) = &self.volumes else {
+            return Ok(Vec::new());
+        };
+        let env: std::collections::BTreeMap<String, String> =
+            container::make_environment(pod, container, pod_ips, &self.node)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|kv| (kv.key, kv.value))
+                .collect();
+        let (hostname, domain) = sandbox::pod_hostname_and_domain(pod, &self.node.cluster_domain)
+            .unwrap_or_else(|_| (sandbox_config.hostname.clone(), String::new()));
+        let options = volumes
+            .container_options(
+                pod,
+                container,
+                &ContainerContext {
+                    pod_ips,
+                    hostname: &hostname,
+                    host_domain: &domain,
+                    env: &env,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let mut out: Vec<cri::Mount> = options.mounts.iter().map(mounts::cri_mount).collect();
+        if let Some(dir) = &options.pod_container_dir
+            && let Some(m) = mounts::termination_message_mount(dir, container).map_err(|e| {
+                format!(
+                    "cannot create the termination-message file of container {:?} in {}: {e}",
+                    container.name,
+                    dir.display()
+                )
+            })?
+        {
+            out.push(m);
+        }
+        Ok(out)
     }
 
     fn grace_period(pod: Option<&Pod>, recorded: Option<i64>, override_: Option<i64>) -> i64 {

@@ -44,13 +44,14 @@ pub(crate) fn container_id(runtime: &str, id: &str) -> ContainerId {
 /// A CRI container status as the engine's.
 pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) -> ContainerStatus {
     let info = ContainerInfo::from_cri(&s.labels, &s.annotations);
+    let name = s
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| info.container_name.clone());
     ContainerStatus {
         id: container_id(runtime, &s.id),
-        name: s
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or(info.container_name),
+        name,
         state: container_state(s.state),
         created_at: timestamp(s.created_at),
         started_at: timestamp(s.started_at),
@@ -65,7 +66,16 @@ pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) 
         hash: info.hash,
         restart_count: info.restart_count,
         reason: s.reason.clone(),
-        message: s.message.clone(),
+        message: if s.state == cri::ContainerState::ContainerExited as i32 {
+            let written = super::mounts::termination_message(s, &info);
+            match (s.message.is_empty(), written.is_empty()) {
+                (_, true) => s.message.clone(),
+                (true, false) => written,
+                (false, false) => format!("{}: {written}", s.message),
+            }
+        } else {
+            s.message.clone()
+        },
     }
 }
 

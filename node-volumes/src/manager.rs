@@ -1,0 +1,614 @@
+//! The volume manager: desired state (the pods the engine syncs), actual state (what is set
+//! up), and the reconciliation between them.
+//!
+//! The engine drives it: before each sync of a pod, [`wait_for_attach_and_mount`] sets up the
+//! volumes that are not yet (and refreshes those whose content follows a source), retrying
+//! with exponential back-off and a `FailedMount` event per failed attempt until the timeout;
+//! once the pod terminated, [`unmount_pod_volumes`] tears them down; housekeeping calls
+//! [`cleanup_orphaned_pods`], which tears down what pods that are gone left on disk and removes
+//! their directories once nothing is mounted beneath them.
+//!
+//! A restarted kubelet re-adopts what is on disk: set-up is idempotent, so the first sync of a
+//! pod finds its directories and mounts in place and keeps them and their data.
+//!
+//! [`wait_for_attach_and_mount`]: VolumeManager::wait_for_attach_and_mount
+//! [`unmount_pod_volumes`]: VolumeManager::unmount_pod_volumes
+//! [`cleanup_orphaned_pods`]: VolumeManager::cleanup_orphaned_pods
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use node_core::events::{EventObject, EventRecorder, EventType};
+use node_core::volumes::{
+    ContainerContext, ContainerOptions, Mount, MountPropagation, VolumeError, VolumeManager,
+};
+use tracing::{debug, info, warn};
+
+use crate::hosts;
+use crate::layout::PodDirs;
+use crate::mount;
+use crate::plugin::{Attributes, NodeFacts, PluginRegistry, VolumeContext, VolumePlugin};
+use crate::source::ObjectSource;
+use crate::subpath;
+
+/// Upstream `podAttachAndMountTimeout`.
+pub const DEFAULT_MOUNT_TIMEOUT: Duration = Duration::from_secs(123);
+/// The first retry of a failed set-up (upstream's exponential back-off starts at 500ms).
+const INITIAL_RETRY: Duration = Duration::from_millis(500);
+/// The longest pause between set-up attempts (upstream: 2m2s).
+const MAX_RETRY: Duration = Duration::from_secs(122);
+/// Where the container sees its hosts file.
+const ETC_HOSTS: &str = "/etc/hosts";
+
+/// How the default volume manager is set up.
+#[derive(Clone, Debug)]
+pub struct VolumeManagerConfig {
+    /// The kubelet's root directory (`--root-dir`): pod directories live in `<root>/pods`.
+    pub root_dir: PathBuf,
+    /// How long a pod's sync waits for its volumes (upstream 2m3s).
+    pub mount_timeout: Duration,
+    /// Facts about the node the plugins need.
+    pub node: NodeFacts,
+    /// The node's hosts file, the base of host-network pods' `/etc/hosts`.
+    pub node_hosts_file: PathBuf,
+}
+
+impl VolumeManagerConfig {
+    /// The upstream defaults under `root_dir`.
+    pub fn new(root_dir: impl Into<PathBuf>) -> Self {
+        VolumeManagerConfig {
+            root_dir: root_dir.into(),
+            mount_timeout: DEFAULT_MOUNT_TIMEOUT,
+            node: NodeFacts::default(),
+            node_hosts_file: PathBuf::from("/etc/hosts"),
+        }
+    }
+}
+
+/// A volume that is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountedVolume {
+    /// The plugin that set it up.
+    pub plugin: String,
+    /// Where its content is on the host.
+    pub path: PathBuf,
+    /// How containers mount it.
+    pub attributes: Attributes,
+    /// Its size limit (emptyDir sizeLimit, the tmpfs size of a memory-backed volume).
+    pub size_limit: Option<u64>,
+}
+
+/// An emptyDir's limit and use, for eviction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmptyDirUsage {
+    /// The volume's name.
+    pub volume: String,
+    /// Its sizeLimit (or the tmpfs size of a memory-backed one).
+    pub size_limit: Option<u64>,
+    /// Bytes used by the files in it.
+    pub used_bytes: u64,
+}
+
+/// The default [`VolumeManager`]: the plugins of a [`PluginRegistry`], pod directories under
+/// the kubelet's root directory.
+pub struct DefaultVolumeManager {
+    dirs: PodDirs,
+    plugins: PluginRegistry,
+    sources: Arc<dyn ObjectSource>,
+    recorder: Arc<dyn EventRecorder>,
+    config: VolumeManagerConfig,
+    /// Actual state: uid -> volume name -> what is set up.
+    mounted: Mutex<HashMap<String, BTreeMap<String, MountedVolume>>>,
+    /// Serializes set-up and tear-down per pod.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for DefaultVolumeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DefaultVolumeManager")
+            .field("config", &self.config)
+            .field("plugins", &self.plugins)
+            .finish_non_exhaustive()
+    }
+}
+
+fn uid(pod: &Pod) -> &str {
+    pod.metadata.uid.as_deref().unwrap_or_default()
+}
+
+fn pod_volumes(pod: &Pod) -> &[Volume] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default()
+}
+
+fn format_pod(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl DefaultVolumeManager {
+    /// A manager with `plugins`, reading API objects from `sources` and recording events to
+    /// `recorder`.
+    pub fn new(
+        config: VolumeManagerConfig,
+        plugins: PluginRegistry,
+        sources: Arc<dyn ObjectSource>,
+        recorder: Arc<dyn EventRecorder>,
+    ) -> Self {
+        DefaultVolumeManager {
+            dirs: PodDirs::new(&config.root_dir),
+            plugins,
+            sources,
+            recorder,
+            config,
+            mounted: Mutex::default(),
+            locks: Mutex::default(),
+        }
+    }
+
+    /// The pod directory layout.
+    pub fn dirs(&self) -> &PodDirs {
+        &self.dirs
+    }
+
+    /// What is set up for the pod `uid`.
+    pub fn mounted_volumes(&self, uid: &str) -> BTreeMap<String, MountedVolume> {
+        self.mounted
+            .lock()
+            .map(|m| m.get(uid).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The size limit and the bytes in use of each emptyDir of the pod `uid`, for eviction.
+    pub fn empty_dir_usage(&self, uid: &str) -> Vec<EmptyDirUsage> {
+        self.mounted_volumes(uid)
+            .into_iter()
+            .filter(|(_, v)| v.plugin == "kubernetes.io/empty-dir")
+            .map(|(name, v)| EmptyDirUsage {
+                volume: name,
+                size_limit: v.size_limit,
+                used_bytes: disk_usage(&v.path),
+            })
+            .collect()
+    }
+
+    fn pod_lock(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(uid.to_owned()).or_default().clone()
+    }
+
+    fn context<'a>(&'a self, pod: &'a Pod, volume: &'a Volume, dir: &'a Path) -> VolumeContext<'a> {
+        VolumeContext {
+            pod,
+            volume,
+            dir,
+            sources: self.sources.as_ref(),
+            node: &self.config.node,
+        }
+    }
+
+    fn volume_dir(
+        &self,
+        pod: &Pod,
+        plugin: &dyn VolumePlugin,
+        volume: &str,
+    ) -> Result<PathBuf, String> {
+        self.dirs
+            .pod_volume_dir(uid(pod), plugin.name(), volume)
+            .map_err(|e| e.to_string())
+    }
+
+    /// One pass over the pod's volumes: sets up those not set up and refreshes those that
+    /// follow a source. Returns the volumes that are not set up, with why.
+    async fn mount_pass(&self, pod: &Pod) -> Vec<(String, String)> {
+        let id = uid(pod).to_owned();
+        let already = self.mounted_volumes(&id);
+        let mut failed = Vec::new();
+        for volume in pod_volumes(pod) {
+            let plugin = match self.plugins.find(volume) {
+                Ok(p) => p,
+                Err(e) => {
+                    failed.push((volume.name.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let is_mounted = already.contains_key(&volume.name);
+            if is_mounted && !plugin.requires_remount(volume) {
+                continue;
+            }
+            let dir = match self.volume_dir(pod, plugin.as_ref(), &volume.name) {
+                Ok(d) => d,
+                Err(e) => {
+                    failed.push((volume.name.clone(), e));
+                    continue;
+                }
+            };
+            let ctx = self.context(pod, volume, &dir);
+            match plugin.set_up(&ctx).await {
+                Ok(()) => {
+                    if !is_mounted {
+                        debug!(pod = %format_pod(pod), volume = %volume.name, plugin = plugin.name(), "volume set up");
+                    }
+                    let entry = MountedVolume {
+                        plugin: plugin.name().to_owned(),
+                        path: plugin.path(&ctx),
+                        attributes: plugin.attributes(volume),
+                        size_limit: plugin.size_limit(&ctx),
+                    };
+                    if let Ok(mut m) = self.mounted.lock() {
+                        m.entry(id.clone())
+                            .or_default()
+                            .insert(volume.name.clone(), entry);
+                    }
+                }
+                Err(e) => {
+                    self.recorder.record(
+                        &EventObject::pod(pod),
+                        EventType::Warning,
+                        "FailedMount",
+                        &format!(
+                            "MountVolume.SetUp failed for volume {:?} : {e}",
+                            volume.name
+                        ),
+                    );
+                    // A refresh that fails leaves the volume as it was: still mounted.
+                    if !is_mounted {
+                        failed.push((volume.name.clone(), e.to_string()));
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    /// Tears down every volume of the pod `id` that is set up or on disk; `pod` gives the
+    /// specs when the pod is known.
+    async fn tear_down_pod(&self, id: &str, pod: Option<&Pod>) -> Result<(), String> {
+        let mut errors = Vec::new();
+        // subPath bind mounts first: they pin the volumes.
+        let subpaths = self
+            .dirs
+            .volume_subpaths_dir(id)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = subpath::clean_subpaths(&subpaths) {
+            errors.push(e);
+        }
+        let on_disk = self.dirs.list_volume_dirs(id).unwrap_or_default();
+        let known = self.mounted_volumes(id);
+        let mut done: HashSet<(String, String)> = HashSet::new();
+        let specs: HashMap<&str, &Volume> = pod
+            .map(|p| {
+                pod_volumes(p)
+                    .iter()
+                    .map(|v| (v.name.as_str(), v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let empty_pod = Pod::default();
+        let pod_ref = pod.unwrap_or(&empty_pod);
+        let mut targets: Vec<(String, String, PathBuf)> = known
+            .iter()
+            .map(|(name, v)| {
+                let dir = self
+                    .dirs
+                    .pod_volume_dir(id, &v.plugin, name)
+                    .unwrap_or_default();
+                (v.plugin.clone(), name.clone(), dir)
+            })
+            .collect();
+        targets.extend(
+            on_disk
+                .into_iter()
+                .map(|d| (d.plugin_name, d.volume_name, d.path)),
+        );
+        for (plugin_name, name, dir) in targets {
+            if !done.insert((plugin_name.clone(), name.clone())) {
+                continue;
+            }
+            let Some(plugin) = self.plugins.by_name(&plugin_name) else {
+                errors.push(format!(
+                    "volume {name:?} of pod {id} was set up by plugin {plugin_name:?}, which is not registered"
+                ));
+                continue;
+            };
+            let reconstructed = Volume {
+                name: name.clone(),
+                ..Default::default()
+            };
+            let volume = specs.get(name.as_str()).copied().unwrap_or(&reconstructed);
+            let ctx = self.context(pod_ref, volume, &dir);
+            match plugin.tear_down(&ctx).await {
+                Ok(()) => {
+                    debug!(uid = %id, volume = %name, "volume torn down");
+                    if let Ok(mut m) = self.mounted.lock()
+                        && let Some(v) = m.get_mut(id)
+                    {
+                        v.remove(&name);
+                    }
+                }
+                Err(e) => errors.push(format!(
+                    "UnmountVolume.TearDown failed for volume {name:?}: {e}"
+                )),
+            }
+        }
+        if errors.is_empty() {
+            if let Ok(mut m) = self.mounted.lock() {
+                m.remove(id);
+            }
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    fn mounts_for(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        context: &ContainerContext<'_>,
+    ) -> Result<Vec<Mount>, String> {
+        let id = uid(pod);
+        let volumes = self.mounted_volumes(id);
+        let privileged = container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.privileged)
+            .unwrap_or(false);
+        let mut mounts = Vec::new();
+        let mut mount_hosts = true;
+        for (index, vm) in container.volume_mounts.iter().flatten().enumerate() {
+            if vm.mount_path == ETC_HOSTS {
+                mount_hosts = false;
+            }
+            let volume = volumes.get(&vm.name).ok_or_else(|| {
+                format!(
+                    "cannot find volume {:?} to mount into container {:?}",
+                    vm.name, container.name
+                )
+            })?;
+            let subpath = match (vm.sub_path.as_deref(), vm.sub_path_expr.as_deref()) {
+                (Some(p), _) if !p.is_empty() => Some(p.to_owned()),
+                (_, Some(expr)) if !expr.is_empty() => {
+                    let expanded = subpath::expand_subpath_expr(expr, context.env);
+                    Some(expanded)
+                }
+                _ => None,
+            };
+            let host_path = match subpath {
+                Some(sub) => {
+                    let target = self
+                        .dirs
+                        .volume_subpath_dir(id, &vm.name, &container.name, index)
+                        .map_err(|e| e.to_string())?;
+                    subpath::prepare_subpath(&volume.path, &sub, &target).map_err(|e| {
+                        format!(
+                            "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
+                            vm.name, container.name
+                        )
+                    })?
+                }
+                None => volume.path.clone(),
+            };
+            let propagation = match vm.mount_propagation.as_deref() {
+                None | Some("" | "None") => MountPropagation::Private,
+                Some("HostToContainer") => MountPropagation::HostToContainer,
+                Some("Bidirectional") if privileged => MountPropagation::Bidirectional,
+                Some("Bidirectional") => {
+                    return Err(
+                        "Bidirectional mount propagation is available only to privileged containers"
+                            .into(),
+                    );
+                }
+                Some(other) => return Err(format!("invalid propagation mode: {other}")),
+            };
+            mounts.push(Mount {
+                name: vm.name.clone(),
+                container_path: vm.mount_path.clone(),
+                host_path,
+                read_only: vm.read_only.unwrap_or(false) || volume.attributes.read_only,
+                selinux_relabel: volume.attributes.managed,
+                propagation,
+            });
+        }
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if mount_hosts && (!context.pod_ips.is_empty() || host_network) {
+            mounts.push(self.hosts_mount(pod, context, host_network)?);
+        }
+        Ok(mounts)
+    }
+
+    fn hosts_mount(
+        &self,
+        pod: &Pod,
+        context: &ContainerContext<'_>,
+        host_network: bool,
+    ) -> Result<Mount, String> {
+        let aliases = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_aliases.as_deref())
+            .unwrap_or_default();
+        let content = if host_network {
+            hosts::host_network_hosts(&self.config.node_hosts_file, aliases).map_err(|e| {
+                format!(
+                    "cannot read the node's hosts file {}: {e}",
+                    self.config.node_hosts_file.display()
+                )
+            })?
+        } else {
+            hosts::managed_hosts(
+                context.pod_ips,
+                context.hostname,
+                context.host_domain,
+                aliases,
+            )
+        };
+        let path = self
+            .dirs
+            .etc_hosts_path(uid(pod))
+            .map_err(|e| e.to_string())?;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, content)
+            .map_err(|e| format!("cannot write the hosts file {}: {e}", path.display()))?;
+        Ok(Mount {
+            name: "k8s-managed-etc-hosts".into(),
+            container_path: ETC_HOSTS.into(),
+            host_path: path,
+            read_only: false,
+            selinux_relabel: true,
+            propagation: MountPropagation::Private,
+        })
+    }
+}
+
+#[async_trait]
+impl VolumeManager for DefaultVolumeManager {
+    async fn wait_for_attach_and_mount(&self, pod: &Pod) -> Result<(), VolumeError> {
+        if pod_volumes(pod).is_empty() {
+            return Ok(());
+        }
+        let lock = self.pod_lock(uid(pod));
+        let _guard = lock.lock().await;
+        let deadline = tokio::time::Instant::now() + self.config.mount_timeout;
+        let mut retry = INITIAL_RETRY;
+        loop {
+            let failed = self.mount_pass(pod).await;
+            if failed.is_empty() {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                let mut names: Vec<String> = failed.into_iter().map(|(n, _)| n).collect();
+                names.sort();
+                return Err(VolumeError::NotMounted {
+                    unattached: names.clone(),
+                    unmounted: names,
+                    reason: "timed out waiting for the condition".into(),
+                });
+            }
+            tokio::time::sleep(retry.min(deadline - now)).await;
+            retry = (retry * 2).min(MAX_RETRY);
+        }
+    }
+
+    async fn unmount_pod_volumes(&self, pod: &Pod) -> Result<(), VolumeError> {
+        let id = uid(pod).to_owned();
+        let lock = self.pod_lock(&id);
+        let _guard = lock.lock().await;
+        self.tear_down_pod(&id, Some(pod))
+            .await
+            .map_err(VolumeError::TearDown)
+    }
+
+    fn container_options(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        context: &ContainerContext<'_>,
+    ) -> Result<ContainerOptions, VolumeError> {
+        let mounts = self
+            .mounts_for(pod, container, context)
+            .map_err(VolumeError::Mounts)?;
+        let pod_container_dir = self
+            .dirs
+            .pod_container_dir(uid(pod), &container.name)
+            .map_err(|e| VolumeError::Mounts(e.to_string()))?;
+        Ok(ContainerOptions {
+            mounts,
+            pod_container_dir: Some(pod_container_dir),
+        })
+    }
+
+    fn pod_volumes_exist(&self, uid: &str) -> bool {
+        !self.mounted_volumes(uid).is_empty()
+            || self
+                .dirs
+                .list_volume_dirs(uid)
+                .is_ok_and(|dirs| !dirs.is_empty())
+    }
+
+    async fn cleanup_orphaned_pods(&self, active: &HashSet<String>) {
+        let uids = match self.dirs.list_pod_uids() {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(dir = %self.dirs.pods_dir().display(), error = %e, "cannot list pod directories");
+                return;
+            }
+        };
+        for id in uids.into_iter().filter(|u| !active.contains(u)) {
+            let lock = self.pod_lock(&id);
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            if let Err(e) = self.tear_down_pod(&id, None).await {
+                warn!(uid = %id, error = %e, "orphaned pod found, but its volumes could not be torn down");
+                continue;
+            }
+            let Ok(dir) = self.dirs.pod_dir(&id) else {
+                continue;
+            };
+            match mount::mounts_under(&dir) {
+                Ok(left) if left.is_empty() => match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => info!(uid = %id, "removed the directory of an orphaned pod"),
+                    Err(e) => {
+                        warn!(uid = %id, error = %e, "cannot remove an orphaned pod's directory")
+                    }
+                },
+                Ok(left) => warn!(
+                    uid = %id,
+                    mounts = ?left,
+                    "orphaned pod found, but volumes are still mounted on disk; its directory is kept"
+                ),
+                Err(e) => warn!(uid = %id, error = %e, "cannot read the mount table"),
+            }
+            if let Ok(mut locks) = self.locks.lock() {
+                locks.remove(&id);
+            }
+        }
+    }
+}
+
+/// Bytes used by the files below `path` (not crossing into other filesystems' mounts).
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let device = root.dev();
+    let mut total = 0u64;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.dev() != device {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
+}
