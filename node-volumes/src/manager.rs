@@ -155,6 +155,17 @@ impl DefaultVolumeManager {
         }
     }
 
+    /// Prepares the root directory: creates `<root>/pods` and makes the root a shared mount
+    /// (as upstream), so that `HostToContainer` and `Bidirectional` mount propagation work for
+    /// the volumes below it. Call once before the engine starts.
+    pub fn set_up_root_dir(&self) -> Result<(), String> {
+        let pods = self.dirs.pods_dir();
+        std::fs::create_dir_all(&pods)
+            .map_err(|e| format!("cannot create {}: {e}", pods.display()))?;
+        mount::make_rshared(self.dirs.root())
+            .map_err(|e| format!("cannot make the root directory a shared mount: {e}"))
+    }
+
     /// The pod directory layout.
     pub fn dirs(&self) -> &PodDirs {
         &self.dirs
@@ -611,4 +622,262 @@ fn disk_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Standalone;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapVolumeSource, EmptyDirVolumeSource, PodSpec, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use node_core::events::MemoryRecorder;
+
+    fn manager(root: &Path) -> DefaultVolumeManager {
+        DefaultVolumeManager::new(
+            VolumeManagerConfig {
+                mount_timeout: Duration::from_millis(600),
+                node: NodeFacts {
+                    allocatable_memory_bytes: 1 << 30,
+                    allocatable_cpu_millis: 1000,
+                },
+                ..VolumeManagerConfig::new(root)
+            },
+            PluginRegistry::with_defaults(),
+            Arc::new(Standalone),
+            Arc::new(MemoryRecorder::default()),
+        )
+    }
+
+    fn empty_dir(name: &str, medium: Option<&str>, limit: Option<&str>) -> Volume {
+        Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: medium.map(Into::into),
+                size_limit: limit.map(|l| Quantity(l.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod(uid: &str, volumes: Vec<Volume>, mounts: Vec<VolumeMount>) -> Pod {
+        Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                uid: Some(uid.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                volumes: Some(volumes),
+                containers: vec![Container {
+                    name: "c".into(),
+                    volume_mounts: Some(mounts),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn mount(name: &str, path: &str) -> VolumeMount {
+        VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Unmounts whatever a test left below its directory, even when it fails.
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for m in mount::mounts_under(&self.0).unwrap_or_default() {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
+    fn context<'a>(env: &'a BTreeMap<String, String>, ips: &'a [String]) -> ContainerContext<'a> {
+        ContainerContext {
+            pod_ips: ips,
+            hostname: "p",
+            host_domain: "",
+            env,
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_dir_usage_reports_limit_and_bytes_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let m = manager(dir.path());
+        let p = pod(
+            "u1",
+            vec![
+                empty_dir("disk", None, Some("10Mi")),
+                empty_dir("mem", Some("Memory"), Some("4Mi")),
+            ],
+            vec![],
+        );
+        m.wait_for_attach_and_mount(&p).await.expect("mounted");
+        let disk = m
+            .dirs()
+            .pod_volume_dir("u1", "kubernetes.io/empty-dir", "disk")
+            .expect("dir");
+        std::fs::write(disk.join("blob"), vec![7u8; 1 << 20]).expect("write");
+        let usage = m.empty_dir_usage("u1");
+        assert_eq!(usage.len(), 2);
+        assert_eq!(usage[0].volume, "disk");
+        assert_eq!(usage[0].size_limit, Some(10 << 20));
+        assert!(usage[0].used_bytes >= 1 << 20, "{usage:?}");
+        assert_eq!(usage[1].size_limit, Some(4 << 20), "the tmpfs size");
+        m.unmount_pod_volumes(&p).await.expect("torn down");
+        assert!(!disk.exists());
+        assert!(!m.pod_volumes_exist("u1"));
+    }
+
+    #[tokio::test]
+    async fn orphans_are_removed_only_when_nothing_is_mounted_beneath() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let m = manager(dir.path());
+        // An orphan from before a restart: data on disk and a memory emptyDir.
+        let orphan = pod(
+            "gone",
+            vec![
+                empty_dir("d", None, None),
+                empty_dir("t", Some("Memory"), None),
+            ],
+            vec![],
+        );
+        m.wait_for_attach_and_mount(&orphan).await.expect("mounted");
+        let restarted = manager(dir.path());
+        // An orphan with a mount no plugin of ours made.
+        let foreign = dir.path().join("pods/foreign/volumes/example.com~csi/v");
+        std::fs::create_dir_all(&foreign).expect("foreign dir");
+        mount::mount_tmpfs(&foreign, Some(1 << 20), 0o755).expect("foreign mount");
+        // A pod that is still wanted.
+        let active_dir = dir
+            .path()
+            .join("pods/active/volumes/kubernetes.io~empty-dir/x");
+        std::fs::create_dir_all(&active_dir).expect("active dir");
+
+        let active: HashSet<String> = ["active".to_string()].into();
+        restarted.cleanup_orphaned_pods(&active).await;
+        assert!(
+            !dir.path().join("pods/gone").exists(),
+            "the orphan is removed"
+        );
+        assert!(
+            foreign.exists(),
+            "a pod directory with a foreign mount is kept"
+        );
+        assert!(mount::is_mount_point(&foreign).expect("mount table"));
+        assert!(active_dir.exists(), "active pods are left alone");
+    }
+
+    #[tokio::test]
+    async fn container_mounts_resolve_volumes_read_only_data_and_hosts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let m = manager(dir.path());
+        let p = pod(
+            "u2",
+            vec![
+                empty_dir("data", None, None),
+                Volume {
+                    name: "cfg".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: "absent".into(),
+                        optional: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            vec![mount("data", "/data"), mount("cfg", "/cfg")],
+        );
+        m.wait_for_attach_and_mount(&p).await.expect("mounted");
+        let env = BTreeMap::new();
+        let ips = vec!["10.88.0.9".to_string()];
+        let container = &p.spec.as_ref().expect("spec").containers[0];
+        let options = m
+            .container_options(&p, container, &context(&env, &ips))
+            .expect("options");
+        let got: Vec<(&str, bool)> = options
+            .mounts
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            got,
+            [("/data", false), ("/cfg", true), ("/etc/hosts", false)]
+        );
+        let hosts = std::fs::read_to_string(&options.mounts[2].host_path).expect("hosts");
+        assert!(hosts.ends_with("10.88.0.9\tp\n"), "{hosts}");
+        assert_eq!(
+            options.pod_container_dir,
+            Some(dir.path().join("pods/u2/containers/c"))
+        );
+
+        // No hosts file without pod IPs, or when the container mounts its own.
+        let none = m
+            .container_options(&p, container, &context(&env, &[]))
+            .expect("options");
+        assert!(none.mounts.iter().all(|m| m.container_path != "/etc/hosts"));
+
+        // A mount of a volume the pod does not have names both.
+        let mut bad = container.clone();
+        bad.volume_mounts = Some(vec![mount("nope", "/x")]);
+        let err = m
+            .container_options(&p, &bad, &context(&env, &ips))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot find volume \"nope\" to mount into container \"c\""
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_set_up_times_out_with_upstreams_message_and_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Arc::new(MemoryRecorder::default());
+        let m = DefaultVolumeManager::new(
+            VolumeManagerConfig {
+                mount_timeout: Duration::from_millis(800),
+                ..VolumeManagerConfig::new(dir.path())
+            },
+            PluginRegistry::with_defaults(),
+            Arc::new(Standalone),
+            recorder.clone(),
+        );
+        let p = pod(
+            "u3",
+            vec![Volume {
+                name: "cfg".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: "settings".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            vec![],
+        );
+        let err = m.wait_for_attach_and_mount(&p).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unmounted volumes=[cfg], unattached volumes=[cfg]: timed out waiting for the condition"
+        );
+        let events = recorder.events();
+        assert!(events.len() >= 2, "one event per attempt: {events:?}");
+        assert_eq!(events[0].reason, "FailedMount");
+        assert_eq!(
+            events[0].message,
+            "MountVolume.SetUp failed for volume \"cfg\" : cannot get configmap default/settings: the node runs standalone, with no API server to read it from"
+        );
+    }
 }

@@ -277,6 +277,30 @@ mod sys {
         Ok(())
     }
 
+    pub(super) fn make_rshared(path: &Path) -> Result<(), MountError> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| MountError::Sys {
+            op: "resolve",
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let is_mount = super::MountTable::current()
+            .map(|t| t.is_mount_point(&canonical))
+            .unwrap_or(false);
+        if !is_mount {
+            bind_mount(&canonical, &canonical, false)?;
+        }
+        nix::mount::mount(
+            None::<&str>,
+            &canonical,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|errno| sys_error("make rshared", &canonical, errno))?;
+        tracing::debug!(path = %canonical.display(), "made rshared");
+        Ok(())
+    }
+
     pub(super) fn unmount(target: &Path) -> Result<(), MountError> {
         match nix::mount::umount2(target, MntFlags::empty()) {
             Ok(()) => {
@@ -305,6 +329,10 @@ mod sys {
     pub(super) fn unmount(_: &Path) -> Result<(), MountError> {
         Err(MountError::Unsupported("unmounting"))
     }
+
+    pub(super) fn make_rshared(_: &Path) -> Result<(), MountError> {
+        Err(MountError::Unsupported("shared mounts"))
+    }
 }
 
 /// Mounts a tmpfs on `target` with options `size=<size_bytes>` (only when given) and
@@ -317,6 +345,14 @@ pub fn mount_tmpfs(target: &Path, size_bytes: Option<u64>, mode: u32) -> Result<
 /// (`MS_BIND|MS_REMOUNT|MS_RDONLY`), undoing the bind if that fails.
 pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<(), MountError> {
     sys::bind_mount(source, target, read_only)
+}
+
+/// Makes `path` a shared mount, recursively (upstream kubelet's `MakeRShared` of its root
+/// directory): bind-mounts it on itself first when it is not a mount point. Mounts made below
+/// it then propagate into containers that mount a volume with `HostToContainer`, and mounts
+/// a `Bidirectional` container makes propagate back.
+pub fn make_rshared(path: &Path) -> Result<(), MountError> {
+    sys::make_rshared(path)
 }
 
 /// Unmounts the topmost mount on `target` (`umount2` without flags); a path that is not a

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerStatus, Pod, PodStatus, Secret, ServiceAccountTokenProjection,
 };
@@ -34,6 +35,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 struct TestSource {
     config_maps: Mutex<BTreeMap<String, ConfigMap>>,
+    secrets: Mutex<BTreeMap<String, Secret>>,
 }
 
 impl TestSource {
@@ -50,6 +52,21 @@ impl TestSource {
             .lock()
             .expect("config maps")
             .insert(name.into(), cm);
+    }
+
+    fn set_secret(&self, name: &str, data: &[(&str, &str)]) {
+        let secret = Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.secrets
+            .lock()
+            .expect("secrets")
+            .insert(name.into(), secret);
     }
 }
 
@@ -68,10 +85,15 @@ impl ObjectSource for TestSource {
     }
 
     async fn secret(&self, _namespace: &str, name: &str) -> Result<Secret, SourceError> {
-        Err(SourceError::NotFound {
-            resource: "secrets",
-            name: name.into(),
-        })
+        self.secrets
+            .lock()
+            .expect("secrets")
+            .get(name)
+            .cloned()
+            .ok_or(SourceError::NotFound {
+                resource: "secrets",
+                name: name.into(),
+            })
     }
 
     async fn service_account_token(
@@ -140,6 +162,9 @@ impl Node {
             self.source.clone(),
             self.recorder.clone(),
         ));
+        volumes
+            .set_up_root_dir()
+            .unwrap_or_else(|e| panic!("cannot set up the kubelet root directory: {e}"));
         let node = NodeContext {
             node_name: NODE.into(),
             node_ips: vec!["127.0.0.1".parse().expect("loopback")],
@@ -256,10 +281,15 @@ impl Node {
             .join(volume)
     }
 
+    /// Mounts below the root directory (the root itself is a shared bind mount).
     fn mounts_under_root(&self) -> Vec<PathBuf> {
+        let root = self.root().canonicalize().expect("root");
         MountTable::current()
             .expect("mount table")
-            .mounts_under(&self.root())
+            .mounts_under(&root)
+            .into_iter()
+            .filter(|m| *m != root)
+            .collect()
     }
 
     async fn stop(mut self) {
@@ -697,6 +727,189 @@ async fn termination_messages_and_the_managed_hosts_file() {
             .and_then(|t| t.message)
             .as_deref(),
         Some("custom path\n")
+    );
+    node.stop().await;
+}
+
+fn fs_type(path: &Path) -> Option<String> {
+    let canonical = path.canonicalize().ok()?;
+    MountTable::current()
+        .ok()?
+        .entries()
+        .iter()
+        .rev()
+        .find(|e| e.mount_point == canonical)
+        .map(|e| e.fs_type.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_data_volumes_secret_on_tmpfs_downward_api_projected_read_only() {
+    let node = Node::start("vol-apidata").await;
+    node.source.set_secret("creds", &[("password", "s3cret")]);
+    node.source.set("settings", &[("mode", "fast".to_string())]);
+    node.write_manifest(
+        "data",
+        &busybox_pod(
+            "data",
+            r#"  restartPolicy: Never
+  volumes:
+  - name: secret
+    secret: {secretName: creds, defaultMode: 256}
+  - name: info
+    downwardAPI:
+      items:
+      - path: name
+        fieldRef: {fieldPath: metadata.name}
+      - path: labels
+        fieldRef: {fieldPath: metadata.labels}
+      - path: mem
+        resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}
+  - name: all
+    projected:
+      sources:
+      - configMap: {name: settings}
+      - secret:
+          name: creds
+          items: [{key: password, path: nested/pw}]
+      - downwardAPI:
+          items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.35
+    resources: {limits: {memory: 64Mi}}
+    command:
+    - sh
+    - -c
+    - |
+      {
+        cat /s/password; echo
+        cat /info/name; echo
+        cat /info/labels; echo
+        cat /info/mem; echo
+        cat /all/mode /all/nested/pw /all/ns; echo
+        touch /s/new 2>/dev/null && echo writable || echo read-only
+      } > /dev/termination-log
+    volumeMounts:
+    - {name: secret, mountPath: /s}
+    - {name: info, mountPath: /info}
+    - {name: all, mountPath: /all}
+"#,
+        ),
+    );
+    let main = node.terminated("data", "main").await;
+    let t = main.state.and_then(|s| s.terminated).expect("terminated");
+    assert_eq!(t.exit_code, 0, "{t:?}");
+    assert_eq!(
+        t.message.as_deref(),
+        Some(&*format!(
+            "s3cret\ndata-{NODE}\n\n64\nfasts3cretdefault\nread-only\n"
+        )),
+        "what the container read"
+    );
+    let uid = node.uid("data").expect("uid");
+    let secret = node.volume_dir(&uid, "kubernetes.io~secret", "secret");
+    assert_eq!(
+        fs_type(&secret).as_deref(),
+        Some("tmpfs"),
+        "secrets live on tmpfs"
+    );
+    let projected = node.volume_dir(&uid, "kubernetes.io~projected", "all");
+    assert_eq!(fs_type(&projected).as_deref(), Some("tmpfs"));
+    let mode = std::fs::metadata(secret.join("password"))
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("the secret file");
+    assert_eq!(mode, 0o400, "defaultMode");
+    let downward = node.volume_dir(&uid, "kubernetes.io~downward-api", "info");
+    assert_eq!(fs_type(&downward), None, "downwardAPI files are on disk");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_propagation_host_to_container_and_bidirectional() {
+    let node = Node::start("vol-propagation").await;
+    // Host paths below the kubelet's root directory, which the manager made rshared.
+    let host = node.root().join("host");
+    let (down, up) = (host.join("down"), host.join("up"));
+    std::fs::create_dir_all(&down).expect("down");
+    std::fs::create_dir_all(&up).expect("up");
+    node.write_manifest(
+        "prop",
+        &busybox_pod(
+            "prop",
+            &format!(
+                r#"  volumes:
+  - name: down
+    hostPath: {{path: {down}}}
+  - name: up
+    hostPath: {{path: {up}}}
+  containers:
+  - name: slave
+    image: docker.io/library/busybox:1.35
+    command: ["sh", "-c", "until [ -f /down/inner/file ]; do sleep 0.2; done; cat /down/inner/file > /down-seen; sleep 3600"]
+    volumeMounts:
+    - {{name: down, mountPath: /down, mountPropagation: HostToContainer}}
+  - name: bidi
+    image: docker.io/library/busybox:1.35
+    securityContext: {{privileged: true}}
+    command: ["sh", "-c", "mkdir -p /up/inner && mount -t tmpfs tmpfs /up/inner && echo from-container > /up/inner/file && sleep 3600"]
+    volumeMounts:
+    - {{name: up, mountPath: /up, mountPropagation: Bidirectional}}
+  - name: refused
+    image: docker.io/library/busybox:1.35
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {{name: up, mountPath: /up, mountPropagation: Bidirectional}}
+"#,
+                down = down.display(),
+                up = up.display(),
+            ),
+        ),
+    );
+    node.running("prop", "slave").await;
+    node.running("prop", "bidi").await;
+    // A mount the host makes below the volume reaches the HostToContainer container.
+    let inner = down.join("inner");
+    std::fs::create_dir_all(&inner).expect("inner");
+    node_volumes::mount::mount_tmpfs(&inner, Some(1 << 20), 0o755).expect("host tmpfs");
+    std::fs::write(inner.join("file"), "from-host").expect("host file");
+    let slave = node.container("prop", "slave").expect("slave");
+    let id = slave
+        .container_id
+        .as_deref()
+        .and_then(|c| c.split("://").nth(1))
+        .expect("container id")
+        .to_string();
+    eventually(WAIT, "the host mount seen in the container", || async {
+        let out = node
+            .client
+            .exec_sync(
+                &id,
+                vec!["cat".into(), "/down-seen".into()],
+                Duration::from_secs(5),
+            )
+            .await
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout) == "from-host").then_some(())
+    })
+    .await;
+    // A mount the Bidirectional container makes reaches the host.
+    eventually(WAIT, "the container's mount seen on the host", || async {
+        std::fs::read_to_string(up.join("inner/file"))
+            .ok()
+            .filter(|s| s == "from-container\n")
+    })
+    .await;
+    // Bidirectional needs a privileged container.
+    let refused = eventually(WAIT, "Bidirectional refused without privilege", || async {
+        node.container("prop", "refused")
+            .and_then(|c| c.state)
+            .and_then(|s| s.waiting)
+            .filter(|w| w.reason.as_deref() == Some("CreateContainerConfigError"))
+    })
+    .await;
+    assert_eq!(
+        refused.message.as_deref(),
+        Some("Bidirectional mount propagation is available only to privileged containers")
     );
     node.stop().await;
 }

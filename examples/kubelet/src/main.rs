@@ -343,7 +343,7 @@ async fn run(flags: Flags) -> Result<()> {
     let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
     // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
     // secret and projected volumes (they fail to mount unless optional).
-    let volumes: Arc<dyn VolumeManager> = Arc::new(DefaultVolumeManager::new(
+    let volumes = Arc::new(DefaultVolumeManager::new(
         VolumeManagerConfig {
             node: NodeFacts {
                 allocatable_memory_bytes: u64::try_from(node_memory_bytes()).unwrap_or(0),
@@ -355,6 +355,16 @@ async fn run(flags: Flags) -> Result<()> {
         Arc::new(Standalone),
         recorder.clone(),
     ));
+    volumes
+        .set_up_root_dir()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "configuring the root directory {}",
+                flags.root_dir.display()
+            )
+        })?;
+    let volumes: Arc<dyn VolumeManager> = volumes;
     let cri_runtime = Arc::new(
         CriRuntime::new(client.clone(), node, recorder.clone())
             .with_image_manager(images)
