@@ -238,7 +238,9 @@ fn kill_processes_naming(dir: &Path) {
     }
 }
 
-fn detach_mounts_under(dir: &Path) {
+/// Detaches every mount at or below `dir`, deepest first (what a test's kubelet left: its
+/// shared root directory, volume tmpfs and subPath binds).
+pub fn detach_mounts_under(dir: &Path) {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<PathBuf> = mountinfo
         .lines()

@@ -401,10 +401,19 @@ impl DefaultVolumeManager {
                         .volume_subpath_dir(id, &vm.name, &container.name, index)
                         .map_err(|e| e.to_string())?;
                     subpath::prepare_subpath(&volume.path, &sub, &target).map_err(|e| {
-                        format!(
-                            "failed to prepare subPath for volumeMount {:?} of container {:?}: {e}",
-                            vm.name, container.name
-                        )
+                        // As upstream, details that name host paths stay in the log.
+                        warn!(pod = %format_pod(pod), container = %container.name, volume = %vm.name, error = %e, "cannot prepare a subPath");
+                        match e {
+                            subpath::SubpathError::Invalid(message) => message,
+                            subpath::SubpathError::Create(_) => format!(
+                                "failed to create subPath directory for volumeMount {:?} of container {:?}",
+                                vm.name, container.name
+                            ),
+                            subpath::SubpathError::Prepare(_) => format!(
+                                "failed to prepare subPath for volumeMount {:?} of container {:?}",
+                                vm.name, container.name
+                            ),
+                        }
                     })?
                 }
                 None => volume.path.clone(),
@@ -419,7 +428,7 @@ impl DefaultVolumeManager {
                             .into(),
                     );
                 }
-                Some(other) => return Err(format!("invalid propagation mode: {other}")),
+                Some(other) => return Err(format!("invalid MountPropagation mode: {other:?}")),
             };
             mounts.push(Mount {
                 name: vm.name.clone(),
@@ -430,12 +439,13 @@ impl DefaultVolumeManager {
                 propagation,
             });
         }
-        let host_network = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
-        if mount_hosts && (!context.pod_ips.is_empty() || host_network) {
+        // As upstream: only once the pod has IPs (a host-network pod has the node's).
+        if mount_hosts && !context.pod_ips.is_empty() {
+            let host_network = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false);
             mounts.push(self.hosts_mount(pod, context, host_network)?);
         }
         Ok(mounts)

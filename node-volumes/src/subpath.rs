@@ -15,10 +15,14 @@ use crate::mount;
 pub fn validate_subpath(subpath: &str) -> Result<(), String> {
     let path = Path::new(subpath);
     if path.is_absolute() {
-        return Err(format!("subPath {subpath:?} must be a relative path"));
+        return Err(format!(
+            "error SubPath `{subpath}` must not be an absolute path"
+        ));
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(format!("subPath {subpath:?} must not contain '..'"));
+        return Err(format!(
+            "unable to provision SubPath `{subpath}`: must not contain '..'"
+        ));
     }
     Ok(())
 }
@@ -125,19 +129,47 @@ fn open_within(_base: &Path, _target: &Path) -> Result<OwnedFd, String> {
 /// `volume-subpaths` directory) and returns `target`. Missing directories of the subpath are
 /// created (with the volume's mode); a subpath that resolves outside the volume is refused.
 /// A target that is mounted already (a restarted container) is used as it is.
-pub fn prepare_subpath(volume: &Path, subpath: &str, target: &Path) -> Result<PathBuf, String> {
-    validate_subpath(subpath)?;
-    let base = volume
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve the volume path {}: {e}", volume.display()))?;
+pub fn prepare_subpath(
+    volume: &Path,
+    subpath: &str,
+    target: &Path,
+) -> Result<PathBuf, SubpathError> {
+    validate_subpath(subpath).map_err(SubpathError::Invalid)?;
+    let base = volume.canonicalize().map_err(|e| {
+        SubpathError::Create(format!(
+            "cannot resolve the volume path {}: {e}",
+            volume.display()
+        ))
+    })?;
     let relative = Path::new(subpath);
     if std::fs::symlink_metadata(base.join(relative)).is_err() {
-        make_dirs_within(&base, relative)?;
+        make_dirs_within(&base, relative).map_err(SubpathError::Create)?;
     }
+    bind_subpath(&base, relative, target).map_err(SubpathError::Prepare)
+}
+
+/// Why a subPath could not be mounted. As upstream, only [`SubpathError::Invalid`]'s detail is
+/// for the user; the others are logged and reported without host paths.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubpathError {
+    /// The subPath itself is invalid (absolute, or with `..`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Its missing directories could not be created inside the volume.
+    #[error("{0}")]
+    Create(String),
+    /// It resolves outside the volume, or the bind mount failed.
+    #[error("{0}")]
+    Prepare(String),
+}
+
+fn bind_subpath(base: &Path, relative: &Path, target: &Path) -> Result<PathBuf, String> {
+    let subpath = relative.display();
+    let base = base.to_path_buf();
     let resolved = base
         .join(relative)
         .canonicalize()
-        .map_err(|e| format!("cannot resolve subpath {subpath:?}: {e}"))?;
+        .map_err(|e| format!("cannot resolve subpath {subpath}: {e}"))?;
     if !resolved.starts_with(&base) {
         return Err(format!(
             "subpath {:?} not within volume path {:?}",
@@ -200,8 +232,91 @@ mod tests {
     #[test]
     fn subpaths_must_be_relative_and_stay_inside() {
         assert!(validate_subpath("a/b").is_ok());
-        assert!(validate_subpath("/etc").unwrap_err().contains("relative"));
+        assert_eq!(
+            validate_subpath("/etc").unwrap_err(),
+            "error SubPath `/etc` must not be an absolute path"
+        );
         assert!(validate_subpath("a/../../b").unwrap_err().contains("'..'"));
+    }
+
+    /// Unmounts what a test bound below its directory, even when it fails.
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for m in mount::mounts_under(&self.0).unwrap_or_default() {
+                let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+
+    #[test]
+    fn subpaths_are_bound_inside_the_volume_and_escapes_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let volume = dir.path().join("volume");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(volume.join("inside")).expect("inside");
+        std::fs::create_dir_all(&outside).expect("outside");
+        std::fs::write(outside.join("secret"), "host").expect("secret");
+        std::fs::write(volume.join("inside/file"), "data").expect("file");
+        std::os::unix::fs::symlink("inside", volume.join("ok")).expect("link in");
+        std::os::unix::fs::symlink(&outside, volume.join("escape")).expect("link out");
+        std::os::unix::fs::symlink("../outside", volume.join("relative-escape")).expect("link up");
+        let targets = dir.path().join("volume-subpaths");
+
+        // A symlink that stays inside resolves to its target, bound on its own.
+        let t = prepare_subpath(&volume, "ok", &targets.join("0")).expect("inside");
+        assert!(mount::is_mount_point(&t).expect("mount table"));
+        assert_eq!(
+            std::fs::read_to_string(t.join("file")).expect("read"),
+            "data"
+        );
+        // A file works too, and a second preparation reuses the mount.
+        let f = prepare_subpath(&volume, "inside/file", &targets.join("1")).expect("file");
+        assert_eq!(std::fs::read_to_string(&f).expect("read"), "data");
+        prepare_subpath(&volume, "inside/file", &targets.join("1")).expect("again");
+        assert_eq!(
+            mount::mounts_under(&targets.join("1"))
+                .expect("mounts")
+                .len(),
+            1
+        );
+        // Missing directories are created inside the volume.
+        let created = prepare_subpath(&volume, "new/deeper", &targets.join("2")).expect("new");
+        assert!(volume.join("new/deeper").is_dir() && created.is_dir());
+
+        for escape in ["escape", "relative-escape", "escape/secret"] {
+            let target = targets.join(escape.replace('/', "-"));
+            match prepare_subpath(&volume, escape, &target) {
+                Err(SubpathError::Prepare(message)) => {
+                    assert!(message.contains("not within volume path"), "{message}")
+                }
+                other => panic!("{escape}: {other:?}"),
+            }
+            assert!(
+                !mount::is_mount_point(&target).unwrap_or(false),
+                "{escape} not mounted"
+            );
+        }
+        // Creating through an escaping symlink is refused too.
+        match prepare_subpath(&volume, "escape/made", &targets.join("3")) {
+            Err(SubpathError::Create(message)) => {
+                assert!(message.contains("not within volume path"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !outside.join("made").exists(),
+            "nothing created outside the volume"
+        );
+
+        clean_subpaths(&targets).expect("clean");
+        assert!(!targets.exists());
+        assert_eq!(
+            std::fs::read_to_string(volume.join("inside/file")).expect("kept"),
+            "data"
+        );
     }
 
     #[test]

@@ -224,6 +224,7 @@ impl Node {
         if let Some(c) = self.containerd.take() {
             let _ = c.stop().await;
         }
+        harness::detach_mounts_under(&self.dir);
     }
 }
 
@@ -834,5 +835,81 @@ async fn a_pod_deleted_while_it_starts_is_stopped_cleanly() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(node.pods().await.unwrap().is_empty());
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_are_mounted_reported_and_cleaned_up_by_the_binary() {
+    let node = Node::start("volumes", "").await;
+    node.write(
+        "vol.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: vol\nspec:\n  restartPolicy: Never\n  volumes:\n  - name: work\n    emptyDir: {}\n  initContainers:\n  - name: prepare\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"echo prepared > /work/state\"]\n    volumeMounts: [{name: work, mountPath: /work}]\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"cat /work/state > /dev/termination-log; exit 2\"]\n    volumeMounts: [{name: work, mountPath: /work}]\n",
+    );
+    // A standalone node has no configMaps: a required one fails to mount, naming it.
+    node.write(
+        "cfg.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cfg\nspec:\n  volumes:\n  - name: settings\n    configMap: {name: app-settings}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    let pod = node
+        .wait_pod("vol", "Failed", |p| phase(p) == "Failed")
+        .await;
+    let t = container_status(&pod, "main")
+        .state
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(t.exit_code, 2);
+    assert_eq!(
+        t.message.as_deref(),
+        Some("prepared\n"),
+        "the init container's file, read back"
+    );
+    let pod_dir = node.dir.join("root/pods").join(uid(&pod));
+    assert!(
+        pod_dir
+            .join("volumes/kubernetes.io~empty-dir/work/state")
+            .exists(),
+        "the upstream pod directory layout"
+    );
+    let cfg = node
+        .wait_pod("cfg", "waiting", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| !c.is_empty())
+        })
+        .await;
+    assert_eq!(
+        container_status(&cfg, "main")
+            .state
+            .unwrap()
+            .waiting
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("ContainerCreating")
+    );
+    let expected = "MountVolume.SetUp failed for volume \"settings\" : cannot get configmap default/app-settings: the node runs standalone, with no API server to read it from";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.log_text().contains(expected) {
+        assert!(
+            Instant::now() < deadline,
+            "no FailedMount in the log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Removing the manifest removes the pod's directory.
+    std::fs::remove_file(node.manifest("vol.yaml")).unwrap();
+    node.wait_gone("vol").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pod_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} left behind",
+            pod_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     node.shutdown().await;
 }
