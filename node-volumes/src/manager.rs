@@ -166,6 +166,26 @@ impl DefaultVolumeManager {
             .map_err(|e| format!("cannot make the root directory a shared mount: {e}"))
     }
 
+    /// Creates the pod's directory with its `volumes` and `plugins` directories (upstream
+    /// `makePodDataDirs`, mode 0750).
+    fn make_pod_dirs(&self, uid: &str) -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dirs = [
+            self.dirs.pod_dir(uid),
+            self.dirs.pod_volumes_dir(uid),
+            self.dirs.pod_plugins_dir(uid),
+        ];
+        for dir in dirs {
+            let dir = dir.map_err(|e| e.to_string())?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
     /// The pod directory layout.
     pub fn dirs(&self) -> &PodDirs {
         &self.dirs
@@ -430,6 +450,14 @@ impl DefaultVolumeManager {
                 }
                 Some(other) => return Err(format!("invalid MountPropagation mode: {other:?}")),
             };
+            // Recursive read-only needs runtime support this node does not claim:
+            // `IfPossible` falls back to a plain read-only mount, `Enabled` is refused.
+            if vm.recursive_read_only.as_deref() == Some("Enabled") {
+                return Err(format!(
+                    "failed to resolve recursive read-only mode: volumeMount {:?} requested recursive read-only mode, but it is not supported by the runtime",
+                    vm.name
+                ));
+            }
             mounts.push(Mount {
                 name: vm.name.clone(),
                 container_path: vm.mount_path.clone(),
@@ -501,6 +529,12 @@ impl DefaultVolumeManager {
 #[async_trait]
 impl VolumeManager for DefaultVolumeManager {
     async fn wait_for_attach_and_mount(&self, pod: &Pod) -> Result<(), VolumeError> {
+        self.make_pod_dirs(uid(pod))
+            .map_err(|e| VolumeError::NotMounted {
+                unmounted: pod_volumes(pod).iter().map(|v| v.name.clone()).collect(),
+                unattached: Vec::new(),
+                reason: e,
+            })?;
         if pod_volumes(pod).is_empty() {
             return Ok(());
         }
@@ -833,6 +867,9 @@ mod tests {
             options.pod_container_dir,
             Some(dir.path().join("pods/u2/containers/c"))
         );
+        for sub in ["volumes", "plugins"] {
+            assert!(dir.path().join("pods/u2").join(sub).is_dir(), "{sub}");
+        }
 
         // No hosts file without pod IPs, or when the container mounts its own.
         let none = m

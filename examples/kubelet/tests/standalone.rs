@@ -617,17 +617,38 @@ async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests
     let mut node = Node::start("adopt", "").await;
     // sleep as PID 1 ignores SIGTERM: a short grace period keeps the test short.
     let grace = "  terminationGracePeriodSeconds: 1\n";
-    node.write(
-        "keep.yaml",
-        &busybox_pod("keep", "Always", "exec sleep 3600", grace),
-    );
-    node.write(
-        "gone.yaml",
-        &busybox_pod("gone", "Always", "exec sleep 3600", grace),
-    );
+    // Each pod has a memory-backed emptyDir the container writes to.
+    let with_volume = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{grace}  volumes:\n  - name: mem\n    emptyDir: {{medium: Memory}}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"echo {name} > /mem/data; exec sleep 3600\"]\n    volumeMounts: [{{name: mem, mountPath: /mem}}]\n"
+        )
+    };
+    node.write("keep.yaml", &with_volume("keep"));
+    node.write("gone.yaml", &with_volume("gone"));
     let keep = node.wait_pod("keep", "running", running).await;
     let gone = node.wait_pod("gone", "running", running).await;
     let before = container_status(&keep, "main").container_id.unwrap();
+    let volume = |pod: &Pod| {
+        node.dir
+            .join("root/pods")
+            .join(uid(pod))
+            .join("volumes/kubernetes.io~empty-dir/mem")
+    };
+    let (keep_volume, gone_volume) = (volume(&keep), volume(&gone));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(keep_volume.join("data"))
+        .ok()
+        .as_deref()
+        != Some("keep\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the container's write never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keep_mount = mount_id(&keep_volume).expect("the keep pod's tmpfs");
+    assert!(mount_id(&gone_volume).is_some(), "the gone pod's tmpfs");
 
     // SIGTERM leaves the pods running.
     node.stop_kubelet();
@@ -654,11 +675,41 @@ async fn a_restarted_kubelet_adopts_running_pods_and_stops_those_whose_manifests
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Still the same container a few resyncs later.
+    // The vanished pod's volume and directory are cleaned up once its containers stopped.
+    let gone_dir = node.dir.join("root/pods").join(uid(&gone));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gone_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} left behind; kubelet log:\n{}",
+            gone_dir.display(),
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(mount_id(&gone_volume), None);
+    // Still the same container a few resyncs later, its volume neither remounted nor touched.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let again = node.wait_pod("keep", "running", running).await;
     assert_eq!(container_status(&again, "main").container_id, Some(before));
+    assert_eq!(mount_id(&keep_volume), Some(keep_mount), "not remounted");
+    assert_eq!(
+        std::fs::read_to_string(keep_volume.join("data")).unwrap(),
+        "keep\n"
+    );
     node.shutdown().await;
+}
+
+/// The id of the mount at `path` (the topmost), if it is a mount point.
+fn mount_id(path: &std::path::Path) -> Option<u32> {
+    let path = path.canonicalize().ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let id = fields.next()?.parse().ok()?;
+        let point = fields.nth(3)?;
+        (std::path::Path::new(point) == path).then_some(id)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
