@@ -287,7 +287,16 @@ mod sys {
             .map(|t| t.is_mount_point(&canonical))
             .unwrap_or(false);
         if !is_mount {
-            bind_mount(&canonical, &canonical, false)?;
+            // Recursive, so that mounts already below (a managed containerd's, volumes of
+            // running pods) stay visible through the new mount.
+            nix::mount::mount(
+                Some(&canonical),
+                &canonical,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|errno| sys_error("bind mount on", &canonical, errno))?;
         }
         nix::mount::mount(
             None::<&str>,
@@ -508,6 +517,35 @@ mod tests {
 
         fn errno_of(err: &io::Error) -> Option<Errno> {
             err.raw_os_error().map(Errno::from_raw)
+        }
+
+        #[test]
+        fn make_rshared_binds_recursively_and_marks_shared() {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("root");
+            let below = root.join("below");
+            fs::create_dir_all(&below).unwrap();
+            let _guard = MountGuard(root.clone());
+            mount_tmpfs(&below, Some(MIB), 0o755).unwrap();
+            fs::write(below.join("kept"), "still here").unwrap();
+
+            make_rshared(&root).unwrap();
+            // Again: already a mount point, nothing stacked.
+            make_rshared(&root).unwrap();
+            let root = root.canonicalize().unwrap();
+            assert!(is_mount_point(&root).unwrap());
+            assert_eq!(
+                fs::read_to_string(root.join("below/kept")).unwrap(),
+                "still here",
+                "the mount below stays visible through the recursive bind"
+            );
+            let mountinfo = fs::read_to_string(MOUNTINFO_PATH).unwrap();
+            let lines: Vec<&str> = mountinfo
+                .lines()
+                .filter(|l| l.split(' ').nth(4) == Some(root.to_str().unwrap()))
+                .collect();
+            assert_eq!(lines.len(), 1, "one bind of the root: {lines:?}");
+            assert!(lines[0].contains(" shared:"), "{}", lines[0]);
         }
 
         #[test]
