@@ -10,7 +10,7 @@
 //! five minutes as a safety net, and otherwise relists every second.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
 use crate::runtime::{ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError};
 use crate::status::{StatusManager, generate_pod_status};
-use crate::volumes::VolumeManager;
+use crate::volumes::{VolumeError, VolumeManager};
 
 /// Upstream `housekeepingPeriod`.
 pub const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(2);
@@ -106,6 +106,8 @@ struct Worker {
 struct Shared {
     runtime: Arc<dyn Runtime>,
     volumes: Option<Arc<dyn VolumeManager>>,
+    /// An orphan clean-up round is running.
+    cleaning: AtomicBool,
     recorder: Arc<dyn EventRecorder>,
     pods: Arc<PodManager>,
     statuses: Arc<StatusManager>,
@@ -143,6 +145,7 @@ impl Kubelet {
             shared: Arc::new(Shared {
                 runtime,
                 volumes: None,
+                cleaning: AtomicBool::new(false),
                 recorder,
                 pods: Arc::new(PodManager::new()),
                 statuses: Arc::new(StatusManager::new()),
@@ -453,13 +456,30 @@ async fn pod_worker(
                 next = jitter(BACKOFF_PERIOD);
                 continue;
             }
-            if let Ok(after) = shared.runtime.get_pod_status(&id, &name, &namespace).await {
-                let mut api = generate_pod_status(&pod, &after, &errors, &shared.config.node_ips);
-                if removed && !is_terminal(&api) {
-                    api.phase = Some("Failed".into());
+            // Volumes go only once the runtime confirms nothing of the pod runs (a container
+            // started by a cancelled sync may have been missed by the kill).
+            let after = match shared.runtime.get_pod_status(&id, &name, &namespace).await {
+                Ok(after) => after,
+                Err(e) => {
+                    warn!(pod = %full_name(&pod), error = %e, "cannot confirm the pod stopped; retrying");
+                    next = jitter(BACKOFF_PERIOD);
+                    continue;
                 }
-                shared.statuses.set(&id, api);
+            };
+            if after
+                .containers
+                .iter()
+                .any(|c| c.state == ContainerState::Running)
+            {
+                warn!(pod = %full_name(&pod), "detected running containers after a successful KillPod; retrying");
+                next = jitter(BACKOFF_PERIOD);
+                continue;
             }
+            let mut api = generate_pod_status(&pod, &after, &errors, &shared.config.node_ips);
+            if removed && !is_terminal(&api) {
+                api.phase = Some("Failed".into());
+            }
+            shared.statuses.set(&id, api);
             // The containers are gone: the volumes can go (upstream's SyncTerminatedPod).
             if let Some(volumes) = &shared.volumes
                 && let Err(e) = volumes.unmount_pod_volumes(&pod).await
@@ -506,14 +526,23 @@ async fn pod_worker(
                 }
             };
             if let Err(e) = mounted {
-                let message = format!("Unable to attach or mount volumes: {e}");
-                shared.recorder.record(
-                    &EventObject::pod(&pod),
-                    EventType::Warning,
-                    "FailedMount",
-                    &message,
-                );
-                warn!(pod = %full_name(&pod), error = %e, "volumes are not mounted");
+                // A timeout was preceded by an event per failed set-up; other errors get one.
+                if let VolumeError::PodDirs(_) = e {
+                    shared.recorder.record(
+                        &EventObject::pod(&pod),
+                        EventType::Warning,
+                        "FailedToMakePodDataDirectories",
+                        &e.to_string(),
+                    );
+                } else if !e.is_timeout() {
+                    shared.recorder.record(
+                        &EventObject::pod(&pod),
+                        EventType::Warning,
+                        "FailedMount",
+                        &format!("Unable to attach or mount volumes: {e}"),
+                    );
+                }
+                warn!(pod = %full_name(&pod), error = %e, "Unable to attach or mount volumes for pod; skipping pod");
                 next = jitter(BACKOFF_PERIOD);
                 continue;
             }
@@ -591,9 +620,16 @@ async fn housekeep(
             }
         });
     }
-    // Directories of pods that are neither wanted nor running, once nothing is mounted there.
-    if let Some(volumes) = &shared.volumes {
-        volumes.cleanup_orphaned_pods(&active).await;
+    // Directories of pods that are neither wanted nor running, once nothing is mounted there;
+    // in the background (removing a large emptyDir takes a while), one round at a time.
+    if let Some(volumes) = shared.volumes.clone()
+        && !shared.cleaning.swap(true, Ordering::AcqRel)
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            volumes.cleanup_orphaned_pods(&active).await;
+            shared.cleaning.store(false, Ordering::Release);
+        });
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod downward;
 pub mod events;
+pub mod expansion;
 pub mod kubelet;
 pub mod pod_manager;
 pub mod qos;

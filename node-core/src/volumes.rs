@@ -73,20 +73,24 @@ pub struct ContainerContext<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VolumeError {
-    /// The pod's volumes were not all mounted in time (upstream's `FailedMount` message).
+    /// The pod's volumes were not all mounted in time (upstream's message; `unattached` lists
+    /// only volumes of attachable plugins, none of the node-local ones).
     #[error(
-        "unmounted volumes=[{}], unattached volumes=[{}]: {reason}",
+        "unmounted volumes=[{}], unattached volumes=[{}], failed to process volumes=[]: {reason}",
         .unmounted.join(" "),
         .unattached.join(" ")
     )]
     NotMounted {
         /// The volumes not set up.
         unmounted: Vec<String>,
-        /// The volumes not attached (always the same as unmounted for node-local volumes).
+        /// The volumes not attached.
         unattached: Vec<String>,
-        /// Why: the last set-up error or the timeout.
+        /// Why: `context deadline exceeded` when the wait timed out.
         reason: String,
     },
+    /// The pod's directories could not be made (upstream `FailedToMakePodDataDirectories`).
+    #[error("error making pod data directories: {0}")]
+    PodDirs(String),
     /// A container's mounts could not be made (an unknown volume, a subPath that escapes its
     /// volume, ...); the message names the container and the mount.
     #[error("{0}")]
@@ -94,6 +98,14 @@ pub enum VolumeError {
     /// Tearing down failed; the message names the volume.
     #[error("{0}")]
     TearDown(String),
+}
+
+impl VolumeError {
+    /// Whether the wait for the pod's volumes timed out (upstream records no event for that,
+    /// the set-up failures were recorded as they happened).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, VolumeError::NotMounted { .. })
+    }
 }
 
 /// The volume manager as the engine and the runtime see it.

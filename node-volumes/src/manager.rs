@@ -82,6 +82,14 @@ pub struct MountedVolume {
     pub size_limit: Option<u64>,
 }
 
+/// The back-off of one volume's set-up.
+#[derive(Clone, Debug)]
+struct Retry {
+    next: tokio::time::Instant,
+    delay: Duration,
+    last_error: String,
+}
+
 /// An emptyDir's limit and use, for eviction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EmptyDirUsage {
@@ -103,6 +111,11 @@ pub struct DefaultVolumeManager {
     config: VolumeManagerConfig,
     /// Actual state: uid -> volume name -> what is set up.
     mounted: Mutex<HashMap<String, BTreeMap<String, MountedVolume>>>,
+    /// Desired state: the pods being set up or running, from their first set-up until their
+    /// tear-down. Orphan clean-up never touches them.
+    desired: Mutex<HashSet<String>>,
+    /// Back-off of failed set-ups per (pod uid, volume).
+    retries: Mutex<HashMap<(String, String), Retry>>,
     /// Serializes set-up and tear-down per pod.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -125,6 +138,31 @@ fn pod_volumes(pod: &Pod) -> &[Volume] {
         .as_ref()
         .and_then(|s| s.volumes.as_deref())
         .unwrap_or_default()
+}
+
+/// The pod's volumes that some container mounts (upstream skips unused ones: a volume no
+/// container uses is neither set up nor waited for).
+fn used_volumes(pod: &Pod) -> Vec<&Volume> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mut used: HashSet<&str> = HashSet::new();
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for c in containers {
+        used.extend(c.volume_mounts.iter().flatten().map(|m| m.name.as_str()));
+        used.extend(c.volume_devices.iter().flatten().map(|d| d.name.as_str()));
+    }
+    for c in spec.ephemeral_containers.iter().flatten() {
+        used.extend(c.volume_mounts.iter().flatten().map(|m| m.name.as_str()));
+        used.extend(c.volume_devices.iter().flatten().map(|d| d.name.as_str()));
+    }
+    pod_volumes(pod)
+        .iter()
+        .filter(|v| used.contains(v.name.as_str()))
+        .collect()
 }
 
 fn format_pod(pod: &Pod) -> String {
@@ -151,6 +189,8 @@ impl DefaultVolumeManager {
             recorder,
             config,
             mounted: Mutex::default(),
+            desired: Mutex::default(),
+            retries: Mutex::default(),
             locks: Mutex::default(),
         }
     }
@@ -238,13 +278,14 @@ impl DefaultVolumeManager {
             .map_err(|e| e.to_string())
     }
 
-    /// One pass over the pod's volumes: sets up those not set up and refreshes those that
-    /// follow a source. Returns the volumes that are not set up, with why.
+    /// One pass over the pod's used volumes: sets up those not set up and refreshes those
+    /// that follow a source, each no sooner than its back-off allows. Returns the volumes that
+    /// are not set up, with why.
     async fn mount_pass(&self, pod: &Pod) -> Vec<(String, String)> {
         let id = uid(pod).to_owned();
         let already = self.mounted_volumes(&id);
         let mut failed = Vec::new();
-        for volume in pod_volumes(pod) {
+        for volume in used_volumes(pod) {
             let plugin = match self.plugins.find(volume) {
                 Ok(p) => p,
                 Err(e) => {
@@ -256,6 +297,13 @@ impl DefaultVolumeManager {
             if is_mounted && !plugin.requires_remount(volume) {
                 continue;
             }
+            let key = (id.clone(), volume.name.clone());
+            if let Some(last_error) = self.backing_off(&key) {
+                if !is_mounted {
+                    failed.push((volume.name.clone(), last_error));
+                }
+                continue;
+            }
             let dir = match self.volume_dir(pod, plugin.as_ref(), &volume.name) {
                 Ok(d) => d,
                 Err(e) => {
@@ -264,41 +312,90 @@ impl DefaultVolumeManager {
                 }
             };
             let ctx = self.context(pod, volume, &dir);
-            match plugin.set_up(&ctx).await {
-                Ok(()) => {
-                    if !is_mounted {
-                        debug!(pod = %format_pod(pod), volume = %volume.name, plugin = plugin.name(), "volume set up");
-                    }
-                    let entry = MountedVolume {
-                        plugin: plugin.name().to_owned(),
-                        path: plugin.path(&ctx),
-                        attributes: plugin.attributes(volume),
-                        size_limit: plugin.size_limit(&ctx),
-                    };
-                    if let Ok(mut m) = self.mounted.lock() {
-                        m.entry(id.clone())
-                            .or_default()
-                            .insert(volume.name.clone(), entry);
-                    }
+            let outcome = plugin.set_up(&ctx).await;
+            if let Err(e) = &outcome {
+                self.recorder.record(
+                    &EventObject::pod(pod),
+                    EventType::Warning,
+                    "FailedMount",
+                    &format!(
+                        "MountVolume.SetUp failed for volume {:?} : {e}",
+                        volume.name
+                    ),
+                );
+                self.back_off(key, e.to_string());
+                // A refresh that fails leaves the volume as it was: still mounted. After a
+                // restart, content a previous set-up wrote counts as mounted too.
+                let adopted = plugin.requires_remount(volume) && dir.join("..data").exists();
+                if !is_mounted && !adopted {
+                    failed.push((volume.name.clone(), e.to_string()));
+                    continue;
                 }
-                Err(e) => {
-                    self.recorder.record(
-                        &EventObject::pod(pod),
-                        EventType::Warning,
-                        "FailedMount",
-                        &format!(
-                            "MountVolume.SetUp failed for volume {:?} : {e}",
-                            volume.name
-                        ),
-                    );
-                    // A refresh that fails leaves the volume as it was: still mounted.
-                    if !is_mounted {
-                        failed.push((volume.name.clone(), e.to_string()));
-                    }
+                if is_mounted {
+                    continue;
                 }
+            } else {
+                self.clear_back_off(&key);
+                if !is_mounted {
+                    debug!(pod = %format_pod(pod), volume = %volume.name, plugin = plugin.name(), "volume set up");
+                }
+            }
+            let entry = MountedVolume {
+                plugin: plugin.name().to_owned(),
+                path: plugin.path(&ctx),
+                attributes: plugin.attributes(volume),
+                size_limit: plugin.size_limit(&ctx),
+            };
+            if let Ok(mut m) = self.mounted.lock() {
+                m.entry(id.clone())
+                    .or_default()
+                    .insert(volume.name.clone(), entry);
             }
         }
         failed
+    }
+
+    /// The last error of a volume whose next set-up attempt is not due yet.
+    fn backing_off(&self, key: &(String, String)) -> Option<String> {
+        let retries = self.retries.lock().ok()?;
+        retries
+            .get(key)
+            .filter(|r| r.next > tokio::time::Instant::now())
+            .map(|r| r.last_error.clone())
+    }
+
+    /// Records a failed attempt: the next one waits twice as long as the last (upstream's
+    /// exponential back-off, 500ms to 2m2s), across syncs.
+    fn back_off(&self, key: (String, String), error: String) {
+        if let Ok(mut retries) = self.retries.lock() {
+            let delay = retries
+                .get(&key)
+                .map_or(INITIAL_RETRY, |r| (r.delay * 2).min(MAX_RETRY));
+            retries.insert(
+                key,
+                Retry {
+                    next: tokio::time::Instant::now() + delay,
+                    delay,
+                    last_error: error,
+                },
+            );
+        }
+    }
+
+    fn clear_back_off(&self, key: &(String, String)) {
+        if let Ok(mut retries) = self.retries.lock() {
+            retries.remove(key);
+        }
+    }
+
+    /// When the earliest of the pod's backed-off volumes may be tried again.
+    fn next_retry(&self, id: &str) -> Option<tokio::time::Instant> {
+        let retries = self.retries.lock().ok()?;
+        retries
+            .iter()
+            .filter(|((uid, _), _)| uid == id)
+            .map(|(_, r)| r.next)
+            .min()
     }
 
     /// Tears down every volume of the pod `id` that is set up or on disk; `pod` gives the
@@ -371,6 +468,9 @@ impl DefaultVolumeManager {
                 )),
             }
         }
+        if let Ok(mut retries) = self.retries.lock() {
+            retries.retain(|(uid, _), _| uid != id);
+        }
         if errors.is_empty() {
             if let Ok(mut m) = self.mounted.lock() {
                 m.remove(id);
@@ -409,8 +509,7 @@ impl DefaultVolumeManager {
             let subpath = match (vm.sub_path.as_deref(), vm.sub_path_expr.as_deref()) {
                 (Some(p), _) if !p.is_empty() => Some(p.to_owned()),
                 (_, Some(expr)) if !expr.is_empty() => {
-                    let expanded = subpath::expand_subpath_expr(expr, context.env);
-                    Some(expanded)
+                    Some(subpath::expand_subpath_expr(expr, context.env)?)
                 }
                 _ => None,
             };
@@ -454,7 +553,7 @@ impl DefaultVolumeManager {
             // `IfPossible` falls back to a plain read-only mount, `Enabled` is refused.
             if vm.recursive_read_only.as_deref() == Some("Enabled") {
                 return Err(format!(
-                    "failed to resolve recursive read-only mode: volumeMount {:?} requested recursive read-only mode, but it is not supported by the runtime",
+                    "failed to resolve recursive read-only mode: volume {:?} requested recursive read-only mode, but it is not supported by the runtime",
                     vm.name
                 ));
             }
@@ -529,19 +628,19 @@ impl DefaultVolumeManager {
 #[async_trait]
 impl VolumeManager for DefaultVolumeManager {
     async fn wait_for_attach_and_mount(&self, pod: &Pod) -> Result<(), VolumeError> {
-        self.make_pod_dirs(uid(pod))
-            .map_err(|e| VolumeError::NotMounted {
-                unmounted: pod_volumes(pod).iter().map(|v| v.name.clone()).collect(),
-                unattached: Vec::new(),
-                reason: e,
-            })?;
-        if pod_volumes(pod).is_empty() {
-            return Ok(());
-        }
         let lock = self.pod_lock(uid(pod));
         let _guard = lock.lock().await;
-        let deadline = tokio::time::Instant::now() + self.config.mount_timeout;
-        let mut retry = INITIAL_RETRY;
+        if let Ok(mut desired) = self.desired.lock() {
+            desired.insert(uid(pod).to_owned());
+        }
+        self.make_pod_dirs(uid(pod)).map_err(VolumeError::PodDirs)?;
+        if used_volumes(pod).is_empty() {
+            return Ok(());
+        }
+        let start = tokio::time::Instant::now();
+        let deadline = start
+            .checked_add(self.config.mount_timeout)
+            .unwrap_or(start + MAX_RETRY);
         loop {
             let failed = self.mount_pass(pod).await;
             if failed.is_empty() {
@@ -552,13 +651,16 @@ impl VolumeManager for DefaultVolumeManager {
                 let mut names: Vec<String> = failed.into_iter().map(|(n, _)| n).collect();
                 names.sort();
                 return Err(VolumeError::NotMounted {
-                    unattached: names.clone(),
                     unmounted: names,
-                    reason: "timed out waiting for the condition".into(),
+                    unattached: Vec::new(),
+                    reason: "context deadline exceeded".into(),
                 });
             }
-            tokio::time::sleep(retry.min(deadline - now)).await;
-            retry = (retry * 2).min(MAX_RETRY);
+            let wake = self
+                .next_retry(uid(pod))
+                .unwrap_or(now + INITIAL_RETRY)
+                .clamp(now + Duration::from_millis(10), deadline);
+            tokio::time::sleep_until(wake).await;
         }
     }
 
@@ -568,7 +670,11 @@ impl VolumeManager for DefaultVolumeManager {
         let _guard = lock.lock().await;
         self.tear_down_pod(&id, Some(pod))
             .await
-            .map_err(VolumeError::TearDown)
+            .map_err(VolumeError::TearDown)?;
+        if let Ok(mut desired) = self.desired.lock() {
+            desired.remove(&id);
+        }
+        Ok(())
     }
 
     fn container_options(
@@ -611,6 +717,9 @@ impl VolumeManager for DefaultVolumeManager {
             let Ok(_guard) = lock.try_lock() else {
                 continue;
             };
+            if self.desired.lock().map(|d| d.contains(&id)).unwrap_or(true) {
+                continue;
+            }
             if let Err(e) = self.tear_down_pod(&id, None).await {
                 warn!(uid = %id, error = %e, "orphaned pod found, but its volumes could not be torn down");
                 continue;
@@ -619,12 +728,14 @@ impl VolumeManager for DefaultVolumeManager {
                 continue;
             };
             match mount::mounts_under(&dir) {
-                Ok(left) if left.is_empty() => match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => info!(uid = %id, "removed the directory of an orphaned pod"),
-                    Err(e) => {
-                        warn!(uid = %id, error = %e, "cannot remove an orphaned pod's directory")
+                Ok(left) if left.is_empty() => {
+                    match crate::plugins::remove_all_one_filesystem(&dir) {
+                        Ok(()) => info!(uid = %id, "removed the directory of an orphaned pod"),
+                        Err(e) => {
+                            warn!(uid = %id, error = %e, "cannot remove an orphaned pod's directory")
+                        }
                     }
-                },
+                }
                 Ok(left) => warn!(
                     uid = %id,
                     mounts = ?left,
@@ -765,7 +876,7 @@ mod tests {
                 empty_dir("disk", None, Some("10Mi")),
                 empty_dir("mem", Some("Memory"), Some("4Mi")),
             ],
-            vec![],
+            vec![mount("disk", "/disk"), mount("mem", "/mem")],
         );
         m.wait_for_attach_and_mount(&p).await.expect("mounted");
         let disk = m
@@ -796,12 +907,12 @@ mod tests {
                 empty_dir("d", None, None),
                 empty_dir("t", Some("Memory"), None),
             ],
-            vec![],
+            vec![mount("d", "/d"), mount("t", "/t")],
         );
         m.wait_for_attach_and_mount(&orphan).await.expect("mounted");
         let restarted = manager(dir.path());
         // An orphan with a mount no plugin of ours made.
-        let foreign = dir.path().join("pods/foreign/volumes/example.com~csi/v");
+        let foreign = dir.path().join("pods/foreign/containers/c/mounted");
         std::fs::create_dir_all(&foreign).expect("foreign dir");
         mount::mount_tmpfs(&foreign, Some(1 << 20), 0o755).expect("foreign mount");
         // A pod that is still wanted.
@@ -877,6 +988,14 @@ mod tests {
             .expect("options");
         assert!(none.mounts.iter().all(|m| m.container_path != "/etc/hosts"));
 
+        let mut own_hosts = container.clone();
+        own_hosts.volume_mounts = Some(vec![mount("data", "/etc/hosts")]);
+        let own = m
+            .container_options(&p, &own_hosts, &context(&env, &ips))
+            .expect("options");
+        assert_eq!(own.mounts.len(), 1, "the container's own /etc/hosts only");
+        assert!(own.mounts[0].host_path.ends_with("data"));
+
         // A mount of a volume the pod does not have names both.
         let mut bad = container.clone();
         bad.volume_mounts = Some(vec![mount("nope", "/x")]);
@@ -912,12 +1031,12 @@ mod tests {
                 }),
                 ..Default::default()
             }],
-            vec![],
+            vec![mount("cfg", "/cfg")],
         );
         let err = m.wait_for_attach_and_mount(&p).await.unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unmounted volumes=[cfg], unattached volumes=[cfg]: timed out waiting for the condition"
+            "unmounted volumes=[cfg], unattached volumes=[], failed to process volumes=[]: context deadline exceeded"
         );
         let events = recorder.events();
         assert!(events.len() >= 2, "one event per attempt: {events:?}");

@@ -208,7 +208,7 @@ fn file(data: &[u8], mode: u32) -> FileProjection {
 }
 
 /// An API mode as permission bits; negative or above `0o7777` is an error.
-fn file_mode(mode: i32) -> Result<u32, String> {
+pub(crate) fn file_mode(mode: i32) -> Result<u32, String> {
     u32::try_from(mode)
         .ok()
         .filter(|mode| *mode <= 0o7777)

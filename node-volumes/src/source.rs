@@ -12,11 +12,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccountTokenProj
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// The object does not exist (upstream's API message, e.g. `configmaps "cfg" not found`);
+    /// The object does not exist (the kubelet's message, e.g. `configmap "cfg" not found`);
     /// an optional volume or projection then mounts without it.
     #[error("{resource} {name:?} not found")]
     NotFound {
-        /// The resource, plural (`configmaps`, `secrets`).
+        /// The resource, singular as the kubelet's object managers name it (`configmap`,
+        /// `secret`).
         resource: &'static str,
         /// The object's name.
         name: String,

@@ -28,100 +28,156 @@ pub fn validate_subpath(subpath: &str) -> Result<(), String> {
 }
 
 /// Expands `$(VAR)` in a `subPathExpr` from the container's environment (upstream
-/// `expansion.Expand`: `$$` is a literal `$`, unknown variables stay as written).
-pub fn expand_subpath_expr(expr: &str, env: &std::collections::BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(expr.len());
-    let mut rest = expr;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('(')
-            && let Some(end) = body.find(')')
-        {
-            let name = &body[..end];
-            match env.get(name) {
-                Some(v) => out.push_str(v),
-                None => {
-                    out.push_str("$(");
-                    out.push_str(name);
-                    out.push(')');
-                }
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = after;
+/// `ExpandContainerVolumeMounts`): a variable that is missing or empty is an error naming it.
+pub fn expand_subpath_expr(
+    expr: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<String, String> {
+    let missing = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let expanded = node_core::expansion::expand(expr, |name| match env.get(name) {
+        Some(v) if !v.is_empty() => Some(v.clone()),
+        _ => {
+            missing.borrow_mut().insert(name.to_owned());
+            Some(String::new())
         }
+    });
+    let missing = missing.into_inner();
+    if missing.is_empty() {
+        Ok(expanded)
+    } else {
+        Err(format!(
+            "missing value for {}",
+            missing.into_iter().collect::<Vec<_>>().join(", ")
+        ))
     }
-    out.push_str(rest);
-    out
 }
 
-/// Creates the missing directories of `subpath` inside `volume`, refusing to go through a
-/// symlink that leads out of it.
-fn make_dirs_within(volume: &Path, subpath: &Path) -> Result<(), String> {
-    let mut current = volume.to_path_buf();
-    for component in subpath.components() {
-        let Component::Normal(name) = component else {
-            continue;
-        };
-        current.push(name);
-        match std::fs::symlink_metadata(&current) {
-            Ok(_) => {
-                let resolved = current
-                    .canonicalize()
-                    .map_err(|e| format!("cannot resolve {}: {e}", current.display()))?;
-                if !resolved.starts_with(volume) {
-                    return Err(format!(
-                        "subpath {:?} not within volume path {:?}",
-                        resolved.display().to_string(),
-                        volume.display().to_string()
-                    ));
-                }
-                current = resolved;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&current)
-                    .map_err(|e| format!("cannot create {}: {e}", current.display()))?;
-            }
-            Err(e) => return Err(format!("cannot inspect {}: {e}", current.display())),
-        }
-    }
-    Ok(())
+/// What an opened path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    Other,
 }
 
-/// Opens `target`, a path below `base` (both resolved), one component at a time without
-/// following symlinks.
+/// Opens `target`, a resolved path below the resolved `base`, one component at a time from
+/// `base` without following symlinks, and checks what each opened descriptor is: a symlink
+/// (swapped in after the path was resolved) is refused, every component but the last must be
+/// a directory (upstream `doSafeOpen`).
 #[cfg(target_os = "linux")]
-fn open_within(base: &Path, target: &Path) -> Result<OwnedFd, String> {
+fn open_within(base: &Path, target: &Path) -> Result<(OwnedFd, Kind), String> {
     use nix::fcntl::{OFlag, open, openat};
-    use nix::sys::stat::Mode;
+    use nix::sys::stat::{Mode, SFlag, fstat};
 
     let relative = target
         .strip_prefix(base)
         .map_err(|_| format!("{} is not below {}", target.display(), base.display()))?;
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let kind_of = |fd: &OwnedFd, path: &Path| -> Result<Kind, String> {
+        let stat = fstat(fd.as_fd()).map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        let format = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        if format == SFlag::S_IFLNK {
+            return Err(format!("unexpected symlink found {}", path.display()));
+        }
+        Ok(if format == SFlag::S_IFDIR {
+            Kind::Dir
+        } else {
+            Kind::Other
+        })
+    };
     let mut fd = open(base, flags | OFlag::O_DIRECTORY, Mode::empty())
         .map_err(|e| format!("cannot open {}: {e}", base.display()))?;
+    let mut kind = kind_of(&fd, base)?;
+    let mut current = base.to_path_buf();
     for component in relative.components() {
         let Component::Normal(name) = component else {
             return Err(format!("unexpected component in {}", relative.display()));
         };
-        fd = openat(fd.as_fd(), name, flags, Mode::empty()).map_err(|e| {
-            format!(
-                "cannot open {} safely (a symlink in the way?): {e}",
-                base.join(relative).display()
-            )
-        })?;
+        if kind != Kind::Dir {
+            return Err(format!("{} is not a directory", current.display()));
+        }
+        current.push(name);
+        fd = openat(fd.as_fd(), name, flags, Mode::empty())
+            .map_err(|e| format!("cannot open {}: {e}", current.display()))?;
+        kind = kind_of(&fd, &current)?;
     }
-    Ok(fd)
+    Ok((fd, kind))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_within(_base: &Path, _target: &Path) -> Result<OwnedFd, String> {
+fn open_within(_base: &Path, _target: &Path) -> Result<(OwnedFd, Kind), String> {
+    Err("subPath mounts are supported on Linux only".into())
+}
+
+/// Creates the missing directories of `subpath` inside the resolved `base` (upstream
+/// `SafeMakeDir`): the existing part is resolved and must stay inside the volume, then opened
+/// safely; each missing directory is made with `mkdirat` on the parent's descriptor and given
+/// the volume root's mode with `fchmod`, whatever the umask.
+#[cfg(target_os = "linux")]
+fn make_dirs_within(base: &Path, subpath: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, fchmod, mkdirat};
+
+    let names: Vec<&std::ffi::OsStr> = subpath
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    let existing = names
+        .iter()
+        .take_while({
+            let mut probe = base.to_path_buf();
+            move |name| {
+                probe.push(name);
+                std::fs::symlink_metadata(&probe).is_ok()
+            }
+        })
+        .count();
+    let prefix: PathBuf = names[..existing].iter().collect();
+    let resolved = base
+        .join(&prefix)
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {}: {e}", base.join(&prefix).display()))?;
+    if !resolved.starts_with(base) {
+        return Err(format!(
+            "subpath {:?} not within volume path {:?}",
+            resolved.display().to_string(),
+            base.display().to_string()
+        ));
+    }
+    let perm = std::fs::metadata(base)
+        .map_err(|e| format!("cannot stat {}: {e}", base.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    let mode = Mode::from_bits_truncate(perm);
+    let (mut fd, kind) = open_within(base, &resolved)?;
+    if kind != Kind::Dir {
+        return Err(format!("{} is not a directory", resolved.display()));
+    }
+    let mut current = resolved;
+    for name in &names[existing..] {
+        current.push(name);
+        mkdirat(fd.as_fd(), *name, mode)
+            .map_err(|e| format!("cannot create {}: {e}", current.display()))?;
+        fd = openat(
+            fd.as_fd(),
+            *name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("cannot open {}: {e}", current.display()))?;
+        fchmod(fd.as_fd(), mode)
+            .map_err(|e| format!("cannot set the mode of {}: {e}", current.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_dirs_within(_base: &Path, _subpath: &Path) -> Result<(), String> {
     Err("subPath mounts are supported on Linux only".into())
 }
 
@@ -180,8 +236,8 @@ fn bind_subpath(base: &Path, relative: &Path, target: &Path) -> Result<PathBuf, 
     if mount::is_mount_point(target).unwrap_or(false) {
         return Ok(target.to_path_buf());
     }
-    let fd = open_within(&base, &resolved)?;
-    let is_dir = resolved.is_dir();
+    let (fd, kind) = open_within(&base, &resolved)?;
+    let is_dir = kind == Kind::Dir;
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -222,7 +278,8 @@ pub fn clean_subpaths(dir: &Path) -> Result<(), String> {
     {
         return Err(format!("{} is still mounted", m.display()));
     }
-    std::fs::remove_dir_all(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+    crate::plugins::remove_all_one_filesystem(dir)
+        .map_err(|e| format!("cannot remove {}: {e}", dir.display()))
 }
 
 #[cfg(test)]
@@ -320,10 +377,65 @@ mod tests {
     }
 
     #[test]
+    fn open_within_refuses_symlinks_swapped_in_after_resolution() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().canonicalize().expect("base");
+        std::fs::create_dir_all(base.join("d")).expect("d");
+        std::fs::write(base.join("d/file"), "x").expect("file");
+        // As if another container replaced resolved components with symlinks.
+        std::os::unix::fs::symlink("/etc", base.join("link")).expect("link");
+        std::os::unix::fs::symlink("d", base.join("dlink")).expect("dlink");
+        for path in ["link", "dlink/file"] {
+            let err = open_within(&base, &base.join(path)).unwrap_err();
+            assert!(err.contains("unexpected symlink found"), "{path}: {err}");
+        }
+        assert_eq!(
+            open_within(&base, &base.join("d")).expect("dir").1,
+            Kind::Dir
+        );
+        assert_eq!(
+            open_within(&base, &base.join("d/file")).expect("file").1,
+            Kind::Other
+        );
+        let err = open_within(&base, &base.join("d/file/deeper")).unwrap_err();
+        assert!(err.contains("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn created_subpath_directories_take_the_volume_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().canonicalize().expect("base");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        make_dirs_within(&base, Path::new("web-0/logs")).expect("made");
+        for sub in ["web-0", "web-0/logs"] {
+            let mode = std::fs::metadata(base.join(sub))
+                .expect(sub)
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o777,
+                "{sub} has the volume's mode, not the umask's"
+            );
+        }
+    }
+
+    #[test]
     fn subpath_expressions_expand_from_the_environment() {
-        let env = [("POD".to_string(), "web-0".to_string())].into();
-        assert_eq!(expand_subpath_expr("logs/$(POD)", &env), "logs/web-0");
-        assert_eq!(expand_subpath_expr("$(MISSING)/x", &env), "$(MISSING)/x");
-        assert_eq!(expand_subpath_expr("a$$(POD)", &env), "a$(POD)");
+        let env = [
+            ("POD".to_string(), "web-0".to_string()),
+            ("EMPTY".to_string(), String::new()),
+        ]
+        .into();
+        assert_eq!(
+            expand_subpath_expr("logs/$(POD)", &env).unwrap(),
+            "logs/web-0"
+        );
+        assert_eq!(expand_subpath_expr("a$$(POD)", &env).unwrap(), "a$(POD)");
+        assert_eq!(
+            expand_subpath_expr("$(MISSING)/$(EMPTY)/$(POD)", &env).unwrap_err(),
+            "missing value for EMPTY, MISSING"
+        );
     }
 }

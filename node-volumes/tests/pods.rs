@@ -79,7 +79,7 @@ impl ObjectSource for TestSource {
             .get(name)
             .cloned()
             .ok_or(SourceError::NotFound {
-                resource: "configmaps",
+                resource: "configmap",
                 name: name.into(),
             })
     }
@@ -91,7 +91,7 @@ impl ObjectSource for TestSource {
             .get(name)
             .cloned()
             .ok_or(SourceError::NotFound {
-                resource: "secrets",
+                resource: "secret",
                 name: name.into(),
             })
     }
@@ -495,14 +495,6 @@ async fn host_path_types_are_checked_and_subpath_escapes_refused() {
             .find(|e| e.reason == "FailedMount" && e.message == expected)
     })
     .await;
-    eventually(WAIT, "the timeout's FailedMount", || async {
-        node.recorder.events().into_iter().find(|e| {
-            e.reason == "FailedMount"
-                && e.message
-                    == "Unable to attach or mount volumes: unmounted volumes=[gone], unattached volumes=[gone]: timed out waiting for the condition"
-        })
-    })
-    .await;
     let waiting = node
         .container("missing", "main")
         .and_then(|c| c.state)
@@ -598,14 +590,14 @@ async fn config_map_updates_are_atomic_and_optional_sources_may_be_missing() {
         "required",
         &busybox_pod(
             "required",
-            "  volumes:\n  - name: cfg\n    configMap: {name: absent}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+            "  volumes:\n  - name: cfg\n    configMap: {name: absent}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    volumeMounts: [{name: cfg, mountPath: /cfg}]\n",
         ),
     );
     eventually(WAIT, "FailedMount for the absent configMap", || async {
         node.recorder.events().into_iter().find(|e| {
             e.reason == "FailedMount"
                 && e.message
-                    == "MountVolume.SetUp failed for volume \"cfg\" : configmaps \"absent\" not found"
+                    == "MountVolume.SetUp failed for volume \"cfg\" : configmap \"absent\" not found"
         })
     })
     .await;

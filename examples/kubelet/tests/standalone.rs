@@ -899,7 +899,7 @@ async fn volumes_are_mounted_reported_and_cleaned_up_by_the_binary() {
     // A standalone node has no configMaps: a required one fails to mount, naming it.
     node.write(
         "cfg.yaml",
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cfg\nspec:\n  volumes:\n  - name: settings\n    configMap: {name: app-settings}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cfg\nspec:\n  volumes:\n  - name: settings\n    configMap: {name: app-settings}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    volumeMounts: [{name: settings, mountPath: /settings}]\n",
     );
     let pod = node
         .wait_pod("vol", "Failed", |p| phase(p) == "Failed")
@@ -915,13 +915,26 @@ async fn volumes_are_mounted_reported_and_cleaned_up_by_the_binary() {
         Some("prepared\n"),
         "the init container's file, read back"
     );
+    // The upstream pod directory layout; the emptyDir is torn down once the pod terminated.
     let pod_dir = node.dir.join("root/pods").join(uid(&pod));
-    assert!(
-        pod_dir
-            .join("volumes/kubernetes.io~empty-dir/work/state")
-            .exists(),
-        "the upstream pod directory layout"
-    );
+    for sub in [
+        "etc-hosts",
+        "plugins",
+        "containers/main",
+        "containers/prepare",
+    ] {
+        assert!(pod_dir.join(sub).exists(), "{sub} in {}", pod_dir.display());
+    }
+    let work = pod_dir.join("volumes/kubernetes.io~empty-dir/work");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while work.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} not torn down",
+            work.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let cfg = node
         .wait_pod("cfg", "waiting", |p| {
             p.status

@@ -323,6 +323,20 @@ impl CriRuntime {
                 .collect();
         let (hostname, domain) = sandbox::pod_hostname_and_domain(pod, &self.node.cluster_domain)
             .unwrap_or_else(|_| (sandbox_config.hostname.clone(), String::new()));
+        // A host-network pod's IPs are the node's (the runtime reports none for its sandbox).
+        let host_ips: Vec<String>;
+        let pod_ips = if pod_ips.is_empty()
+            && pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false)
+        {
+            host_ips = self.node.node_ips.iter().map(ToString::to_string).collect();
+            &host_ips
+        } else {
+            pod_ips
+        };
         let options = volumes
             .container_options(
                 pod,
@@ -336,16 +350,18 @@ impl CriRuntime {
             )
             .map_err(|e| e.to_string())?;
         let mut out: Vec<cri::Mount> = options.mounts.iter().map(mounts::cri_mount).collect();
-        if let Some(dir) = &options.pod_container_dir
-            && let Some(m) = mounts::termination_message_mount(dir, container).map_err(|e| {
-                format!(
-                    "cannot create the termination-message file of container {:?} in {}: {e}",
-                    container.name,
-                    dir.display()
-                )
-            })?
-        {
-            out.push(m);
+        if let Some(dir) = &options.pod_container_dir {
+            // As upstream, the container starts without it when the file cannot be made.
+            match mounts::termination_message_mount(dir, container) {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => {}
+                Err(e) => warn!(
+                    container = %container.name,
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot create the termination-message file"
+                ),
+            }
         }
         Ok(out)
     }

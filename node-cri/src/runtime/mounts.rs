@@ -50,7 +50,13 @@ pub(crate) fn termination_message_mount(
     if path.is_empty() {
         return Ok(None);
     }
-    std::fs::create_dir_all(dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
+    }
     // The pod directory and container name are unique; a random id tells instances apart.
     let file = dir.join(format!("{:08x}", rand_u32()));
     std::fs::File::create(&file)?;

@@ -12,7 +12,9 @@ use node_core::downward::{NodeAllocatable, container_by_name, container_resource
 
 use super::{ensure_tmpfs, make_dir, memory_volume_size, remove_volume_dir};
 use crate::atomic_writer::{AtomicWriter, FileProjection};
-use crate::payload::{ProjectedSources, config_map_payload, projected_payload, secret_payload};
+use crate::payload::{
+    ProjectedSources, config_map_payload, file_mode, projected_payload, secret_payload,
+};
 use crate::plugin::{Attributes, NodeFacts, PluginError, VolumeContext, VolumePlugin};
 use crate::source::SourceError;
 
@@ -168,12 +170,12 @@ pub(crate) fn downward_payload(
                 item.path
             ));
         };
-        let mode = item.mode.unwrap_or(default_mode);
+        let mode = file_mode(item.mode.unwrap_or(default_mode))?;
         payload.insert(
             item.path.clone(),
             FileProjection {
                 data: data.into_bytes(),
-                mode: u32::try_from(mode).unwrap_or(DEFAULT_MODE as u32),
+                mode,
             },
         );
     }

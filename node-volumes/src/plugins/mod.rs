@@ -12,6 +12,8 @@ use crate::plugin::{NodeFacts, PluginError, VolumePlugin};
 mod api_data;
 mod empty_dir;
 mod host_path;
+#[cfg(test)]
+mod tests;
 
 pub use api_data::{ConfigMapPlugin, DownwardApiPlugin, ProjectedPlugin, SecretPlugin};
 pub use empty_dir::EmptyDirPlugin;
@@ -37,31 +39,46 @@ pub(crate) fn quantity_bytes(q: &ApiQuantity) -> Option<u64> {
         .and_then(|v| u64::try_from(v).ok())
 }
 
+/// A container's memory limit in bytes.
+fn memory_limit(c: &k8s_openapi::api::core::v1::Container) -> Option<u64> {
+    c.resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .and_then(quantity_bytes)
+}
+
+/// The pod's memory limit as upstream's `ResourceConfigForPod` reckons it: the larger of the
+/// app containers plus the sidecars, and each init container plus the sidecars started before
+/// it. `None` when some container has no memory limit.
+pub(crate) fn pod_memory_limit(pod: &Pod) -> Option<u64> {
+    let spec = pod.spec.as_ref()?;
+    let mut sidecars: u64 = 0;
+    let mut init_peak: u64 = 0;
+    for c in spec.init_containers.iter().flatten() {
+        let limit = memory_limit(c)?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars = sidecars.saturating_add(limit);
+        } else {
+            init_peak = init_peak.max(limit.saturating_add(sidecars));
+        }
+    }
+    let mut apps: u64 = 0;
+    for c in &spec.containers {
+        apps = apps.saturating_add(memory_limit(c)?);
+    }
+    Some(apps.saturating_add(sidecars).max(init_peak))
+}
+
 /// The size of a memory-backed volume (upstream `calculateEmptyDirMemorySize`): the node's
-/// allocatable memory, or the pod's memory limit when every container has one (whichever is
-/// smaller), or the volume's sizeLimit when it is set and smaller still.
+/// allocatable memory, or the pod's memory limit when it has one and it is smaller, or the
+/// volume's sizeLimit when it is set and smaller still.
 pub(crate) fn memory_volume_size(pod: &Pod, size_limit: Option<u64>, node: &NodeFacts) -> u64 {
     let mut size = node.allocatable_memory_bytes;
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
-    let limits: Option<Vec<u64>> = containers
-        .iter()
-        .map(|c| {
-            c.resources
-                .as_ref()
-                .and_then(|r| r.limits.as_ref())
-                .and_then(|l| l.get("memory"))
-                .and_then(quantity_bytes)
-        })
-        .collect();
-    if let Some(limits) = limits.filter(|l| !l.is_empty()) {
-        let pod_limit: u64 = limits.iter().sum();
-        if pod_limit > 0 && (size == 0 || pod_limit < size) {
-            size = pod_limit;
-        }
+    if let Some(pod_limit) = pod_memory_limit(pod).filter(|l| *l > 0)
+        && (size == 0 || pod_limit < size)
+    {
+        size = pod_limit;
     }
     match size_limit.filter(|l| *l > 0) {
         Some(limit) if size == 0 || limit < size => limit,
@@ -109,5 +126,37 @@ pub(crate) fn remove_volume_dir(dir: &Path) -> Result<(), PluginError> {
             dir.display()
         )));
     }
-    std::fs::remove_dir_all(dir).map_err(|e| PluginError::io("cannot remove", dir, &e))
+    remove_all_one_filesystem(dir).map_err(|e| PluginError::io("cannot remove", dir, &e))
+}
+
+/// Removes `path` and what is below it without leaving its filesystem: an entry on another
+/// device (a mount that appeared after the mount table was read) stops the removal with an
+/// error instead of deleting someone else's data. Symlinks are removed, never followed.
+pub(crate) fn remove_all_one_filesystem(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_below(path, device)
+}
+
+fn remove_below(path: &Path, device: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.dev() != device {
+        return Err(std::io::Error::other(format!(
+            "{} is on another filesystem; not removed",
+            path.display()
+        )));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            remove_below(&entry?.path(), device)?;
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
 }
