@@ -252,6 +252,16 @@ async fn run(flags: Flags) -> Result<()> {
         );
     }
 
+    // The root directory first, as upstream's setupDataDirs: a shared mount (for volume mount
+    // propagation) before a managed containerd mounts anything below it.
+    std::fs::create_dir_all(&flags.root_dir)
+        .with_context(|| format!("creating the root directory {}", flags.root_dir.display()))?;
+    node_volumes::mount::make_rshared(&flags.root_dir).with_context(|| {
+        format!(
+            "making the root directory {} a shared mount",
+            flags.root_dir.display()
+        )
+    })?;
     let runtime = start_runtime(&flags, &config, endpoint_given).await?;
     let client = runtime.client();
     let version = client.version().await?;
