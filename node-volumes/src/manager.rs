@@ -1008,6 +1008,190 @@ mod tests {
         );
     }
 
+    /// A plugin a custom agent brings: CSI volumes of one driver, set up as a marker file.
+    struct MarkerPlugin;
+
+    #[async_trait]
+    impl VolumePlugin for MarkerPlugin {
+        fn name(&self) -> &str {
+            "example.com/marker"
+        }
+
+        fn can_support(&self, volume: &Volume) -> bool {
+            volume
+                .csi
+                .as_ref()
+                .is_some_and(|c| c.driver == "marker.example.com")
+        }
+
+        async fn set_up(&self, ctx: &VolumeContext<'_>) -> Result<(), crate::plugin::PluginError> {
+            std::fs::create_dir_all(ctx.dir)
+                .map_err(|e| crate::plugin::PluginError::io("cannot create", ctx.dir, &e))?;
+            std::fs::write(ctx.dir.join("marker"), &ctx.volume.name)
+                .map_err(|e| crate::plugin::PluginError::io("cannot write", ctx.dir, &e))
+        }
+
+        async fn tear_down(
+            &self,
+            ctx: &VolumeContext<'_>,
+        ) -> Result<(), crate::plugin::PluginError> {
+            std::fs::remove_dir_all(ctx.dir)
+                .map_err(|e| crate::plugin::PluginError::io("cannot remove", ctx.dir, &e))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registered_custom_plugin_serves_its_volumes() {
+        use k8s_openapi::api::core::v1::CSIVolumeSource;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut plugins = PluginRegistry::with_defaults();
+        plugins
+            .register(Arc::new(MarkerPlugin))
+            .expect("registered");
+        assert_eq!(
+            plugins.register(Arc::new(MarkerPlugin)).unwrap_err(),
+            crate::plugin::RegistryError::Duplicate("example.com/marker".into())
+        );
+        let m = DefaultVolumeManager::new(
+            VolumeManagerConfig::new(dir.path()),
+            plugins,
+            Arc::new(Standalone),
+            Arc::new(MemoryRecorder::default()),
+        );
+        let csi = |driver: &str| Volume {
+            name: "fancy".into(),
+            csi: Some(CSIVolumeSource {
+                driver: driver.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = pod(
+            "u4",
+            vec![csi("marker.example.com")],
+            vec![mount("fancy", "/fancy")],
+        );
+        m.wait_for_attach_and_mount(&p)
+            .await
+            .expect("mounted by the custom plugin");
+        let volume = dir.path().join("pods/u4/volumes/example.com~marker/fancy");
+        assert_eq!(
+            std::fs::read_to_string(volume.join("marker")).expect("marker"),
+            "fancy"
+        );
+        let env = BTreeMap::new();
+        let options = m
+            .container_options(
+                &p,
+                &p.spec.as_ref().expect("spec").containers[0],
+                &context(&env, &[]),
+            )
+            .expect("options");
+        assert_eq!(options.mounts[0].host_path, volume);
+        m.unmount_pod_volumes(&p).await.expect("torn down");
+        assert!(!volume.exists());
+
+        // A volume no plugin supports fails to mount, with upstream's message.
+        let other = pod(
+            "u5",
+            vec![csi("unknown.example.com")],
+            vec![mount("fancy", "/f")],
+        );
+        let recorder = Arc::new(MemoryRecorder::default());
+        let m = DefaultVolumeManager::new(
+            VolumeManagerConfig {
+                mount_timeout: Duration::from_millis(100),
+                ..VolumeManagerConfig::new(dir.path())
+            },
+            PluginRegistry::with_defaults(),
+            Arc::new(Standalone),
+            recorder,
+        );
+        let err = m.wait_for_attach_and_mount(&other).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("unmounted volumes=[fancy]"),
+            "{err}"
+        );
+        assert_eq!(
+            PluginRegistry::with_defaults().find(&csi("x")).err(),
+            Some(crate::plugin::RegistryError::NoMatch("fancy".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn standalone_projected_volumes_go_without_optional_sources_only() {
+        use k8s_openapi::api::core::v1::{
+            ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, ObjectFieldSelector,
+            ProjectedVolumeSource, VolumeProjection,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _cleanup = Cleanup(dir.path().to_path_buf());
+        let recorder = Arc::new(MemoryRecorder::default());
+        let m = DefaultVolumeManager::new(
+            VolumeManagerConfig {
+                mount_timeout: Duration::from_millis(100),
+                ..VolumeManagerConfig::new(dir.path())
+            },
+            PluginRegistry::with_defaults(),
+            Arc::new(Standalone),
+            recorder.clone(),
+        );
+        let projected = |optional: bool| Volume {
+            name: "all".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![
+                    VolumeProjection {
+                        config_map: Some(ConfigMapProjection {
+                            name: "settings".into(),
+                            optional: Some(optional),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    VolumeProjection {
+                        downward_api: Some(DownwardAPIProjection {
+                            items: Some(vec![DownwardAPIVolumeFile {
+                                path: "name".into(),
+                                field_ref: Some(ObjectFieldSelector {
+                                    field_path: "metadata.name".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            }]),
+                        }),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let optional = pod("u6", vec![projected(true)], vec![mount("all", "/all")]);
+        m.wait_for_attach_and_mount(&optional)
+            .await
+            .expect("mounted");
+        let volume = dir
+            .path()
+            .join("pods/u6/volumes/kubernetes.io~projected/all");
+        assert_eq!(
+            std::fs::read_to_string(volume.join("name")).expect("name"),
+            "p"
+        );
+        assert!(!volume.join("settings").exists());
+        m.unmount_pod_volumes(&optional).await.expect("torn down");
+
+        let required = pod("u7", vec![projected(false)], vec![mount("all", "/all")]);
+        m.wait_for_attach_and_mount(&required).await.unwrap_err();
+        let event = recorder.events().pop().expect("an event");
+        assert!(
+            event
+                .message
+                .contains("cannot get configmap default/settings: the node runs standalone"),
+            "{}",
+            event.message
+        );
+    }
+
     #[tokio::test]
     async fn failed_set_up_times_out_with_upstreams_message_and_events() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -707,6 +707,32 @@ async fn termination_messages_and_the_managed_hosts_file() {
     let t = logs.state.and_then(|s| s.terminated).expect("terminated");
     assert_eq!(t.exit_code, 3);
     assert_eq!(t.message.as_deref(), Some("first line\nlast words\n"));
+    // A host-network pod gets the node's hosts file, then its aliases.
+    node.write_manifest(
+        "hostnet",
+        &busybox_pod(
+            "hostnet",
+            r#"  restartPolicy: Never
+  hostNetwork: true
+  hostAliases:
+  - ip: 10.9.9.9
+    hostnames: [alias.local]
+  containers:
+  - name: main
+    image: docker.io/library/busybox:1.35
+    command: ["sh", "-c", "head -1 /etc/hosts > /dev/termination-log; tail -1 /etc/hosts >> /dev/termination-log"]
+"#,
+        ),
+    );
+    let hostnet = node.terminated("hostnet", "main").await;
+    assert_eq!(
+        hostnet
+            .state
+            .and_then(|s| s.terminated)
+            .and_then(|t| t.message)
+            .as_deref(),
+        Some("# Kubernetes-managed hosts file (host network).\n10.9.9.9\talias.local\n")
+    );
     let custom = node.terminated("msg", "custom").await;
     assert_eq!(
         custom

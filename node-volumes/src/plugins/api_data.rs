@@ -236,11 +236,26 @@ struct Fetched<'a> {
     tokens: Vec<(ServiceAccountTokenProjection, Result<Vec<u8>, SourceError>)>,
 }
 
+/// A standalone node cannot have the object: an optional projection goes without it, a
+/// required one fails with the standalone message rather than "not found".
+fn absent_unless_required<T>(
+    got: Result<T, SourceError>,
+    optional: bool,
+) -> Result<T, SourceError> {
+    match got {
+        Err(SourceError::Standalone(_)) if optional => Err(SourceError::NotFound {
+            resource: "object",
+            name: String::new(),
+        }),
+        other => other,
+    }
+}
+
 impl ProjectedSources for Fetched<'_> {
     fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, String> {
         match self.config_maps.get(name) {
             Some(Ok(c)) => Ok(Some(c.clone())),
-            Some(Err(e)) if e.is_absent() => Ok(None),
+            Some(Err(SourceError::NotFound { .. })) => Ok(None),
             Some(Err(e)) => Err(e.to_string()),
             None => Ok(None),
         }
@@ -249,7 +264,7 @@ impl ProjectedSources for Fetched<'_> {
     fn secret(&self, name: &str) -> Result<Option<Secret>, String> {
         match self.secrets.get(name) {
             Some(Ok(s)) => Ok(Some(s.clone())),
-            Some(Err(e)) if e.is_absent() => Ok(None),
+            Some(Err(SourceError::NotFound { .. })) => Ok(None),
             Some(Err(e)) => Err(e.to_string()),
             None => Ok(None),
         }
@@ -315,10 +330,12 @@ impl VolumePlugin for ProjectedPlugin {
         for projection in source.sources.iter().flatten() {
             if let Some(c) = &projection.config_map {
                 let got = ctx.sources.config_map(ns, &c.name).await;
+                let got = absent_unless_required(got, c.optional.unwrap_or(false));
                 fetched.config_maps.insert(c.name.clone(), got);
             }
             if let Some(s) = &projection.secret {
                 let got = ctx.sources.secret(ns, &s.name).await;
+                let got = absent_unless_required(got, s.optional.unwrap_or(false));
                 fetched.secrets.insert(s.name.clone(), got);
             }
             if let Some(t) = &projection.service_account_token {
