@@ -790,19 +790,35 @@ mod tests {
     use node_core::events::MemoryRecorder;
 
     fn manager(root: &Path) -> DefaultVolumeManager {
-        DefaultVolumeManager::new(
+        manager_with(
+            root,
+            Duration::from_millis(600),
+            PluginRegistry::with_defaults(),
+        )
+        .0
+    }
+
+    /// A standalone manager with this timeout and these plugins, and its events.
+    fn manager_with(
+        root: &Path,
+        timeout: Duration,
+        plugins: PluginRegistry,
+    ) -> (DefaultVolumeManager, Arc<MemoryRecorder>) {
+        let recorder = Arc::new(MemoryRecorder::default());
+        let manager = DefaultVolumeManager::new(
             VolumeManagerConfig {
-                mount_timeout: Duration::from_millis(600),
+                mount_timeout: timeout,
                 node: NodeFacts {
                     allocatable_memory_bytes: 1 << 30,
                     allocatable_cpu_millis: 1000,
                 },
                 ..VolumeManagerConfig::new(root)
             },
-            PluginRegistry::with_defaults(),
+            plugins,
             Arc::new(Standalone),
-            Arc::new(MemoryRecorder::default()),
-        )
+            recorder.clone(),
+        );
+        (manager, recorder)
     }
 
     fn empty_dir(name: &str, medium: Option<&str>, limit: Option<&str>) -> Volume {
@@ -1052,12 +1068,7 @@ mod tests {
             plugins.register(Arc::new(MarkerPlugin)).unwrap_err(),
             crate::plugin::RegistryError::Duplicate("example.com/marker".into())
         );
-        let m = DefaultVolumeManager::new(
-            VolumeManagerConfig::new(dir.path()),
-            plugins,
-            Arc::new(Standalone),
-            Arc::new(MemoryRecorder::default()),
-        );
+        let (m, _) = manager_with(dir.path(), DEFAULT_MOUNT_TIMEOUT, plugins);
         let csi = |driver: &str| Volume {
             name: "fancy".into(),
             csi: Some(CSIVolumeSource {
@@ -1097,15 +1108,10 @@ mod tests {
             vec![csi("unknown.example.com")],
             vec![mount("fancy", "/f")],
         );
-        let recorder = Arc::new(MemoryRecorder::default());
-        let m = DefaultVolumeManager::new(
-            VolumeManagerConfig {
-                mount_timeout: Duration::from_millis(100),
-                ..VolumeManagerConfig::new(dir.path())
-            },
+        let (m, _) = manager_with(
+            dir.path(),
+            Duration::from_millis(100),
             PluginRegistry::with_defaults(),
-            Arc::new(Standalone),
-            recorder,
         );
         let err = m.wait_for_attach_and_mount(&other).await.unwrap_err();
         assert!(
@@ -1126,15 +1132,10 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let _cleanup = Cleanup(dir.path().to_path_buf());
-        let recorder = Arc::new(MemoryRecorder::default());
-        let m = DefaultVolumeManager::new(
-            VolumeManagerConfig {
-                mount_timeout: Duration::from_millis(100),
-                ..VolumeManagerConfig::new(dir.path())
-            },
+        let (m, recorder) = manager_with(
+            dir.path(),
+            Duration::from_millis(100),
             PluginRegistry::with_defaults(),
-            Arc::new(Standalone),
-            recorder.clone(),
         );
         let projected = |optional: bool| Volume {
             name: "all".into(),
@@ -1195,15 +1196,10 @@ mod tests {
     #[tokio::test]
     async fn failed_set_up_times_out_with_upstreams_message_and_events() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let recorder = Arc::new(MemoryRecorder::default());
-        let m = DefaultVolumeManager::new(
-            VolumeManagerConfig {
-                mount_timeout: Duration::from_millis(800),
-                ..VolumeManagerConfig::new(dir.path())
-            },
+        let (m, recorder) = manager_with(
+            dir.path(),
+            Duration::from_millis(800),
             PluginRegistry::with_defaults(),
-            Arc::new(Standalone),
-            recorder.clone(),
         );
         let p = pod(
             "u3",

@@ -24,7 +24,7 @@ use node_cri::runtime::CriRuntime;
 use node_cri::runtime::sandbox::NodeContext;
 use node_cri::{CriClient, ManagedContainerd};
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
-use node_volumes::mount::MountTable;
+use node_volumes::mount::{MountEntry, MountTable};
 use node_volumes::plugin::{NodeFacts, PluginRegistry};
 use node_volumes::source::{ObjectSource, SourceError};
 
@@ -307,7 +307,8 @@ impl Node {
     }
 }
 
-fn mount_id(path: &Path) -> Option<u32> {
+/// The topmost mount at `path`, if it is a mount point.
+fn mount_at(path: &Path) -> Option<MountEntry> {
     let canonical = path.canonicalize().ok()?;
     MountTable::current()
         .ok()?
@@ -315,7 +316,15 @@ fn mount_id(path: &Path) -> Option<u32> {
         .iter()
         .rev()
         .find(|e| e.mount_point == canonical)
-        .map(|e| e.id)
+        .cloned()
+}
+
+fn mount_id(path: &Path) -> Option<u32> {
+    mount_at(path).map(|e| e.id)
+}
+
+fn fs_type(path: &Path) -> Option<String> {
+    mount_at(path).map(|e| e.fs_type)
 }
 
 fn busybox_pod(name: &str, spec: &str) -> String {
@@ -743,17 +752,6 @@ async fn termination_messages_and_the_managed_hosts_file() {
         Some("custom path\n")
     );
     node.stop().await;
-}
-
-fn fs_type(path: &Path) -> Option<String> {
-    let canonical = path.canonicalize().ok()?;
-    MountTable::current()
-        .ok()?
-        .entries()
-        .iter()
-        .rev()
-        .find(|e| e.mount_point == canonical)
-        .map(|e| e.fs_type.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
