@@ -29,6 +29,9 @@ use node_core::runtime::GcPolicy;
 use node_cri::runtime::CriRuntime;
 use node_cri::runtime::sandbox::NodeContext;
 use node_cri::{CriClient, ManagedContainerd, cri};
+use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
+use node_volumes::plugin::PluginRegistry;
+use node_volumes::source::Standalone;
 
 const PODS: usize = 30;
 const NODE: &str = "bench-node";
@@ -124,19 +127,20 @@ fn startup(c: &mut Criterion) {
         .expect("ImageStatus")
         .expect("the busybox image is loaded")
         .id;
+    let floor_files = dir.join("floor-files");
     let times = floor_times.clone();
     group.bench_function("cri_floor/30", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (client, times) = (client.clone(), times.clone());
             let (floor_node, pods, image_id) = (&floor_node, &pods, &image_id);
+            let floor_files = floor_files.as_path();
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let started: Vec<StartedPod> = try_join_all(
-                        pods.iter()
-                            .map(|p| start_pod_as_kubelet(&client, floor_node, p, image_id)),
-                    )
+                    let started: Vec<StartedPod> = try_join_all(pods.iter().map(|p| {
+                        start_pod_as_kubelet(&client, floor_node, p, image_id, floor_files)
+                    }))
                     .await
                     .expect("start pods");
                     let took = t.elapsed();
@@ -154,11 +158,25 @@ fn startup(c: &mut Criterion) {
     // The kubelet, started after the floor phase (it would stop pods it does not know),
     // watching the manifest directory.
     let _runtime_context = rt.enter();
-    let runtime = Arc::new(CriRuntime::new(
-        client.clone(),
-        node_context(&dir.join("pod-logs")),
+    // The volume manager as the binary wires it (the pods have no volumes: each container
+    // gets its /etc/hosts and termination-message file).
+    let volumes = Arc::new(DefaultVolumeManager::new(
+        VolumeManagerConfig::new(dir.join("kubelet")),
+        PluginRegistry::with_defaults(),
+        Arc::new(Standalone),
         Arc::new(LogRecorder),
     ));
+    volumes
+        .set_up_root_dir()
+        .expect("the kubelet root directory");
+    let runtime = Arc::new(
+        CriRuntime::new(
+            client.clone(),
+            node_context(&dir.join("pod-logs")),
+            Arc::new(LogRecorder),
+        )
+        .with_volume_manager(volumes.clone()),
+    );
     let (sources, updates) = PodConfig::new(NODE);
     let _file = sources.file_source(&manifests, Duration::from_secs(20));
     let kubelet = Kubelet::new(
@@ -171,7 +189,8 @@ fn startup(c: &mut Criterion) {
             max_pods: 110,
             gc_policy: GcPolicy::default(),
         },
-    );
+    )
+    .with_volume_manager(volumes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let engine = rt.spawn(kubelet.run(updates, async {
         let _ = stop_rx.await;
@@ -223,6 +242,7 @@ fn startup(c: &mut Criterion) {
         let _ = engine.await;
         clear(&client).await;
         containerd.stop().await.expect("stop containerd");
+        node_cri::harness::detach_mounts_under(&dir);
     });
 }
 

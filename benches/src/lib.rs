@@ -48,13 +48,16 @@ pub async fn start_pod(
 /// Starts one pod from the very configurations the kubelet's CRI runtime generates for it
 /// (`pod_sandbox_config` and `container_config`, with the image already resolved to its id),
 /// with no kubelet logic around them: RunPodSandbox, then CreateContainer and StartContainer
-/// for each of its containers in order. This is the floor the kubelet's start-up of the same
-/// pod is compared against: the runtime does exactly the same work in both.
+/// for each of its containers in order, each with the two bind mounts the kubelet gives a
+/// container without volumes (its `/etc/hosts` and its termination-message file, plain files
+/// made under `files`). This is the floor the kubelet's start-up of the same pod is compared
+/// against: the runtime does exactly the same work in both.
 pub async fn start_pod_as_kubelet(
     client: &CriClient,
     node: &NodeContext,
     pod: &Pod,
     image_id: &str,
+    files: &Path,
 ) -> Result<StartedPod, Box<dyn std::error::Error + Send + Sync>> {
     let (config, _) = pod_sandbox_config(pod, 0, node)?;
     let _ = std::fs::create_dir_all(&config.log_directory);
@@ -64,7 +67,25 @@ pub async fn start_pod_as_kubelet(
         .as_ref()
         .map(|s| s.containers.as_slice())
         .unwrap_or_default();
+    let uid = pod.metadata.uid.as_deref().unwrap_or("pod");
     for container in containers {
+        let dir = files.join(uid).join(&container.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("etc-hosts"), "127.0.0.1\tlocalhost\n")?;
+        std::fs::write(dir.join("termination-log"), "")?;
+        let mounts = [
+            cri::Mount {
+                container_path: "/etc/hosts".into(),
+                host_path: dir.join("etc-hosts").display().to_string(),
+                selinux_relabel: true,
+                ..Default::default()
+            },
+            cri::Mount {
+                container_path: "/dev/termination-log".into(),
+                host_path: dir.join("termination-log").display().to_string(),
+                ..Default::default()
+            },
+        ];
         let inputs = ContainerInputs {
             pod,
             container,
@@ -74,7 +95,7 @@ pub async fn start_pod_as_kubelet(
             image_ref: image_id,
             image_uid: None,
             image_username: "",
-            mounts: &[],
+            mounts: &mounts,
         };
         let container_config = container_config(&inputs, node)?;
         let _ = std::fs::create_dir_all(Path::new(&config.log_directory).join(&container.name));
