@@ -92,8 +92,10 @@ fn node_context(logs: &Path) -> NodeContext {
         cgroup_driver: node_cri::CgroupDriver::Cgroupfs,
         cgroups_per_qos: true,
         cgroup_root: format!("/node-agent-test/{}", std::process::id()),
-        node_allocatable_cpu_millis: 2000,
-        node_allocatable_memory_bytes: 8 << 30,
+        allocatable: node_core::downward::NodeAllocatable {
+            cpu_millis: 2000,
+            memory_bytes: 8 << 30,
+        },
         machine_memory_capacity_bytes: 8 << 30,
     }
 }

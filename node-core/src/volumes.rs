@@ -129,9 +129,6 @@ pub trait VolumeManager: Send + Sync {
         context: &ContainerContext<'_>,
     ) -> Result<ContainerOptions, VolumeError>;
 
-    /// Whether anything of the pod is still mounted or on disk.
-    fn pod_volumes_exist(&self, uid: &str) -> bool;
-
     /// Housekeeping: removes the directories of pods not in `active` once nothing is mounted
     /// beneath them (those with mounts left are reported and kept).
     async fn cleanup_orphaned_pods(&self, active: &HashSet<String>);

@@ -29,15 +29,9 @@ use tracing::{debug, info, warn};
 use crate::client::{ClientOptions, CriClient};
 use crate::error::{CriError, Result};
 
-/// The cgroup driver the runtime uses; must match the kubelet's `cgroupDriver`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CgroupDriver {
-    /// Cgroups managed through the cgroup filesystem (the kubelet's default).
-    #[default]
-    Cgroupfs,
-    /// Cgroups managed through systemd.
-    Systemd,
-}
+/// The cgroup driver the runtime uses; must match the kubelet's `cgroupDriver` (the
+/// configuration's type).
+pub use node_config::CgroupDriver;
 
 /// The pod network of a managed containerd: a Linux bridge with host-local IPAM.
 ///
@@ -59,7 +53,7 @@ impl Default for PodNetwork {
     fn default() -> Self {
         PodNetwork {
             name: "node-agent".into(),
-            bridge: "na0".into(),
+            bridge: format!("{}0", PodNetwork::BRIDGE_PREFIX),
             subnet: Ipv4Addr::new(10, 88, 0, 0),
             prefix_len: 16,
         }
@@ -67,6 +61,10 @@ impl Default for PodNetwork {
 }
 
 impl PodNetwork {
+    /// How the bridges of managed containerds are named (`na0`, `na<hash>`): the node's
+    /// address detection skips them.
+    pub const BRIDGE_PREFIX: &'static str = "na";
+
     /// The subnet in CIDR notation.
     pub fn cidr(&self) -> String {
         format!("{}/{}", self.subnet, self.prefix_len)
@@ -82,7 +80,7 @@ impl PodNetwork {
         let third = ((h >> 8) % 256) as u8;
         PodNetwork {
             name: format!("na-{:06x}", h & 0xff_ffff),
-            bridge: format!("na{:06x}", h & 0xff_ffff),
+            bridge: format!("{}{:06x}", PodNetwork::BRIDGE_PREFIX, h & 0xff_ffff),
             subnet: Ipv4Addr::new(10, second, third, 0),
             prefix_len: 24,
         }

@@ -4,6 +4,8 @@
 //! cgroups v1 and v2, `statfs`, CRI stats), the summary API, the node status setters, node
 //! registration and the node lease.
 //!
-//! Status: the crate is a placeholder in the workspace layout; its implementation comes with
+//! Status: [`machine`] (the node's addresses, memory and cpu) is here; the rest comes with
 //! the node-status and cluster issues (see the README's status section).
 #![forbid(unsafe_code)]
+
+pub mod machine;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Pod, Volume};
 use node_core::events::{EventObject, EventRecorder, EventType};
+use node_core::pod_manager::{full_name, uid};
 use node_core::volumes::{
     ContainerContext, ContainerOptions, Mount, MountPropagation, VolumeError, VolumeManager,
 };
@@ -31,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::hosts;
 use crate::layout::PodDirs;
 use crate::mount;
-use crate::plugin::{Attributes, NodeFacts, PluginRegistry, VolumeContext, VolumePlugin};
+use crate::plugin::{Attributes, NodeAllocatable, PluginRegistry, VolumeContext, VolumePlugin};
 use crate::source::ObjectSource;
 use crate::subpath;
 
@@ -51,8 +52,8 @@ pub struct VolumeManagerConfig {
     pub root_dir: PathBuf,
     /// How long a pod's sync waits for its volumes (upstream 2m3s).
     pub mount_timeout: Duration,
-    /// Facts about the node the plugins need.
-    pub node: NodeFacts,
+    /// The node's allocatable resources.
+    pub node: NodeAllocatable,
     /// The node's hosts file, the base of host-network pods' `/etc/hosts`.
     pub node_hosts_file: PathBuf,
 }
@@ -63,7 +64,7 @@ impl VolumeManagerConfig {
         VolumeManagerConfig {
             root_dir: root_dir.into(),
             mount_timeout: DEFAULT_MOUNT_TIMEOUT,
-            node: NodeFacts::default(),
+            node: NodeAllocatable::default(),
             node_hosts_file: PathBuf::from("/etc/hosts"),
         }
     }
@@ -87,7 +88,6 @@ pub struct MountedVolume {
 struct Retry {
     next: tokio::time::Instant,
     delay: Duration,
-    last_error: String,
 }
 
 /// An emptyDir's limit and use, for eviction.
@@ -129,10 +129,6 @@ impl std::fmt::Debug for DefaultVolumeManager {
     }
 }
 
-fn uid(pod: &Pod) -> &str {
-    pod.metadata.uid.as_deref().unwrap_or_default()
-}
-
 fn pod_volumes(pod: &Pod) -> &[Volume] {
     pod.spec
         .as_ref()
@@ -146,31 +142,27 @@ fn used_volumes(pod: &Pod) -> Vec<&Volume> {
     let Some(spec) = pod.spec.as_ref() else {
         return Vec::new();
     };
-    let mut used: HashSet<&str> = HashSet::new();
     let containers = spec
         .containers
         .iter()
-        .chain(spec.init_containers.iter().flatten());
-    for c in containers {
-        used.extend(c.volume_mounts.iter().flatten().map(|m| m.name.as_str()));
-        used.extend(c.volume_devices.iter().flatten().map(|d| d.name.as_str()));
-    }
-    for c in spec.ephemeral_containers.iter().flatten() {
-        used.extend(c.volume_mounts.iter().flatten().map(|m| m.name.as_str()));
-        used.extend(c.volume_devices.iter().flatten().map(|d| d.name.as_str()));
-    }
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| (&c.volume_mounts, &c.volume_devices));
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| (&c.volume_mounts, &c.volume_devices));
+    let used: HashSet<&str> = containers
+        .chain(ephemeral)
+        .flat_map(|(mounts, devices)| {
+            let mounts = mounts.iter().flatten().map(|m| m.name.as_str());
+            mounts.chain(devices.iter().flatten().map(|d| d.name.as_str()))
+        })
+        .collect();
     pod_volumes(pod)
         .iter()
         .filter(|v| used.contains(v.name.as_str()))
         .collect()
-}
-
-fn format_pod(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or_default(),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 impl DefaultVolumeManager {
@@ -226,6 +218,15 @@ impl DefaultVolumeManager {
         Ok(())
     }
 
+    /// Whether anything of the pod is still set up or on disk.
+    pub fn pod_volumes_exist(&self, uid: &str) -> bool {
+        !self.mounted_volumes(uid).is_empty()
+            || self
+                .dirs
+                .list_volume_dirs(uid)
+                .is_ok_and(|dirs| !dirs.is_empty())
+    }
+
     /// The pod directory layout.
     pub fn dirs(&self) -> &PodDirs {
         &self.dirs
@@ -279,65 +280,57 @@ impl DefaultVolumeManager {
     }
 
     /// One pass over the pod's used volumes: sets up those not set up and refreshes those
-    /// that follow a source, each no sooner than its back-off allows. Returns the volumes that
-    /// are not set up, with why.
-    async fn mount_pass(&self, pod: &Pod) -> Vec<(String, String)> {
+    /// that follow a source, each no sooner than its back-off allows. Returns the names of the
+    /// volumes that are not set up.
+    async fn mount_pass(&self, pod: &Pod) -> Vec<String> {
         let id = uid(pod).to_owned();
         let already = self.mounted_volumes(&id);
         let mut failed = Vec::new();
         for volume in used_volumes(pod) {
-            let plugin = match self.plugins.find(volume) {
-                Ok(p) => p,
-                Err(e) => {
-                    failed.push((volume.name.clone(), e.to_string()));
-                    continue;
-                }
-            };
             let is_mounted = already.contains_key(&volume.name);
-            if is_mounted && !plugin.requires_remount(volume) {
+            let Ok(plugin) = self.plugins.find(volume) else {
+                failed.push(volume.name.clone());
                 continue;
-            }
+            };
             let key = (id.clone(), volume.name.clone());
-            if let Some(last_error) = self.backing_off(&key) {
-                if !is_mounted {
-                    failed.push((volume.name.clone(), last_error));
-                }
-                continue;
-            }
+            let skip = (is_mounted && !plugin.requires_remount(volume)) || self.backing_off(&key);
             let dir = match self.volume_dir(pod, plugin.as_ref(), &volume.name) {
-                Ok(d) => d,
-                Err(e) => {
-                    failed.push((volume.name.clone(), e));
+                Ok(dir) if !skip => dir,
+                _ => {
+                    if !is_mounted {
+                        failed.push(volume.name.clone());
+                    }
                     continue;
                 }
             };
             let ctx = self.context(pod, volume, &dir);
-            let outcome = plugin.set_up(&ctx).await;
-            if let Err(e) = &outcome {
-                self.recorder.record(
-                    &EventObject::pod(pod),
-                    EventType::Warning,
-                    "FailedMount",
-                    &format!(
-                        "MountVolume.SetUp failed for volume {:?} : {e}",
-                        volume.name
-                    ),
-                );
-                self.back_off(key, e.to_string());
-                // A refresh that fails leaves the volume as it was: still mounted. After a
-                // restart, content a previous set-up wrote counts as mounted too.
-                let adopted = plugin.requires_remount(volume) && dir.join("..data").exists();
-                if !is_mounted && !adopted {
-                    failed.push((volume.name.clone(), e.to_string()));
-                    continue;
+            match plugin.set_up(&ctx).await {
+                Ok(()) => {
+                    self.clear_back_off(&key);
+                    if !is_mounted {
+                        debug!(pod = %full_name(pod), volume = %volume.name, plugin = plugin.name(), "volume set up");
+                    }
                 }
-                if is_mounted {
-                    continue;
-                }
-            } else {
-                self.clear_back_off(&key);
-                if !is_mounted {
-                    debug!(pod = %format_pod(pod), volume = %volume.name, plugin = plugin.name(), "volume set up");
+                Err(e) => {
+                    self.recorder.record(
+                        &EventObject::pod(pod),
+                        EventType::Warning,
+                        "FailedMount",
+                        &format!(
+                            "MountVolume.SetUp failed for volume {:?} : {e}",
+                            volume.name
+                        ),
+                    );
+                    self.back_off(key);
+                    // A refresh that fails leaves the volume as it was: still mounted. After
+                    // a restart, content a previous set-up wrote counts as mounted too.
+                    if is_mounted {
+                        continue;
+                    }
+                    if !(plugin.requires_remount(volume) && dir.join("..data").exists()) {
+                        failed.push(volume.name.clone());
+                        continue;
+                    }
                 }
             }
             let entry = MountedVolume {
@@ -355,18 +348,17 @@ impl DefaultVolumeManager {
         failed
     }
 
-    /// The last error of a volume whose next set-up attempt is not due yet.
-    fn backing_off(&self, key: &(String, String)) -> Option<String> {
-        let retries = self.retries.lock().ok()?;
-        retries
-            .get(key)
-            .filter(|r| r.next > tokio::time::Instant::now())
-            .map(|r| r.last_error.clone())
+    /// Whether a volume's next set-up attempt is not due yet.
+    fn backing_off(&self, key: &(String, String)) -> bool {
+        self.retries.lock().is_ok_and(|r| {
+            r.get(key)
+                .is_some_and(|r| r.next > tokio::time::Instant::now())
+        })
     }
 
     /// Records a failed attempt: the next one waits twice as long as the last (upstream's
     /// exponential back-off, 500ms to 2m2s), across syncs.
-    fn back_off(&self, key: (String, String), error: String) {
+    fn back_off(&self, key: (String, String)) {
         if let Ok(mut retries) = self.retries.lock() {
             let delay = retries
                 .get(&key)
@@ -376,7 +368,6 @@ impl DefaultVolumeManager {
                 Retry {
                     next: tokio::time::Instant::now() + delay,
                     delay,
-                    last_error: error,
                 },
             );
         }
@@ -521,7 +512,7 @@ impl DefaultVolumeManager {
                         .map_err(|e| e.to_string())?;
                     subpath::prepare_subpath(&volume.path, &sub, &target).map_err(|e| {
                         // As upstream, details that name host paths stay in the log.
-                        warn!(pod = %format_pod(pod), container = %container.name, volume = %vm.name, error = %e, "cannot prepare a subPath");
+                        warn!(pod = %full_name(pod), container = %container.name, volume = %vm.name, error = %e, "cannot prepare a subPath");
                         match e {
                             subpath::SubpathError::Invalid(message) => message,
                             subpath::SubpathError::Create(_) => format!(
@@ -608,10 +599,7 @@ impl DefaultVolumeManager {
             .dirs
             .etc_hosts_path(uid(pod))
             .map_err(|e| e.to_string())?;
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
+        // The pod directory exists: every sync makes it before containers start.
         std::fs::write(&path, content)
             .map_err(|e| format!("cannot write the hosts file {}: {e}", path.display()))?;
         Ok(Mount {
@@ -648,10 +636,10 @@ impl VolumeManager for DefaultVolumeManager {
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                let mut names: Vec<String> = failed.into_iter().map(|(n, _)| n).collect();
-                names.sort();
+                let mut unmounted = failed;
+                unmounted.sort();
                 return Err(VolumeError::NotMounted {
-                    unmounted: names,
+                    unmounted,
                     unattached: Vec::new(),
                     reason: "context deadline exceeded".into(),
                 });
@@ -696,14 +684,6 @@ impl VolumeManager for DefaultVolumeManager {
         })
     }
 
-    fn pod_volumes_exist(&self, uid: &str) -> bool {
-        !self.mounted_volumes(uid).is_empty()
-            || self
-                .dirs
-                .list_volume_dirs(uid)
-                .is_ok_and(|dirs| !dirs.is_empty())
-    }
-
     async fn cleanup_orphaned_pods(&self, active: &HashSet<String>) {
         let uids = match self.dirs.list_pod_uids() {
             Ok(u) => u,
@@ -728,14 +708,12 @@ impl VolumeManager for DefaultVolumeManager {
                 continue;
             };
             match mount::mounts_under(&dir) {
-                Ok(left) if left.is_empty() => {
-                    match crate::plugins::remove_all_one_filesystem(&dir) {
-                        Ok(()) => info!(uid = %id, "removed the directory of an orphaned pod"),
-                        Err(e) => {
-                            warn!(uid = %id, error = %e, "cannot remove an orphaned pod's directory")
-                        }
+                Ok(left) if left.is_empty() => match mount::remove_all_one_filesystem(&dir) {
+                    Ok(()) => info!(uid = %id, "removed the directory of an orphaned pod"),
+                    Err(e) => {
+                        warn!(uid = %id, error = %e, "cannot remove an orphaned pod's directory")
                     }
-                }
+                },
                 Ok(left) => warn!(
                     uid = %id,
                     mounts = ?left,
@@ -808,9 +786,9 @@ mod tests {
         let manager = DefaultVolumeManager::new(
             VolumeManagerConfig {
                 mount_timeout: timeout,
-                node: NodeFacts {
-                    allocatable_memory_bytes: 1 << 30,
-                    allocatable_cpu_millis: 1000,
+                node: NodeAllocatable {
+                    memory_bytes: 1 << 30,
+                    cpu_millis: 1000,
                 },
                 ..VolumeManagerConfig::new(root)
             },

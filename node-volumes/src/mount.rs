@@ -370,6 +370,61 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
     sys::unmount(target)
 }
 
+/// Unmounts whatever is mounted at or below `dir`, deepest first, and removes the tree
+/// without leaving its filesystem. Refuses to remove a tree that still has mounts in it.
+pub fn unmount_and_remove(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mounts = mounts_under(dir)
+        .map_err(|e| format!("cannot read the mount table for {}: {e}", dir.display()))?;
+    for m in &mounts {
+        unmount(m).map_err(|e| format!("cannot unmount {}: {e}", m.display()))?;
+    }
+    let left = mounts_under(dir)
+        .map_err(|e| format!("cannot read the mount table for {}: {e}", dir.display()))?;
+    if let Some(m) = left.first() {
+        return Err(format!(
+            "{} is still mounted; {} is kept",
+            m.display(),
+            dir.display()
+        ));
+    }
+    remove_all_one_filesystem(dir).map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+}
+
+/// Removes `path` and what is below it without leaving its filesystem: an entry on another
+/// device (a mount that appeared after the mount table was read) stops the removal with an
+/// error instead of deleting someone else's data. Symlinks are removed, never followed.
+pub fn remove_all_one_filesystem(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    remove_below(path, device)
+}
+
+fn remove_below(path: &Path, device: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.dev() != device {
+        return Err(std::io::Error::other(format!(
+            "{} is on another filesystem; not removed",
+            path.display()
+        )));
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            remove_below(&entry?.path(), device)?;
+        }
+        std::fs::remove_dir(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,8 +29,8 @@ pub struct VolumeContext<'a> {
     pub dir: &'a Path,
     /// Where API objects (configMaps, secrets, service account tokens) come from.
     pub sources: &'a dyn ObjectSource,
-    /// Facts about the node the plugins need.
-    pub node: &'a NodeFacts,
+    /// The node's allocatable resources.
+    pub node: &'a NodeAllocatable,
 }
 
 impl std::fmt::Debug for VolumeContext<'_> {
@@ -42,14 +42,9 @@ impl std::fmt::Debug for VolumeContext<'_> {
     }
 }
 
-/// Facts about the node that volume plugins need.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeFacts {
-    /// Node allocatable memory in bytes: the size of memory-backed volumes without a limit.
-    pub allocatable_memory_bytes: u64,
-    /// Node allocatable cpu in millicores, for downward-API `limits.cpu` without a limit.
-    pub allocatable_cpu_millis: i64,
-}
+/// The node's allocatable cpu and memory: memory-backed volumes without a limit are that
+/// large, and downwardAPI `limits.*` of containers without limits read them.
+pub use node_core::downward::NodeAllocatable;
 
 /// Why a plugin could not set a volume up or tear it down. The message is what the
 /// `FailedMount` event shows after `MountVolume.SetUp failed for volume "<name>" : `.

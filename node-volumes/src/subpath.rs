@@ -266,20 +266,7 @@ fn bind_subpath(base: &Path, relative: &Path, target: &Path) -> Result<PathBuf, 
 
 /// Unmounts and removes every subPath bind mount under `dir` (a pod's `volume-subpaths`).
 pub fn clean_subpaths(dir: &Path) -> Result<(), String> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for m in mount::mounts_under(dir).map_err(|e| format!("cannot read the mount table: {e}"))? {
-        mount::unmount(&m).map_err(|e| format!("cannot unmount {}: {e}", m.display()))?;
-    }
-    if let Some(m) = mount::mounts_under(dir)
-        .map_err(|e| format!("cannot read the mount table: {e}"))?
-        .first()
-    {
-        return Err(format!("{} is still mounted", m.display()));
-    }
-    crate::plugins::remove_all_one_filesystem(dir)
-        .map_err(|e| format!("cannot remove {}: {e}", dir.display()))
+    mount::unmount_and_remove(dir)
 }
 
 #[cfg(test)]

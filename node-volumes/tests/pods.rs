@@ -25,7 +25,7 @@ use node_cri::runtime::sandbox::NodeContext;
 use node_cri::{CriClient, ManagedContainerd};
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
 use node_volumes::mount::{MountEntry, MountTable};
-use node_volumes::plugin::{NodeFacts, PluginRegistry};
+use node_volumes::plugin::{NodeAllocatable, PluginRegistry};
 use node_volumes::source::{ObjectSource, SourceError};
 
 const NODE: &str = "vol-node";
@@ -152,9 +152,9 @@ impl Node {
         let volumes = Arc::new(DefaultVolumeManager::new(
             VolumeManagerConfig {
                 mount_timeout: Duration::from_secs(3),
-                node: NodeFacts {
-                    allocatable_memory_bytes: 1 << 30,
-                    allocatable_cpu_millis: 2000,
+                node: NodeAllocatable {
+                    memory_bytes: 1 << 30,
+                    cpu_millis: 2000,
                 },
                 ..VolumeManagerConfig::new(self.root())
             },
@@ -171,8 +171,10 @@ impl Node {
             resolv_conf: Some("/etc/resolv.conf".into()),
             pod_logs_dir: self.dir.join("logs"),
             cgroup_root: format!("/node-agent-test/{}", std::process::id()),
-            node_allocatable_cpu_millis: 2000,
-            node_allocatable_memory_bytes: 1 << 30,
+            allocatable: NodeAllocatable {
+                cpu_millis: 2000,
+                memory_bytes: 1 << 30,
+            },
             machine_memory_capacity_bytes: 1 << 30,
             ..NodeContext::default()
         };

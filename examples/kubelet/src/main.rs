@@ -26,8 +26,9 @@ use node_images::credentials::Keyring;
 use node_images::gc::{IMAGE_GC_PERIOD, ImageGcManager, ImageGcPolicy, StatvfsImageFsStats};
 use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
+use node_status::machine;
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
-use node_volumes::plugin::{NodeFacts, PluginRegistry};
+use node_volumes::plugin::{NodeAllocatable, PluginRegistry};
 use node_volumes::source::Standalone;
 use tracing::{info, warn};
 
@@ -181,10 +182,7 @@ async fn start_runtime(
         managed.network.subnet = ip;
         managed.network.prefix_len = len;
     }
-    managed.cgroup_driver = match config.cgroup_driver {
-        node_config::CgroupDriver::Systemd => node_cri::CgroupDriver::Systemd,
-        _ => node_cri::CgroupDriver::Cgroupfs,
-    };
+    managed.cgroup_driver = config.cgroup_driver;
     let images = LocalImages::with_defaults(managed.images_dir(), DEFAULT_BUSYBOX_PATH)
         .write()
         .context("building the local busybox and pause images")?;
@@ -252,16 +250,35 @@ async fn run(flags: Flags) -> Result<()> {
         );
     }
 
-    // The root directory first, as upstream's setupDataDirs: a shared mount (for volume mount
+    let memory = machine::memory_capacity_bytes(Path::new(machine::MEMINFO_PATH));
+    let allocatable = NodeAllocatable {
+        cpu_millis: machine::cpu_capacity_millis(),
+        memory_bytes: memory,
+    };
+    let recorder = Arc::new(LogRecorder);
+    // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
+    // secret and projected volumes (they fail to mount unless optional). The root directory
+    // is set up first, as upstream's setupDataDirs: a shared mount (for volume mount
     // propagation) before a managed containerd mounts anything below it.
-    std::fs::create_dir_all(&flags.root_dir)
-        .with_context(|| format!("creating the root directory {}", flags.root_dir.display()))?;
-    node_volumes::mount::make_rshared(&flags.root_dir).with_context(|| {
-        format!(
-            "making the root directory {} a shared mount",
-            flags.root_dir.display()
-        )
-    })?;
+    let volumes = Arc::new(DefaultVolumeManager::new(
+        VolumeManagerConfig {
+            node: allocatable,
+            ..VolumeManagerConfig::new(&flags.root_dir)
+        },
+        PluginRegistry::with_defaults(),
+        Arc::new(Standalone),
+        recorder.clone(),
+    ));
+    volumes
+        .set_up_root_dir()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| {
+            format!(
+                "configuring the root directory {}",
+                flags.root_dir.display()
+            )
+        })?;
+    let volumes: Arc<dyn VolumeManager> = volumes;
     let runtime = start_runtime(&flags, &config, endpoint_given).await?;
     let client = runtime.client();
     let version = client.version().await?;
@@ -282,7 +299,9 @@ async fn run(flags: Flags) -> Result<()> {
     }
     let node_ips = match flags.node_ip {
         Some(ip) => vec![ip],
-        None => detect_node_ips(),
+        None => machine::node_ips(|name| {
+            name.starts_with(PodNetwork::BRIDGE_PREFIX) || name.starts_with("veth")
+        }),
     };
     let mut static_pod_path = config.static_pod_path.clone();
     if static_pod_path.is_none() && matches!(runtime, RuntimeEndpoint::Managed(_)) {
@@ -303,17 +322,12 @@ async fn run(flags: Flags) -> Result<()> {
         cluster_domain: config.cluster_domain.clone().unwrap_or_default(),
         resolv_conf: config.resolv_conf.clone(),
         pod_logs_dir: config.pod_logs_dir.clone(),
-        cgroup_driver: match config.cgroup_driver {
-            node_config::CgroupDriver::Systemd => node_cri::CgroupDriver::Systemd,
-            _ => node_cri::CgroupDriver::Cgroupfs,
-        },
+        cgroup_driver: config.cgroup_driver,
         cgroups_per_qos: config.cgroups_per_qos,
         cgroup_root: config.cgroup_root.clone().unwrap_or_else(|| "/".into()),
-        node_allocatable_cpu_millis: node_cpu_millis(),
-        node_allocatable_memory_bytes: node_memory_bytes(),
-        machine_memory_capacity_bytes: node_memory_bytes(),
+        allocatable,
+        machine_memory_capacity_bytes: memory,
     };
-    let recorder = Arc::new(LogRecorder);
     let concurrency = if config.serialize_image_pulls {
         PullConcurrency::Serial
     } else {
@@ -351,30 +365,6 @@ async fn run(flags: Flags) -> Result<()> {
     .context("image garbage collection policy")?;
     info!(filesystem = %image_fs.display(), "image garbage collection every 5m");
     let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
-    // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
-    // secret and projected volumes (they fail to mount unless optional).
-    let volumes = Arc::new(DefaultVolumeManager::new(
-        VolumeManagerConfig {
-            node: NodeFacts {
-                allocatable_memory_bytes: u64::try_from(node_memory_bytes()).unwrap_or(0),
-                allocatable_cpu_millis: node_cpu_millis(),
-            },
-            ..VolumeManagerConfig::new(&flags.root_dir)
-        },
-        PluginRegistry::with_defaults(),
-        Arc::new(Standalone),
-        recorder.clone(),
-    ));
-    volumes
-        .set_up_root_dir()
-        .map_err(anyhow::Error::msg)
-        .with_context(|| {
-            format!(
-                "configuring the root directory {}",
-                flags.root_dir.display()
-            )
-        })?;
-    let volumes: Arc<dyn VolumeManager> = volumes;
     let cri_runtime = Arc::new(
         CriRuntime::new(client.clone(), node, recorder.clone())
             .with_image_manager(images)
@@ -447,44 +437,4 @@ async fn run(flags: Flags) -> Result<()> {
         containerd.stop().await?;
     }
     Ok(())
-}
-
-/// The node's addresses when `--node-ip` is not given: the IPv4 addresses of the up,
-/// non-loopback interfaces, excluding the managed containerd's bridges.
-fn detect_node_ips() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut ips: Vec<IpAddr> = addrs
-        .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
-        .filter(|a| {
-            !a.flags
-                .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
-        })
-        .filter(|a| !a.interface_name.starts_with("na") && !a.interface_name.starts_with("veth"))
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
-        .collect();
-    ips.dedup();
-    ips.truncate(1);
-    ips
-}
-
-fn node_memory_bytes() -> i64 {
-    read_meminfo_kib(Path::new("/proc/meminfo")).map_or(0, |kib| kib * 1024)
-}
-
-fn read_meminfo_kib(path: &Path) -> Option<i64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn node_cpu_millis() -> i64 {
-    std::thread::available_parallelism().map_or(1000, |n| n.get() as i64 * 1000)
 }

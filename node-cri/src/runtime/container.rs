@@ -37,7 +37,7 @@ use k8s_openapi::api::core::v1::{
     AppArmorProfile, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
-use node_core::downward::{self, NodeAllocatable, parse_quantity};
+use node_core::downward::{self, parse_quantity};
 use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::debug;
 
@@ -919,11 +919,7 @@ fn resource_value(
     container: &Container,
     ctx: &NodeContext,
 ) -> Result<String, String> {
-    let allocatable = NodeAllocatable {
-        cpu_millis: ctx.node_allocatable_cpu_millis,
-        memory_bytes: ctx.node_allocatable_memory_bytes,
-    };
-    downward::container_resource(selector, container, &allocatable)
+    downward::container_resource(selector, container, &ctx.allocatable)
 }
 
 #[cfg(test)]
@@ -935,6 +931,7 @@ mod tests {
         SecretKeySelector,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use node_core::downward::NodeAllocatable;
 
     const UID: &str = "uid-1";
     const GI: i64 = 1 << 30;
@@ -946,8 +943,10 @@ mod tests {
                 "192.0.2.10".parse().unwrap(),
                 "2001:db8::10".parse().unwrap(),
             ],
-            node_allocatable_cpu_millis: 4000,
-            node_allocatable_memory_bytes: 8 * GI,
+            allocatable: NodeAllocatable {
+                cpu_millis: 4000,
+                memory_bytes: 8 * GI,
+            },
             machine_memory_capacity_bytes: 10 * GI,
             ..NodeContext::default()
         }

@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext};
+use node_core::downward::NodeAllocatable;
 use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::{error, warn};
 
@@ -85,12 +86,9 @@ pub struct NodeContext {
     pub cgroups_per_qos: bool,
     /// `cgroupRoot` in cgroupfs form (`/` by default).
     pub cgroup_root: String,
-    /// Node allocatable cpu in millicores: the downward API's `limits.cpu` of containers
-    /// without a cpu limit.
-    pub node_allocatable_cpu_millis: i64,
-    /// Node allocatable memory in bytes: the downward API's `limits.memory` of containers
-    /// without a memory limit.
-    pub node_allocatable_memory_bytes: i64,
+    /// Node allocatable cpu and memory: the downward API's `limits.cpu` and `limits.memory`
+    /// of containers without those limits.
+    pub allocatable: NodeAllocatable,
     /// The machine's memory capacity in bytes, for the OOM score of Burstable containers.
     pub machine_memory_capacity_bytes: i64,
 }
@@ -107,8 +105,7 @@ impl Default for NodeContext {
             cgroup_driver: CgroupDriver::Cgroupfs,
             cgroups_per_qos: true,
             cgroup_root: "/".into(),
-            node_allocatable_cpu_millis: 0,
-            node_allocatable_memory_bytes: 0,
+            allocatable: NodeAllocatable::default(),
             machine_memory_capacity_bytes: 0,
         }
     }

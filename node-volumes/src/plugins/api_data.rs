@@ -15,7 +15,7 @@ use crate::atomic_writer::{AtomicWriter, FileProjection};
 use crate::payload::{
     ProjectedSources, config_map_payload, file_mode, projected_payload, secret_payload,
 };
-use crate::plugin::{Attributes, NodeFacts, PluginError, VolumeContext, VolumePlugin};
+use crate::plugin::{Attributes, PluginError, VolumeContext, VolumePlugin};
 use crate::source::SourceError;
 
 /// Upstream's default file mode of API-data volumes.
@@ -147,12 +147,8 @@ pub(crate) fn downward_payload(
     pod: &Pod,
     items: &[DownwardAPIVolumeFile],
     default_mode: i32,
-    node: &NodeFacts,
+    node: &NodeAllocatable,
 ) -> Result<BTreeMap<String, FileProjection>, String> {
-    let allocatable = NodeAllocatable {
-        cpu_millis: node.allocatable_cpu_millis,
-        memory_bytes: i64::try_from(node.allocatable_memory_bytes).unwrap_or(i64::MAX),
-    };
     let mut payload = BTreeMap::new();
     for item in items {
         let data = if let Some(field) = &item.field_ref {
@@ -162,7 +158,7 @@ pub(crate) fn downward_payload(
             let container = container_by_name(pod, name).ok_or_else(|| {
                 format!("{}: cannot find container {name:?} in the pod", item.path)
             })?;
-            container_resource(resource, container, &allocatable)
+            container_resource(resource, container, node)
                 .map_err(|e| format!("{}: {e}", item.path))?
         } else {
             return Err(format!(
@@ -230,7 +226,7 @@ impl VolumePlugin for DownwardApiPlugin {
 /// The objects of a projected volume, fetched before its payload is built.
 struct Fetched<'a> {
     pod: &'a Pod,
-    node: &'a NodeFacts,
+    node: &'a NodeAllocatable,
     config_maps: BTreeMap<String, Result<ConfigMap, SourceError>>,
     secrets: BTreeMap<String, Result<Secret, SourceError>>,
     tokens: Vec<(ServiceAccountTokenProjection, Result<Vec<u8>, SourceError>)>,

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 use crate::mount;
-use crate::plugin::{NodeFacts, PluginError, VolumePlugin};
+use crate::plugin::{NodeAllocatable, PluginError, VolumePlugin};
 
 mod api_data;
 mod empty_dir;
@@ -73,8 +73,12 @@ pub(crate) fn pod_memory_limit(pod: &Pod) -> Option<u64> {
 /// The size of a memory-backed volume (upstream `calculateEmptyDirMemorySize`): the node's
 /// allocatable memory, or the pod's memory limit when it has one and it is smaller, or the
 /// volume's sizeLimit when it is set and smaller still.
-pub(crate) fn memory_volume_size(pod: &Pod, size_limit: Option<u64>, node: &NodeFacts) -> u64 {
-    let mut size = node.allocatable_memory_bytes;
+pub(crate) fn memory_volume_size(
+    pod: &Pod,
+    size_limit: Option<u64>,
+    node: &NodeAllocatable,
+) -> u64 {
+    let mut size = u64::try_from(node.memory_bytes).unwrap_or(0);
     if let Some(pod_limit) = pod_memory_limit(pod).filter(|l| *l > 0)
         && (size == 0 || pod_limit < size)
     {
@@ -105,58 +109,8 @@ pub(crate) fn ensure_tmpfs(dir: &Path, size: u64) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Unmounts whatever is mounted at or below `dir` and removes it. Refuses to remove a tree
-/// that still has mounts in it.
+/// Unmounts whatever is mounted at or below `dir` and removes it (see
+/// [`mount::unmount_and_remove`]).
 pub(crate) fn remove_volume_dir(dir: &Path) -> Result<(), PluginError> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    let mounts = mount::mounts_under(dir)
-        .map_err(|e| PluginError::io("cannot read the mount table for", dir, &e))?;
-    for m in &mounts {
-        mount::unmount(m)
-            .map_err(|e| PluginError::new(format!("cannot unmount {}: {e}", m.display())))?;
-    }
-    let left = mount::mounts_under(dir)
-        .map_err(|e| PluginError::io("cannot read the mount table for", dir, &e))?;
-    if let Some(m) = left.first() {
-        return Err(PluginError::new(format!(
-            "{} is still mounted; {} is kept",
-            m.display(),
-            dir.display()
-        )));
-    }
-    remove_all_one_filesystem(dir).map_err(|e| PluginError::io("cannot remove", dir, &e))
-}
-
-/// Removes `path` and what is below it without leaving its filesystem: an entry on another
-/// device (a mount that appeared after the mount table was read) stops the removal with an
-/// error instead of deleting someone else's data. Symlinks are removed, never followed.
-pub(crate) fn remove_all_one_filesystem(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let device = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta.dev(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    remove_below(path, device)
-}
-
-fn remove_below(path: &Path, device: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.dev() != device {
-        return Err(std::io::Error::other(format!(
-            "{} is on another filesystem; not removed",
-            path.display()
-        )));
-    }
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            remove_below(&entry?.path(), device)?;
-        }
-        std::fs::remove_dir(path)
-    } else {
-        std::fs::remove_file(path)
-    }
+    mount::unmount_and_remove(dir).map_err(PluginError::new)
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::mount::remove_all_one_filesystem;
 
 #[test]
 fn removal_stays_on_one_filesystem() {
@@ -51,9 +52,9 @@ fn container(
 #[test]
 fn memory_volumes_are_sized_like_upstream() {
     use k8s_openapi::api::core::v1::PodSpec;
-    let node = NodeFacts {
-        allocatable_memory_bytes: 1 << 30,
-        allocatable_cpu_millis: 1000,
+    let node = NodeAllocatable {
+        memory_bytes: 1 << 30,
+        cpu_millis: 1000,
     };
     let pod = |init: Vec<_>, apps: Vec<_>| Pod {
         spec: Some(PodSpec {
