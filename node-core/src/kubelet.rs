@@ -24,7 +24,7 @@ use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
 use crate::runtime::{ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError};
-use crate::status::{StatusManager, generate_pod_status};
+use crate::status::{StatusManager, generate_pod_status, is_terminal};
 use crate::volumes::{VolumeError, VolumeManager};
 
 /// Upstream `housekeepingPeriod`.
@@ -78,10 +78,6 @@ impl Health {
 fn jitter(d: Duration) -> Duration {
     let nanos = Timestamp::now().subsec_nanosecond().unsigned_abs();
     d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
-}
-
-fn is_terminal(status: &ApiPodStatus) -> bool {
-    matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
 }
 
 #[derive(Debug)]
@@ -253,10 +249,9 @@ impl Kubelet {
 fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
     let active = shared
         .pods
-        .pods()
+        .uids()
         .iter()
-        .filter(|p| uid(p) != uid(pod))
-        .filter(|p| !shared.statuses.get(uid(p)).is_some_and(|s| is_terminal(&s)))
+        .filter(|u| u.as_str() != uid(pod) && !shared.statuses.is_terminal(u))
         .count();
     let capacity = shared.config.max_pods;
     if active >= capacity {

@@ -14,6 +14,12 @@ pub fn full_name(pod: &Pod) -> String {
     )
 }
 
+/// Whether an init container is a sidecar (a restartable init container,
+/// `restartPolicy: Always`).
+pub fn is_sidecar(container: &k8s_openapi::api::core::v1::Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
+}
+
 /// A pod's UID (empty if unset).
 pub fn uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or_default()
@@ -51,6 +57,14 @@ impl PodManager {
     /// Whether a pod with this UID is desired.
     pub fn contains(&self, uid: &str) -> bool {
         self.pods.read().is_ok_and(|p| p.contains_key(uid))
+    }
+
+    /// The UIDs of all desired pods.
+    pub fn uids(&self) -> Vec<String> {
+        self.pods
+            .read()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// All desired pods.

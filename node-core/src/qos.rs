@@ -28,7 +28,6 @@ use std::fmt;
 use k8s_openapi::api::core::v1::{Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use node_config::Quantity;
-use tracing::debug;
 
 /// The resources that take part in the QoS decision.
 const QOS_RESOURCES: [&str; 2] = ["cpu", "memory"];
@@ -177,15 +176,7 @@ fn add<'a>(sums: &mut BTreeMap<&'a str, i128>, name: &'a str, q: Quantity) {
 
 /// The named quantity of a resource list if it parses and is above zero.
 fn positive(list: Option<&BTreeMap<String, ApiQuantity>>, name: &str) -> Option<Quantity> {
-    let raw = list?.get(name)?;
-    match raw.0.parse::<Quantity>() {
-        Ok(q) if q.nanos() > 0 => Some(q),
-        Ok(_) => None,
-        Err(error) => {
-            debug!(resource = name, quantity = %raw.0, %error, "ignoring unparsable quantity");
-            None
-        }
-    }
+    crate::downward::parse_quantity(list, name).filter(|q| q.nanos() > 0)
 }
 
 #[cfg(test)]

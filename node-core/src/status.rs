@@ -2,6 +2,7 @@
 //! `generateAPIPodStatus` / `getPhase` / `status/generate.go`), and the status manager that
 //! keeps it (conditions keep their `lastTransitionTime`, `startTime` is set once).
 
+use crate::pod_manager::is_sidecar;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -30,10 +31,6 @@ pub mod reasons {
     pub const CONTAINER_CREATING: &str = "ContainerCreating";
     /// Waiting reason of regular containers while init containers run.
     pub const POD_INITIALIZING: &str = "PodInitializing";
-}
-
-fn is_sidecar(c: &Container) -> bool {
-    c.restart_policy.as_deref() == Some("Always")
 }
 
 fn time(t: Option<Timestamp>) -> Option<Time> {
@@ -418,6 +415,11 @@ pub fn generate_pod_status(
     }
 }
 
+/// Whether a status is in a terminal phase (`Succeeded` or `Failed`).
+pub fn is_terminal(status: &ApiPodStatus) -> bool {
+    matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+}
+
 /// Keeps the latest status of each pod: conditions keep their `lastTransitionTime` while their
 /// status is unchanged, `startTime` is set on the first status, a terminal phase is never left.
 #[derive(Debug, Default)]
@@ -441,11 +443,10 @@ impl StatusManager {
         status.start_time = old
             .and_then(|o| o.start_time.clone())
             .or_else(|| Some(now.clone()));
-        if let Some(old_phase) = old.and_then(|o| o.phase.as_deref())
-            && matches!(old_phase, "Succeeded" | "Failed")
-            && status.phase.as_deref() != Some(old_phase)
+        if let Some(old) = old.filter(|o| is_terminal(o))
+            && status.phase != old.phase
         {
-            status.phase = Some(old_phase.into());
+            status.phase = old.phase.clone();
         }
         if let Some(conditions) = status.conditions.as_mut() {
             for c in conditions.iter_mut() {
@@ -459,6 +460,13 @@ impl StatusManager {
             }
         }
         map.insert(uid.to_string(), status);
+    }
+
+    /// Whether pod `uid` reached a terminal phase (without copying its status).
+    pub fn is_terminal(&self, uid: &str) -> bool {
+        self.statuses
+            .lock()
+            .is_ok_and(|m| m.get(uid).is_some_and(is_terminal))
     }
 
     /// The status of pod `uid`.

@@ -169,14 +169,8 @@ pub fn with_default_tag(image: &str) -> Result<String, ReferenceError> {
     }
 }
 
-/// The upstream default pull policy of an image: `Always` for `:latest` or no tag (and no
-/// digest), else `IfNotPresent`.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    match image.parse::<ImageReference>() {
-        Ok(r) if r.digest.is_none() && r.tag.as_deref().is_none_or(|t| t == "latest") => "Always",
-        _ => "IfNotPresent",
-    }
-}
+/// The upstream default pull policy of an image (the pod defaulting's, in node-core).
+pub use node_core::config::default_pull_policy;
 
 #[cfg(test)]
 mod tests {

@@ -62,7 +62,7 @@ pub(crate) fn set_pod_defaults(pod: &mut Pod) {
 
 /// The image pull policy upstream defaults to: `Always` for a `:latest` tag or an image
 /// without tag and digest, `IfNotPresent` otherwise (a digest without tag included).
-pub(crate) fn default_pull_policy(image: &str) -> &'static str {
+pub fn default_pull_policy(image: &str) -> &'static str {
     if image_tag(image).as_deref() == Some("latest") {
         "Always"
     } else {

@@ -1,6 +1,7 @@
 //! The merger of pod sources (upstream `config.go`, incremental mode): each source sends
 //! complete snapshots; the merger diffs them by UID and emits [`PodUpdate`]s.
 
+use crate::pod_manager::full_name;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -415,14 +416,6 @@ fn update(op: PodOperation, source: &str, pods: Vec<Pod>) -> PodUpdate {
 }
 
 /// Upstream's `kubecontainer.GetPodFullName`: `name_namespace`.
-fn full_name(pod: &Pod) -> String {
-    format!(
-        "{}_{}",
-        pod.metadata.name.as_deref().unwrap_or(""),
-        pod.metadata.namespace.as_deref().unwrap_or("")
-    )
-}
-
 fn annotations(pod: &mut Pod) -> &mut BTreeMap<String, String> {
     pod.metadata.annotations.get_or_insert_with(BTreeMap::new)
 }

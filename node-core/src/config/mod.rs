@@ -44,10 +44,11 @@ mod static_pod;
 mod validation;
 mod watch;
 
+pub use defaults::default_pull_policy;
 pub use error::{FieldError, ManifestOrigin, PodSourceError};
 pub use merge::{PodConfig, PodUpdates, SourceHandle, SourceSender};
 pub use static_pod::{MAX_MANIFEST_SIZE, decode_static_pod, decode_static_pods};
-pub use validation::validate_pod;
+pub use validation::{dns1123_label, validate_pod};
 
 use k8s_openapi::api::core::v1::Pod;
 

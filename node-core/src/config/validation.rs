@@ -378,8 +378,8 @@ fn matches_label(value: &str) -> bool {
     }
 }
 
-/// Upstream's `IsDNS1123Label`: the messages for a value that is not one.
-pub(crate) fn dns1123_label(value: &str) -> Vec<String> {
+/// Upstream's `IsDNS1123Label`: the messages for a value that is not one (none when it is).
+pub fn dns1123_label(value: &str) -> Vec<String> {
     let mut msgs = Vec::new();
     if value.len() > DNS1123_LABEL_MAX {
         msgs.push(format!(

@@ -49,10 +49,7 @@ fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether an init container is a sidecar (restartable init container).
-pub(crate) fn is_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
-}
+pub(crate) use node_core::pod_manager::is_sidecar;
 
 /// Upstream `PodSandboxChanged`: whether a (new) sandbox is needed, its attempt, and the id of
 /// the current one.

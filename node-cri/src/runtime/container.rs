@@ -37,6 +37,7 @@ use k8s_openapi::api::core::v1::{
     AppArmorProfile, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
+use node_core::config::{API_SOURCE, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
 use node_core::downward::{self, parse_quantity};
 use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::debug;
@@ -110,7 +111,7 @@ impl ContainerKind {
             .flatten()
             .find(|c| c.name == name)
         {
-            return Some(if c.restart_policy.as_deref() == Some("Always") {
+            return Some(if node_core::pod_manager::is_sidecar(c) {
                 ContainerKind::Sidecar
             } else {
                 ContainerKind::Init
@@ -266,6 +267,18 @@ pub fn container_config(
     inputs: &ContainerInputs<'_>,
     ctx: &NodeContext,
 ) -> Result<cri::ContainerConfig, ContainerConfigError> {
+    let envs = make_environment(inputs.pod, inputs.container, inputs.pod_ips, ctx)?;
+    container_config_with_env(inputs, envs, ctx)
+}
+
+/// [`container_config`] with the container's environment already made
+/// ([`make_environment`]), for a caller that needs it first (the runtime expands
+/// `subPathExpr` from it).
+pub(crate) fn container_config_with_env(
+    inputs: &ContainerInputs<'_>,
+    envs: Vec<cri::KeyValue>,
+    ctx: &NodeContext,
+) -> Result<cri::ContainerConfig, ContainerConfigError> {
     let (pod, container) = (inputs.pod, inputs.container);
     let key = Box::new(PodRef::of(pod));
     check_user_namespaces(pod).map_err(|what| ContainerConfigError::Unsupported {
@@ -273,7 +286,6 @@ pub fn container_config(
         container: container.name.clone(),
         what,
     })?;
-    let envs = make_environment(pod, container, inputs.pod_ips, ctx)?;
     verify_run_as_non_root(pod, container, inputs.image_uid, inputs.image_username)?;
 
     let env_map: HashMap<&str, &str> = envs
@@ -454,8 +466,8 @@ fn is_node_critical_pod(pod: &Pod) -> bool {
     }
     let annotations = pod.metadata.annotations.as_ref();
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
-    let is_static = annotation("kubernetes.io/config.source").is_some_and(|s| s != "api");
-    let is_mirror = annotation("kubernetes.io/config.mirror").is_some();
+    let is_static = annotation(CONFIG_SOURCE_ANNOTATION).is_some_and(|s| s != API_SOURCE);
+    let is_mirror = annotation(CONFIG_MIRROR_ANNOTATION).is_some();
     let critical_priority = spec
         .and_then(|s| s.priority)
         .is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY);

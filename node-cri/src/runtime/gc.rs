@@ -31,7 +31,7 @@ pub(crate) async fn collect(
     let mut units: BTreeMap<(String, String), Vec<&cri::Container>> = BTreeMap::new();
     let mut pods_with_containers: BTreeSet<String> = BTreeSet::new();
     for c in &containers {
-        let info = ContainerInfo::from_cri(&c.labels, &c.annotations);
+        let info = ContainerInfo::summary(&c.labels, &c.annotations);
         if info.pod_uid.is_empty() {
             continue;
         }

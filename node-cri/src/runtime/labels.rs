@@ -263,6 +263,24 @@ impl ContainerInfo {
         labels: &HashMap<String, String>,
         annotations: &HashMap<String, String>,
     ) -> Self {
+        ContainerInfo {
+            pre_stop_handler: parsed(annotations, CONTAINER_PRE_STOP_HANDLER_ANNOTATION, |s| {
+                serde_json::from_str(s).ok()
+            }),
+            container_ports: parsed(annotations, CONTAINER_PORTS_ANNOTATION, |s| {
+                serde_json::from_str(s).ok()
+            })
+            .unwrap_or_default(),
+            ..ContainerInfo::summary(labels, annotations)
+        }
+    }
+
+    /// [`ContainerInfo::from_cri`] without the JSON-encoded preStop handler and ports (left
+    /// empty): what listings, statuses and GC read, on every relist.
+    pub(crate) fn summary(
+        labels: &HashMap<String, String>,
+        annotations: &HashMap<String, String>,
+    ) -> Self {
         let label = |key: &str| {
             labels.get(key).cloned().unwrap_or_else(|| {
                 debug!(label = key, "container label missing");
@@ -299,13 +317,8 @@ impl ContainerInfo {
                 .get(CONTAINER_TERMINATION_MESSAGE_POLICY_ANNOTATION)
                 .cloned()
                 .unwrap_or_default(),
-            pre_stop_handler: parsed(annotations, CONTAINER_PRE_STOP_HANDLER_ANNOTATION, |s| {
-                serde_json::from_str(s).ok()
-            }),
-            container_ports: parsed(annotations, CONTAINER_PORTS_ANNOTATION, |s| {
-                serde_json::from_str(s).ok()
-            })
-            .unwrap_or_default(),
+            pre_stop_handler: None,
+            container_ports: Vec::new(),
         }
     }
 }

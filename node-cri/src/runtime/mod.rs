@@ -34,7 +34,7 @@ use node_core::volumes::{ContainerContext, VolumeManager};
 use tracing::{debug, instrument, warn};
 
 use self::actions::{compute_pod_actions, is_sidecar};
-use self::container::{ContainerInputs, ContainerKind, container_config};
+use self::container::{ContainerInputs, ContainerKind, container_config_with_env};
 use self::sandbox::{NodeContext, pod_log_directory, pod_sandbox_config};
 use crate::client::CriClient;
 use crate::cri;
@@ -65,6 +65,16 @@ impl std::fmt::Debug for CriRuntime {
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
+}
+
+/// The sandbox a pod's containers start in, and what it decided for all of them.
+struct SandboxTarget<'a> {
+    id: &'a str,
+    config: &'a cri::PodSandboxConfig,
+    pod_ips: &'a [String],
+    /// The pod's hostname and domain (the managed `/etc/hosts` names them).
+    hostname: &'a str,
+    host_domain: &'a str,
 }
 
 /// A container to stop and how.
@@ -175,18 +185,16 @@ impl CriRuntime {
     }
 
     /// Starts one container: back-off, image, config, create, start, with upstream's events.
-    #[allow(clippy::too_many_arguments)]
     async fn start_container(
         &self,
         pod: &Pod,
         container: &Container,
         kind: ContainerKind,
-        sandbox_id: &str,
-        sandbox_config: &cri::PodSandboxConfig,
-        pod_ips: &[String],
+        target: &SandboxTarget<'_>,
         status: &PodStatus,
         result: &mut PodSyncResult,
     ) -> Result<(), SyncError> {
+        let (sandbox_id, sandbox_config, pod_ips) = (target.id, target.config, target.pod_ips);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let object = EventObject::container(pod, &container.name, kind != ContainerKind::Regular);
         let previous = status.container(&container.name);
@@ -244,8 +252,10 @@ impl CriRuntime {
             );
             sync_error("CreateContainerConfigError", message)
         };
+        let envs = container::make_environment(pod, container, pod_ips, &self.node)
+            .map_err(|e| config_error(e.to_string()))?;
         let mounts = self
-            .container_mounts(pod, container, pod_ips, sandbox_config)
+            .container_mounts(pod, container, target, &envs)
             .map_err(&config_error)?;
         let inputs = ContainerInputs {
             pod,
@@ -258,8 +268,8 @@ impl CriRuntime {
             image_username: &image.username,
             mounts: &mounts,
         };
-        let config =
-            container_config(&inputs, &self.node).map_err(|e| config_error(e.to_string()))?;
+        let config = container_config_with_env(&inputs, envs, &self.node)
+            .map_err(|e| config_error(e.to_string()))?;
         let log_dir = Path::new(&sandbox_config.log_directory).join(&container.name);
         if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
             warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
@@ -309,22 +319,19 @@ impl CriRuntime {
         &self,
         pod: &Pod,
         container: &Container,
-        pod_ips: &[String],
-        sandbox_config: &cri::PodSandboxConfig,
+        target: &SandboxTarget<'_>,
+        envs: &[cri::KeyValue],
     ) -> Result<Vec<cri::Mount>, String> {
         let Some(volumes) = &self.volumes else {
             return Ok(Vec::new());
         };
-        let env: std::collections::BTreeMap<String, String> =
-            container::make_environment(pod, container, pod_ips, &self.node)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|kv| (kv.key, kv.value))
-                .collect();
-        let (hostname, domain) = sandbox::pod_hostname_and_domain(pod, &self.node.cluster_domain)
-            .unwrap_or_else(|_| (sandbox_config.hostname.clone(), String::new()));
+        let env: std::collections::BTreeMap<String, String> = envs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
         // A host-network pod's IPs are the node's (the runtime reports none for its sandbox).
         let host_ips: Vec<String>;
+        let pod_ips = target.pod_ips;
         let pod_ips = if pod_ips.is_empty()
             && pod
                 .spec
@@ -343,8 +350,8 @@ impl CriRuntime {
                 container,
                 &ContainerContext {
                     pod_ips,
-                    hostname: &hostname,
-                    host_domain: &domain,
+                    hostname: target.hostname,
+                    host_domain: target.host_domain,
                     env: &env,
                 },
             )
@@ -602,8 +609,8 @@ impl Runtime for CriRuntime {
                 }
             }
         } else {
+            let running = status.running_pod(&self.type_name);
             for kill in &actions.containers_to_kill {
-                let running = status.running_pod(&self.type_name);
                 let outcome = self
                     .kill_container(
                         Some(pod),
@@ -699,8 +706,22 @@ impl Runtime for CriRuntime {
             return result;
         };
 
-        let spec = pod.spec.clone().unwrap_or_default();
-        let init_containers = spec.init_containers.unwrap_or_default();
+        // The pod's hostname once for all its containers (their /etc/hosts names it).
+        let (hostname, host_domain) =
+            sandbox::pod_hostname_and_domain(pod, &self.node.cluster_domain)
+                .unwrap_or_else(|_| (config.hostname.clone(), String::new()));
+        let target = SandboxTarget {
+            id: &sandbox_id,
+            config: &config,
+            pod_ips: &pod_ips,
+            hostname: &hostname,
+            host_domain: &host_domain,
+        };
+        let spec = pod.spec.as_ref();
+        let init_containers = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or_default();
+        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
         for &i in &actions.init_containers_to_start {
             let Some(c) = init_containers.get(i) else {
                 continue;
@@ -711,16 +732,7 @@ impl Runtime for CriRuntime {
                 ContainerKind::Init
             };
             let started = self
-                .start_container(
-                    pod,
-                    c,
-                    kind,
-                    &sandbox_id,
-                    &config,
-                    &pod_ips,
-                    status,
-                    &mut result,
-                )
+                .start_container(pod, c, kind, &target, status, &mut result)
                 .await;
             let failed = started.is_err();
             result.push(SyncAction::InitContainer, c.name.clone(), started.err());
@@ -729,20 +741,11 @@ impl Runtime for CriRuntime {
             }
         }
         for &i in &actions.containers_to_start {
-            let Some(c) = spec.containers.get(i) else {
+            let Some(c) = containers.get(i) else {
                 continue;
             };
             let started = self
-                .start_container(
-                    pod,
-                    c,
-                    ContainerKind::Regular,
-                    &sandbox_id,
-                    &config,
-                    &pod_ips,
-                    status,
-                    &mut result,
-                )
+                .start_container(pod, c, ContainerKind::Regular, &target, status, &mut result)
                 .await;
             result.push(SyncAction::StartContainer, c.name.clone(), started.err());
         }

@@ -564,7 +564,7 @@ fn pod_aggregate(pod: &Pod, which: Which) -> CpuMem {
     let mut init = CpuMem::default();
     for c in spec.init_containers.iter().flatten() {
         let own = CpuMem::of(c, which);
-        let needed = if c.restart_policy.as_deref() == Some("Always") {
+        let needed = if node_core::pod_manager::is_sidecar(c) {
             total = total.add(own);
             sidecars = sidecars.add(own);
             sidecars
@@ -679,24 +679,9 @@ fn kernel_hostname(pod: &Pod, hostname: &str, domain: &str) -> Result<String, Sa
     Ok(fqdn)
 }
 
-/// apimachinery `IsDNS1123Label`, its messages joined with `;`.
+/// Upstream's `IsDNS1123Label` as one message (node-core's validation, joined by `;`).
 fn dns1123_label(value: &str) -> Result<(), String> {
-    let mut errors = Vec::new();
-    if value.len() > 63 {
-        errors.push("must be no more than 63 characters".to_string());
-    }
-    let b = value.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    let ok = !b.is_empty()
-        && b.first().is_some_and(alnum)
-        && b.last().is_some_and(alnum)
-        && b.iter().all(|c| alnum(c) || *c == b'-');
-    if !ok {
-        errors.push(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-                .to_string(),
-        );
-    }
+    let errors = node_core::config::dns1123_label(value);
     if errors.is_empty() {
         Ok(())
     } else {

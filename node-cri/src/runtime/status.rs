@@ -43,7 +43,7 @@ pub(crate) fn container_id(runtime: &str, id: &str) -> ContainerId {
 
 /// A CRI container status as the engine's.
 pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) -> ContainerStatus {
-    let info = ContainerInfo::from_cri(&s.labels, &s.annotations);
+    let info = ContainerInfo::summary(&s.labels, &s.annotations);
     let name = s
         .metadata
         .as_ref()
@@ -140,7 +140,7 @@ pub(crate) fn group_pods(
         });
     }
     for c in containers {
-        let info = ContainerInfo::from_cri(&c.labels, &c.annotations);
+        let info = ContainerInfo::summary(&c.labels, &c.annotations);
         if info.pod_uid.is_empty() {
             tracing::debug!(container = %c.id, "container without the {} label: not ours", labels::POD_UID_LABEL);
             continue;

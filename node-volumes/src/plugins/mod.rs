@@ -57,7 +57,7 @@ pub(crate) fn pod_memory_limit(pod: &Pod) -> Option<u64> {
     let mut init_peak: u64 = 0;
     for c in spec.init_containers.iter().flatten() {
         let limit = memory_limit(c)?;
-        if c.restart_policy.as_deref() == Some("Always") {
+        if node_core::pod_manager::is_sidecar(c) {
             sidecars = sidecars.saturating_add(limit);
         } else {
             init_peak = init_peak.max(limit.saturating_add(sidecars));
