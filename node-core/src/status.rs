@@ -142,19 +142,27 @@ pub fn phase(
     init: &[ApiContainerStatus],
     regular: &[ApiContainerStatus],
 ) -> &'static str {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let init_specs = spec.init_containers.unwrap_or_default();
-    let terminated = |s: &ApiContainerStatus| s.state.as_ref().and_then(|st| st.terminated.clone());
-    let last_terminated =
-        |s: &ApiContainerStatus| s.last_state.as_ref().and_then(|st| st.terminated.clone());
+    let spec = pod.spec.as_ref();
+    let policy = spec
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let init_specs = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    fn terminated(s: &ApiContainerStatus) -> Option<&ContainerStateTerminated> {
+        s.state.as_ref().and_then(|st| st.terminated.as_ref())
+    }
+    fn last_terminated(s: &ApiContainerStatus) -> Option<&ContainerStateTerminated> {
+        s.last_state.as_ref().and_then(|st| st.terminated.as_ref())
+    }
     let running = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.running.is_some());
     let waiting = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.waiting.is_some());
 
     let mut pending_init = 0;
     let mut failed_init = 0;
     let (mut n_running, mut n_waiting, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
-    for spec in &init_specs {
+    for spec in init_specs {
         let Some(s) = init.iter().find(|s| s.name == spec.name) else {
             if is_sidecar(spec) {
                 unknown += 1;
@@ -188,7 +196,7 @@ pub fn phase(
             }
         }
     }
-    for spec in &spec.containers {
+    for spec in containers {
         let Some(s) = regular.iter().find(|s| s.name == spec.name) else {
             unknown += 1;
             continue;
@@ -261,12 +269,15 @@ pub fn generate_pod_status(
     errors: &HashMap<String, SyncError>,
     node_ips: &[String],
 ) -> ApiPodStatus {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
     let policy = spec
-        .restart_policy
-        .clone()
-        .unwrap_or_else(|| "Always".into());
-    let init_specs = spec.init_containers.clone().unwrap_or_default();
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
+    let init_specs = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
     let statuses_of =
         |name: &str| -> Vec<&ContainerStatus> { runtime.containers_named(name).take(2).collect() };
     let init: Vec<ApiContainerStatus> = init_specs
@@ -277,7 +288,7 @@ pub fn generate_pod_status(
                 &statuses_of(&c.name),
                 errors.get(&c.name),
                 reasons::POD_INITIALIZING,
-                &policy,
+                policy,
                 true,
             )
         })
@@ -287,8 +298,7 @@ pub fn generate_pod_status(
     } else {
         reasons::POD_INITIALIZING
     };
-    let mut regular: Vec<ApiContainerStatus> = spec
-        .containers
+    let mut regular: Vec<ApiContainerStatus> = containers
         .iter()
         .map(|c| {
             container_status(
@@ -296,7 +306,7 @@ pub fn generate_pod_status(
                 &statuses_of(&c.name),
                 errors.get(&c.name),
                 default_reason,
-                &policy,
+                policy,
                 false,
             )
         })
@@ -313,7 +323,7 @@ pub fn generate_pod_status(
         .map(|c| c.name.clone())
         .collect();
     unready.extend(
-        spec.containers
+        containers
             .iter()
             .filter(|c| !regular.iter().any(|s| s.name == c.name && s.ready))
             .map(|c| c.name.clone()),
@@ -382,7 +392,7 @@ pub fn generate_pod_status(
         .sandboxes
         .first()
         .is_some_and(|s| s.state == crate::runtime::SandboxState::Ready)
-        && (!runtime.ips.is_empty() || spec.host_network == Some(true));
+        && (!runtime.ips.is_empty() || host_network);
     let conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None),
         initialized,
@@ -391,7 +401,7 @@ pub fn generate_pod_status(
         condition("PodScheduled", true, None, None),
     ];
 
-    let ips: Vec<String> = if spec.host_network == Some(true) {
+    let ips: Vec<String> = if host_network {
         node_ips.to_vec()
     } else {
         runtime.ips.clone()

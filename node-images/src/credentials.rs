@@ -299,13 +299,6 @@ impl Keyring {
         }
     }
 
-    /// Adds every entry of `other`.
-    pub fn extend(&mut self, other: &Keyring) {
-        self.entries.extend(other.entries.iter().cloned());
-        self.entries
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-    }
-
     /// The credentials that apply to `image`, most specific first.
     pub fn lookup(&self, image: &str) -> Vec<AuthConfig> {
         let Ok(reference) = image.parse::<ImageReference>() else {

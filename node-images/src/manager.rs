@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::credentials::Keyring;
 use crate::reference::{default_pull_policy, with_default_tag};
+use crate::service::AuthConfig;
 use crate::service::{Image, ImageService};
 
 /// Upstream `imageBackOffPeriod`.
@@ -226,24 +227,21 @@ impl ImageManager {
         let started = Instant::now();
         let mut credentials = secrets.lookup(&image);
         credentials.extend(self.node_keyring.lookup(&image));
+        // Each matching credential in turn, most specific first, as upstream; none without.
+        let auths: Vec<Option<&AuthConfig>> = if credentials.is_empty() {
+            vec![None]
+        } else {
+            credentials.iter().map(Some).collect()
+        };
         let mut outcome = Err(String::new());
-        if credentials.is_empty() {
+        for auth in auths {
             outcome = self
                 .service
-                .pull_image(&image, None)
+                .pull_image(&image, auth)
                 .await
                 .map_err(|e| e.to_string());
-        } else {
-            // Each matching credential in turn, most specific first, as upstream.
-            for auth in &credentials {
-                outcome = self
-                    .service
-                    .pull_image(&image, Some(auth))
-                    .await
-                    .map_err(|e| e.to_string());
-                if outcome.is_ok() {
-                    break;
-                }
+            if outcome.is_ok() {
+                break;
             }
         }
         drop(_slot);

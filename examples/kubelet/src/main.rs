@@ -241,7 +241,6 @@ async fn run(flags: Flags) -> Result<()> {
     let mut signals = Signals::install()?;
     let (config, endpoint_given) = load_config(&flags)?;
     let node_name = node_name(&flags)?;
-    let node = node_name.clone();
     info!(node = %node_name, version = node_core::VERSION, "starting kubelet");
     tracing::debug!(config = %config.to_yaml()?, "effective configuration");
     if flags.kubeconfig.is_some() {
@@ -316,7 +315,7 @@ async fn run(flags: Flags) -> Result<()> {
     }
 
     let node = NodeContext {
-        node_name: node.clone(),
+        node_name: node_name.clone(),
         node_ips: node_ips.clone(),
         cluster_dns: config.cluster_dns.clone(),
         cluster_domain: config.cluster_domain.clone().unwrap_or_default(),
@@ -423,15 +422,13 @@ async fn run(flags: Flags) -> Result<()> {
         eprintln!("kubelet: second {second}: exiting now");
         std::process::exit(1);
     });
-    let signal = tokio::sync::Mutex::new(None);
+    let mut signal = None;
     kubelet
         .run(updates, async {
-            if let Ok(s) = stop_rx.await {
-                *signal.lock().await = Some(s);
-            }
+            signal = stop_rx.await.ok();
         })
         .await;
-    let signal = signal.lock().await.unwrap_or("shutdown");
+    let signal = signal.unwrap_or("shutdown");
     info!(signal, "shutting down; pods are left running");
     if let RuntimeEndpoint::Managed(containerd) = runtime {
         containerd.stop().await?;
