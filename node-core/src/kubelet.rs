@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
-use crate::runtime::{ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimePod, SyncError};
+use crate::runtime::{
+    ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimeError, RuntimePod, SyncError,
+};
 use crate::status::{StatusManager, generate_pod_status, is_terminal};
 use crate::volumes::{VolumeError, VolumeManager};
 
@@ -37,8 +39,10 @@ pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(300);
 pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
 /// Upstream `backOffPeriod`: retry after a failed sync.
 const BACKOFF_PERIOD: Duration = Duration::from_secs(10);
-/// Failed event streams before PLEG relists for good (upstream `eventedPlegMaxStreamRetries`).
-const MAX_STREAM_RETRIES: u32 = 5;
+/// The first pause before PLEG opens the runtime's container events again.
+const FIRST_STREAM_RETRY_DELAY: Duration = Duration::from_millis(250);
+/// The longest pause between attempts to open the container events (PLEG relists meanwhile).
+pub const MAX_STREAM_RETRY_DELAY: Duration = Duration::from_secs(5);
 
 /// Settings of the engine.
 #[derive(Clone, Debug)]
@@ -629,92 +633,146 @@ async fn housekeep(
 }
 
 /// The pod lifecycle event generator: sends the UID of each pod whose containers changed.
+///
+/// It follows the runtime's container events, relisting every [`EVENTED_RELIST_PERIOD`] as a
+/// safety net. When the stream cannot be opened or ends (the runtime restarted), it relists
+/// every [`GENERIC_RELIST_PERIOD`] and tries the stream again with back-off (250 ms doubling to
+/// [`MAX_STREAM_RETRY_DELAY`]), for as long as it takes: a runtime restart does not leave the
+/// node polling. Only a runtime without events at all makes it relist for good.
 async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>) {
-    let mut failures = 0u32;
-    let mut delay = Duration::from_millis(250);
-    while failures < MAX_STREAM_RETRIES {
-        match runtime.container_events().await {
-            Ok(mut events) => {
-                info!("PLEG follows the runtime's container events");
-                delay = Duration::from_millis(250);
-                let mut relist = tokio::time::interval(EVENTED_RELIST_PERIOD);
-                let mut previous = HashMap::new();
-                let mut got_any = false;
-                loop {
-                    tokio::select! {
-                        event = events.next() => {
-                            let Some(event) = event else { break };
-                            got_any = true;
-                            if tx.send(event.pod_uid).await.is_err() {
-                                return;
-                            }
-                        }
-                        _ = relist.tick() => relist_once(runtime.as_ref(), &tx, &mut previous).await,
-                    }
-                }
-                if !got_any {
-                    failures += 1;
-                }
-                relist_once(runtime.as_ref(), &tx, &mut previous).await;
-            }
-            Err(e) => {
-                debug!(error = %e, "no container events");
-                failures += 1;
-                if matches!(e, crate::runtime::RuntimeError::Unsupported(_)) {
-                    break;
-                }
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
-    }
-    info!(period = ?GENERIC_RELIST_PERIOD, "PLEG relists the runtime's pods");
-    let mut previous = HashMap::new();
+    let mut relister = Relister::default();
+    let mut delay = FIRST_STREAM_RETRY_DELAY;
+    let mut following = false;
     loop {
-        relist_once(runtime.as_ref(), &tx, &mut previous).await;
-        if tx.is_closed() {
-            return;
+        match runtime.container_events().await {
+            Ok(events) => {
+                if !following {
+                    info!("PLEG follows the runtime's container events");
+                }
+                following = true;
+                // What changed while no stream was open.
+                relister.relist(runtime.as_ref(), &tx).await;
+                let opened = tokio::time::Instant::now();
+                let delivered = follow_events(runtime.as_ref(), &tx, events, &mut relister).await;
+                if tx.is_closed() {
+                    return;
+                }
+                // A stream that worked for a while earns a quick retry; one that ends at once
+                // is retried with growing delays like a failed open.
+                if delivered || opened.elapsed() >= MAX_STREAM_RETRY_DELAY {
+                    delay = FIRST_STREAM_RETRY_DELAY;
+                }
+            }
+            Err(RuntimeError::Unsupported(what)) => {
+                info!(period = ?GENERIC_RELIST_PERIOD, reason = what, "PLEG relists the runtime's pods");
+                loop {
+                    relister.relist(runtime.as_ref(), &tx).await;
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(GENERIC_RELIST_PERIOD).await;
+                }
+            }
+            Err(e) => debug!(error = %e, "cannot open the runtime's container events"),
         }
-        tokio::time::sleep(GENERIC_RELIST_PERIOD).await;
+        if following {
+            info!(period = ?GENERIC_RELIST_PERIOD, "PLEG relists the runtime's pods until its container events are back");
+            following = false;
+        }
+        // Relist until it is time to try the stream again.
+        let retry = tokio::time::Instant::now() + delay;
+        loop {
+            relister.relist(runtime.as_ref(), &tx).await;
+            if tx.is_closed() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= retry {
+                break;
+            }
+            tokio::time::sleep((retry - now).min(GENERIC_RELIST_PERIOD)).await;
+        }
+        delay = (delay * 2).min(MAX_STREAM_RETRY_DELAY);
     }
 }
 
-/// Lists the runtime's pods and sends the UIDs of pods whose containers changed state since
-/// the previous listing.
-async fn relist_once(
+/// Forwards the pods of `events` until the stream ends (or the receiver is gone), relisting
+/// every [`EVENTED_RELIST_PERIOD`]. Whether any event came.
+async fn follow_events(
     runtime: &dyn Runtime,
     tx: &mpsc::Sender<String>,
-    previous: &mut HashMap<String, (String, ContainerState)>,
-) {
-    let pods: Vec<RuntimePod> = match runtime.get_pods(true).await {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "PLEG relist failed");
-            return;
-        }
-    };
-    let mut current = HashMap::new();
-    for pod in &pods {
-        for c in pod.containers.iter().chain(&pod.sandboxes) {
-            current.insert(c.id.id.clone(), (pod.uid.clone(), c.state));
-        }
-    }
-    let mut changed: HashSet<String> = HashSet::new();
-    for (id, (uid, state)) in &current {
-        if previous.get(id).map(|(_, s)| s) != Some(state) {
-            changed.insert(uid.clone());
-        }
-    }
-    for (id, (uid, _)) in previous.iter() {
-        if !current.contains_key(id) {
-            changed.insert(uid.clone());
+    mut events: futures::stream::BoxStream<'static, crate::runtime::ContainerEvent>,
+    relister: &mut Relister,
+) -> bool {
+    let mut relist = tokio::time::interval_at(
+        tokio::time::Instant::now() + EVENTED_RELIST_PERIOD,
+        EVENTED_RELIST_PERIOD,
+    );
+    let mut delivered = false;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return delivered };
+                delivered = true;
+                if tx.send(event.pod_uid).await.is_err() {
+                    return delivered;
+                }
+            }
+            _ = relist.tick() => relister.relist(runtime, tx).await,
         }
     }
-    *previous = current;
-    for uid in changed {
-        if tx.try_send(uid).is_err() {
-            warn!("Event channel is full, discard this relist() cycle event");
-            return;
+}
+
+/// PLEG's relisting: the container states last seen, and whether listing fails (an outage is
+/// logged once, not every second).
+#[derive(Default)]
+struct Relister {
+    previous: HashMap<String, (String, ContainerState)>,
+    failing: bool,
+}
+
+impl Relister {
+    /// Lists the runtime's pods and sends the UIDs of pods whose containers changed state
+    /// since the previous listing.
+    async fn relist(&mut self, runtime: &dyn Runtime, tx: &mpsc::Sender<String>) {
+        let pods: Vec<RuntimePod> = match runtime.get_pods(true).await {
+            Ok(p) => p,
+            Err(e) => {
+                if !self.failing {
+                    warn!(error = %e, "PLEG relist failed");
+                } else {
+                    debug!(error = %e, "PLEG relist failed");
+                }
+                self.failing = true;
+                return;
+            }
+        };
+        if std::mem::take(&mut self.failing) {
+            info!("PLEG relists again");
+        }
+        let mut current = HashMap::new();
+        for pod in &pods {
+            for c in pod.containers.iter().chain(&pod.sandboxes) {
+                current.insert(c.id.id.clone(), (pod.uid.clone(), c.state));
+            }
+        }
+        let mut changed: HashSet<String> = HashSet::new();
+        for (id, (uid, state)) in &current {
+            if self.previous.get(id).map(|(_, s)| s) != Some(state) {
+                changed.insert(uid.clone());
+            }
+        }
+        for (id, (uid, _)) in self.previous.iter() {
+            if !current.contains_key(id) {
+                changed.insert(uid.clone());
+            }
+        }
+        self.previous = current;
+        for uid in changed {
+            if tx.try_send(uid).is_err() {
+                warn!("Event channel is full, discard this relist() cycle event");
+                return;
+            }
         }
     }
 }
@@ -722,7 +780,9 @@ async fn relist_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::{ContainerId, PodStatus, PodSyncResult, RuntimeContainer, RuntimeError};
+    use crate::runtime::{
+        ContainerEvent, ContainerEventKind, ContainerId, PodStatus, PodSyncResult, RuntimeContainer,
+    };
     use async_trait::async_trait;
 
     /// A runtime without container events whose pods the test changes.
@@ -827,6 +887,153 @@ mod tests {
         assert_eq!(next(&mut rx).await.as_deref(), Some("b"));
         runtime.pods.lock().unwrap().remove(0);
         assert_eq!(next(&mut rx).await.as_deref(), Some("a"));
+        pleg.abort();
+    }
+
+    /// A runtime whose container events fail to open while `down` says so, and otherwise open
+    /// a stream the test feeds (dropping the feed ends the stream, as a runtime restart does).
+    #[derive(Default)]
+    struct Evented {
+        base: Fake,
+        down: AtomicBool,
+        opens: std::sync::atomic::AtomicU32,
+        feed: Mutex<Option<mpsc::UnboundedSender<ContainerEvent>>>,
+    }
+
+    #[async_trait]
+    impl Runtime for Evented {
+        fn type_name(&self) -> &str {
+            "fake"
+        }
+        async fn get_pods(&self, all: bool) -> Result<Vec<RuntimePod>, RuntimeError> {
+            self.base.get_pods(all).await
+        }
+        async fn get_pod_status(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<PodStatus, RuntimeError> {
+            Ok(PodStatus::default())
+        }
+        async fn sync_pod(&self, _: &Pod, _: &PodStatus) -> PodSyncResult {
+            PodSyncResult::default()
+        }
+        async fn kill_pod(
+            &self,
+            _: Option<&Pod>,
+            _: &RuntimePod,
+            _: Option<i64>,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn garbage_collect(
+            &self,
+            _: &GcPolicy,
+            _: &dyn PodStateProvider,
+            _: bool,
+        ) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn container_events(
+            &self,
+        ) -> Result<futures::stream::BoxStream<'static, ContainerEvent>, RuntimeError> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(RuntimeError::runtime(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "runtime down",
+                )));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            *self.feed.lock().unwrap() = Some(tx);
+            Ok(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+            )
+            .boxed())
+        }
+    }
+
+    fn event(uid: &str) -> ContainerEvent {
+        ContainerEvent {
+            container_id: format!("{uid}-c"),
+            pod_uid: uid.into(),
+            kind: ContainerEventKind::Stopped,
+        }
+    }
+
+    /// Waits (in paused time) until PLEG opened a stream, and returns its feed.
+    async fn opened(runtime: &Evented) -> mpsc::UnboundedSender<ContainerEvent> {
+        for _ in 0..600 {
+            if let Some(feed) = runtime.feed.lock().unwrap().take() {
+                return feed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("PLEG did not open the container events within a minute");
+    }
+
+    /// A runtime that is down for a long time (more failed opens than upstream's five) and
+    /// then back: PLEG relists meanwhile and returns to the events, again after every restart.
+    #[tokio::test(start_paused = true)]
+    async fn pleg_returns_to_container_events_after_the_runtime_restarts() {
+        let runtime = Arc::new(Evented::default());
+        runtime.down.store(true, Ordering::SeqCst);
+        let (tx, mut rx) = mpsc::channel(16);
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx));
+
+        // Down for 40 s: PLEG keeps trying (with back-off) and relists meanwhile.
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let failed = runtime.opens.load(Ordering::SeqCst);
+        assert!(failed > 5, "only {failed} attempts in 40 s");
+        assert!(failed < 20, "{failed} attempts in 40 s: no back-off");
+        runtime
+            .base
+            .pods
+            .lock()
+            .unwrap()
+            .push(pod("relisted", ContainerState::Running));
+        assert_eq!(
+            next(&mut rx).await.as_deref(),
+            Some("relisted"),
+            "the relist reports changes while the events are down"
+        );
+
+        // Back: within the longest retry delay the stream is open and events flow.
+        runtime.down.store(false, Ordering::SeqCst);
+        let back = tokio::time::Instant::now();
+        let feed = opened(&runtime).await;
+        assert!(back.elapsed() <= MAX_STREAM_RETRY_DELAY + Duration::from_millis(200));
+        feed.send(event("a")).unwrap();
+        assert_eq!(next(&mut rx).await.as_deref(), Some("a"));
+
+        // A restart: the stream ends, the runtime is down a while, then back again.
+        runtime.down.store(true, Ordering::SeqCst);
+        drop(feed);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        runtime.down.store(false, Ordering::SeqCst);
+        let feed = opened(&runtime).await;
+        feed.send(event("b")).unwrap();
+        assert_eq!(next(&mut rx).await.as_deref(), Some("b"));
+
+        // While events flow, nothing polls: no relist between events.
+        let opens = runtime.opens.load(Ordering::SeqCst);
+        runtime
+            .base
+            .pods
+            .lock()
+            .unwrap()
+            .push(pod("unseen", ContainerState::Running));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .ok()
+                .flatten(),
+            None,
+            "no relist within a minute while the events flow"
+        );
+        assert_eq!(runtime.opens.load(Ordering::SeqCst), opens);
         pleg.abort();
     }
 

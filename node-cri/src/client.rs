@@ -40,6 +40,10 @@ impl Default for ClientOptions {
     }
 }
 
+/// How long [`CriClient::container_events`] waits for the runtime's answer before it hands
+/// out a stream that keeps waiting.
+pub const EVENTS_ANSWER_WINDOW: Duration = Duration::from_millis(500);
+
 /// A stream of container lifecycle events from `GetContainerEvents`.
 pub type ContainerEventStream =
     Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse>> + Send + 'static>>;
@@ -730,31 +734,43 @@ impl CriClient {
     /// `GetContainerEvents`: a stream of container created / started / stopped / deleted
     /// events. Runtimes without it (containerd 1.6) give an error for which
     /// [`CriError::is_unimplemented`] is true, either here or as the stream's first item.
+    ///
+    /// containerd answers the call only with its first event, so a quiet runtime leaves it
+    /// pending: failures (no runtime there, no such method) come back here when the runtime
+    /// answers within [`EVENTS_ANSWER_WINDOW`]; otherwise the stream is handed out and waits
+    /// for the runtime's answer and its events without a deadline.
     pub async fn container_events(&self) -> Result<ContainerEventStream> {
         let socket = self.runtime_socket.clone();
-        // The stream lives as long as the runtime: no deadline goes to the runtime, only the
-        // wait for the stream to open is bounded.
-        let timeout = self.options.request_timeout;
-        let open = self.runtime_call(
-            "GetContainerEvents",
-            String::new,
-            None,
-            cri::GetEventsRequest {},
-            |mut c, r| async move { c.get_container_events(r).await },
-        );
-        let stream =
-            tokio::time::timeout(timeout, open)
-                .await
-                .map_err(|_| CriError::Timeout {
-                    call: "GetContainerEvents",
-                    object: String::new(),
-                    timeout,
-                })??;
-        Ok(Box::pin(stream.map(move |item| {
+        let client = self.runtime.clone();
+        let open_socket = socket.clone();
+        let mut open = Box::pin(async move {
+            Self::unary(
+                "GetContainerEvents",
+                String::new,
+                &open_socket,
+                None,
+                client,
+                cri::GetEventsRequest {},
+                |mut c, r| async move { c.get_container_events(r).await },
+            )
+            .await
+        });
+        let map = move |item: std::result::Result<cri::ContainerEventResponse, tonic::Status>| {
             item.map_err(|status| {
                 status_error("GetContainerEvents", String::new(), &socket, None, status)
             })
-        })))
+        };
+        match tokio::time::timeout(EVENTS_ANSWER_WINDOW, &mut open).await {
+            Ok(answered) => Ok(Box::pin(answered?.map(map))),
+            Err(_) => Ok(Box::pin(
+                futures::stream::once(open)
+                    .map(move |opened| match opened {
+                        Ok(stream) => stream.map(map.clone()).boxed(),
+                        Err(e) => futures::stream::iter([Err(e)]).boxed(),
+                    })
+                    .flatten(),
+            )),
+        }
     }
 
     // ---- ImageService ----

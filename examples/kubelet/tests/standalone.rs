@@ -79,7 +79,11 @@ impl Node {
             .arg("--root-dir")
             .arg(self.dir.join("root"))
             .args(["--hostname-override", NODE, "--node-ip", "127.0.0.1"])
-            .env("RUST_LOG", "info")
+            // TEST_KUBELET_LOG (a RUST_LOG filter) makes the kubelets of these tests chattier.
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_KUBELET_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .expect("run the kubelet");
@@ -975,5 +979,198 @@ async fn volumes_are_mounted_reported_and_cleaned_up_by_the_binary() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    node.shutdown().await;
+}
+
+/// Stops container `name` of `pod` with SIGKILL behind the kubelet's back, as a crash.
+async fn kill_behind_the_kubelets_back(node: &Node, pod: &Pod, name: &str) -> String {
+    let id = container_status(pod, name)
+        .container_id
+        .unwrap_or_else(|| panic!("container {name} has no id: {pod:?}"));
+    let id = id.rsplit("://").next().unwrap_or_default().to_string();
+    node.client.stop_container(&id, 0).await.unwrap();
+    let status = node.client.container_status(&id, false).await.unwrap();
+    assert_eq!(
+        status.state,
+        cri::ContainerState::ContainerExited as i32,
+        "container {id} of {} exited",
+        uid(pod)
+    );
+    id
+}
+
+/// The waiting reason and message of container `name`, if it waits.
+fn waiting(pod: &Pod, name: &str) -> Option<(String, String)> {
+    let w = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)?
+        .state
+        .clone()?
+        .waiting?;
+    Some((w.reason.unwrap_or_default(), w.message.unwrap_or_default()))
+}
+
+/// Waits until container `name` of pod `name`-node runs in a container other than `old`,
+/// failing if it is reported in CrashLoopBackOff meanwhile.
+async fn wait_restarted_without_back_off(node: &Node, pod: &str, name: &str, old: &str) -> Pod {
+    let full = format!("{pod}-{NODE}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = node
+            .pods()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some(&full));
+        if let Some(p) = found {
+            if let Some((reason, message)) = waiting(&p, name) {
+                assert_ne!(
+                    reason,
+                    "CrashLoopBackOff",
+                    "{message}: the kubelet's own stops were counted as crashes; log:\n{}",
+                    node.log_text()
+                );
+            }
+            if running(&p)
+                && container_status(&p, name)
+                    .container_id
+                    .is_some_and(|id| !id.ends_with(old))
+            {
+                return p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{full} never ran again; log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The kubelet's own stops never count as crashes: a pod removed and put back three times (the
+/// same manifest, so the same UID) restarts a killed container at once, and a crash of its own
+/// right after that backs off as upstream (10 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_removed_and_put_back_restarts_a_killed_container_at_once() {
+    let node = Node::start("readd", "").await;
+    let body = busybox_pod(
+        "again",
+        "Always",
+        "exec sleep 3600",
+        "  terminationGracePeriodSeconds: 0\n",
+    );
+    node.write("again.yaml", &body);
+    let pod = node.wait_pod("again", "running", running).await;
+    let first_uid = uid(&pod);
+    // A first crash: restarted at once.
+    let old = kill_behind_the_kubelets_back(&node, &pod, "main").await;
+    wait_restarted_without_back_off(&node, "again", "main", &old).await;
+
+    let mut pod = node.wait_pod("again", "running", running).await;
+    for _ in 0..3 {
+        let before = container_status(&pod, "main").container_id;
+        std::fs::remove_file(node.manifest("again.yaml")).unwrap();
+        node.wait_gone("again").await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while node.running_containers_of(&first_uid).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the removed pod still runs; log:\n{}",
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        node.write("again.yaml", &body);
+        pod = node
+            .wait_pod("again", "running in a new container", |p| {
+                running(p) && container_status(p, "main").container_id != before
+            })
+            .await;
+    }
+    assert_eq!(uid(&pod), first_uid, "the same manifest gives the same UID");
+
+    // The first crash of the pod that came back: restarted at once.
+    let killed = Instant::now();
+    let old = kill_behind_the_kubelets_back(&node, &pod, "main").await;
+    let pod = wait_restarted_without_back_off(&node, "again", "main", &old).await;
+    println!(
+        "killed container running again after {:?}",
+        killed.elapsed()
+    );
+
+    // A second crash of its own: back-off 10 s, as upstream.
+    kill_behind_the_kubelets_back(&node, &pod, "main").await;
+    let backing_off = node
+        .wait_pod("again", "in CrashLoopBackOff", |p| {
+            waiting(p, "main").is_some_and(|(reason, _)| reason == "CrashLoopBackOff")
+        })
+        .await;
+    let (_, message) = waiting(&backing_off, "main").unwrap();
+    assert!(message.starts_with("back-off 10s"), "{message}");
+    node.shutdown().await;
+}
+
+/// containerd stopped under a running kubelet for 10 s and started again: the kubelet keeps
+/// its pods, relists while the runtime is away, then follows the runtime's container events
+/// again instead of relisting for good; a container killed after that is restarted.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_runtime_restart_pleg_follows_container_events_again() {
+    let mut node = Node::start("pleg-restart", "").await;
+    node.write(
+        "steady.yaml",
+        &busybox_pod(
+            "steady",
+            "Always",
+            "exec sleep 3600",
+            "  terminationGracePeriodSeconds: 0\n",
+        ),
+    );
+    node.wait_pod("steady", "running", running).await;
+    let count = |node: &Node, text: &str| {
+        node.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    };
+    const FOLLOWS: &str = "PLEG follows the runtime's container events";
+    const RELISTS: &str = "PLEG relists the runtime's pods until its container events are back";
+    assert_eq!(count(&node, FOLLOWS), 1, "{}", node.log_text());
+
+    let containerd = node.containerd.take().expect("containerd");
+    let config = containerd.config().clone();
+    containerd.stop().await.expect("stop containerd");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(count(&node, RELISTS), 1, "{}", node.log_text());
+    let containerd = ManagedContainerd::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("cannot start containerd again: {e}"));
+    node.client = containerd.client().clone();
+    node.containerd = Some(containerd);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&node, FOLLOWS) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "PLEG did not return to the container events; log:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = node.wait_pod("steady", "still running", running).await;
+    assert_eq!(
+        container_status(&pod, "main").restart_count,
+        0,
+        "the pod kept its container"
+    );
+    let old = kill_behind_the_kubelets_back(&node, &pod, "main").await;
+    wait_restarted_without_back_off(&node, "steady", "main", &old).await;
+    assert_eq!(count(&node, RELISTS), 1, "{}", node.log_text());
     node.shutdown().await;
 }

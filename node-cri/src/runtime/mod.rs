@@ -75,6 +75,9 @@ struct SandboxTarget<'a> {
     /// The pod's hostname and domain (the managed `/etc/hosts` names them).
     hostname: &'a str,
     host_domain: &'a str,
+    /// When the sandbox was created (`None` if unknown): container instances older than that
+    /// belong to an earlier sandbox of the pod.
+    created: Option<SystemTime>,
 }
 
 /// A container to stop and how.
@@ -205,11 +208,19 @@ impl CriRuntime {
                 container.image.as_deref().unwrap_or_default(),
             );
             let finished = system_time(prev.finished_at);
+            let exited = backoff::Exited {
+                id: &prev.id.id,
+                created: system_time(prev.created_at),
+                finished,
+            };
             let now = SystemTime::now();
-            let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(left) = backoff.remaining(&key, finished, now) {
+            let decision = self
+                .backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restart(&key, &exited, target.created, now);
+            if let Err(left) = decision {
                 let window = left + now.duration_since(finished).unwrap_or_default();
-                drop(backoff);
                 self.event(
                     &object,
                     EventType::Warning,
@@ -231,7 +242,6 @@ impl CriRuntime {
                     ),
                 ));
             }
-            backoff.next(&key, finished, now);
         }
         let restart_count = match previous {
             Some(p) => p.restart_count + 1,
@@ -430,10 +440,16 @@ impl CriRuntime {
             message.unwrap_or(&default_message),
         );
         match self.client.stop_container(&id.id, grace).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(sync_error("KillContainerError", e.to_string())),
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(sync_error("KillContainerError", e.to_string())),
         }
+        // Its exit is the kubelet's doing, not a crash.
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stopped_by_kubelet(&running.uid, &id.id);
+        Ok(())
     }
 
     async fn kill_pod_inner(
@@ -636,6 +652,14 @@ impl Runtime for CriRuntime {
         }
         let mut pod_ips = status.ips.clone();
         let mut sandbox_id = actions.sandbox_id.clone();
+        let mut sandbox_created = sandbox_id.as_ref().and_then(|id| {
+            status
+                .sandboxes
+                .iter()
+                .find(|s| &s.id == id)
+                .and_then(|s| s.created_at)
+                .map(SystemTime::from)
+        });
         let config = match pod_sandbox_config(pod, actions.attempt, &self.node) {
             Ok((config, warnings)) => {
                 if actions.create_sandbox {
@@ -671,6 +695,8 @@ impl Runtime for CriRuntime {
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
                 warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
             }
+            // Every container instance the pod has so far is older than the new sandbox.
+            sandbox_created = Some(SystemTime::now());
             match self
                 .client
                 .run_pod_sandbox(config.clone(), &self.runtime_handler)
@@ -716,6 +742,7 @@ impl Runtime for CriRuntime {
             pod_ips: &pod_ips,
             hostname: &hostname,
             host_domain: &host_domain,
+            created: sandbox_created,
         };
         let spec = pod.spec.as_ref();
         let init_containers = spec
@@ -766,11 +793,11 @@ impl Runtime for CriRuntime {
                     e.reason, e.message
                 )))
             })?;
-        if let Ok(mut b) = self.backoff.lock()
-            && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
-        {
-            b.forget_pod(&running.uid);
-        }
+        // The pod stopped: whatever it comes back as starts with a clean back-off.
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_pod(&running.uid);
         Ok(())
     }
 
@@ -789,11 +816,11 @@ impl Runtime for CriRuntime {
         )
         .await
         .map_err(RuntimeError::runtime)?;
-        if let Ok(mut b) = self.backoff.lock() {
-            for uid in removed {
-                b.forget_pod(&uid);
-            }
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        for uid in removed {
+            backoff.forget_pod(&uid);
         }
+        backoff.gc(SystemTime::now());
         Ok(())
     }
 
@@ -829,11 +856,14 @@ impl Runtime for CriRuntime {
     }
 
     async fn container_events(&self) -> Result<BoxStream<'static, ContainerEvent>, RuntimeError> {
-        let stream = self
-            .client
-            .container_events()
-            .await
-            .map_err(RuntimeError::runtime)?;
+        let stream = self.client.container_events().await.map_err(|e| {
+            if e.is_unimplemented() {
+                // containerd 1.6: the engine relists instead.
+                RuntimeError::Unsupported("container events")
+            } else {
+                RuntimeError::runtime(e)
+            }
+        })?;
         Ok(stream
             .take_while(|item| {
                 if let Err(e) = item {
