@@ -356,7 +356,7 @@ impl Worker {
                     Wake::Unsettled => {
                         let changes = std::mem::take(&mut self.unsettled);
                         let reads = self.read_changes(&changes);
-                        self.settle(reads)
+                        self.settle(reads, false)
                     }
                 };
                 if flow == Flow::Reset {
@@ -421,7 +421,7 @@ impl Worker {
             None => Flow::Continue,
             Some(WatchEvent::Changed(changes)) => {
                 let reads = self.read_changes(&changes);
-                self.settle(reads)
+                self.settle(reads, whole(&changes))
             }
             Some(WatchEvent::Rescan) => self.relist(),
             Some(WatchEvent::Reset) => Flow::Reset,
@@ -445,7 +445,7 @@ impl Worker {
                         (file, loaded)
                     })
                     .collect();
-                if self.settle(reads) == Flow::Reset {
+                if self.settle(reads, false) == Flow::Reset {
                     return Flow::Reset;
                 }
             }
@@ -492,7 +492,9 @@ impl Worker {
     /// Applies reads once no newer event concerns their files; the files named by newer
     /// events are read again (or left for their close-after-write). Files that keep changing
     /// past [`SETTLE_LIMIT`] keep their previous state and are read again a little later.
-    fn settle(&mut self, mut reads: Vec<(PathBuf, Loaded)>) -> Flow {
+    /// `whole`: every read is of a file renamed into place, which no write can race, so the
+    /// reads apply without the grace given to files written in place.
+    fn settle(&mut self, mut reads: Vec<(PathBuf, Loaded)>, mut whole: bool) -> Flow {
         let started = Instant::now();
         let mut rounds = 0u32;
         let mut graced = false;
@@ -508,7 +510,10 @@ impl Worker {
                 None => None,
             };
             let changes = match newer {
-                None if !graced && reads.iter().any(|(_, l)| !matches!(l, Loaded::Keep)) => {
+                None if !graced
+                    && !whole
+                    && reads.iter().any(|(_, l)| !matches!(l, Loaded::Keep)) =>
+                {
                     // Before a read changes anything, give a racing write's event a moment.
                     graced = true;
                     let empty = reads.iter().any(|(_, l)| {
@@ -545,6 +550,7 @@ impl Worker {
                 std::thread::sleep(SETTLE_PAUSE);
             }
             reads = self.read_changes(&changes);
+            whole = self::whole(&changes);
             graced = false;
         }
         for (file, loaded) in reads {
@@ -571,6 +577,11 @@ impl Worker {
         self.last_sent = Some(pods.clone());
         self.out.blocking_send(pods).is_ok()
     }
+}
+
+/// Whether every change is a file renamed into place.
+fn whole(changes: &[Change]) -> bool {
+    changes.iter().all(|c| c.moved_in)
 }
 
 /// The source task: starts the worker thread and forwards its snapshots to the merger.

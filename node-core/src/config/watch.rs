@@ -40,6 +40,9 @@ pub(crate) struct Change {
     /// The last event was a write that has not been followed by a close: a writer is busy with
     /// the file and its close-after-write will follow.
     pub(crate) writing: bool,
+    /// The last event was a rename into the directory: the file arrived whole (as editors and
+    /// config managers write), so no write can race its read.
+    pub(crate) moved_in: bool,
 }
 
 /// What a batch of notifications means for the file source.
@@ -218,6 +221,7 @@ mod imp {
                             name,
                             created_only: true,
                             writing: false,
+                            moved_in: false,
                         });
                         changes.len() - 1
                     }
@@ -227,6 +231,7 @@ mod imp {
                 // Only IN_MODIFY leaves a writer busy; a close, a rename, a delete or a
                 // chmod after it means the file is settled (or gone).
                 change.writing = modified;
+                change.moved_in = event.mask.contains(AddWatchFlags::IN_MOVED_TO);
             }
             if rescan {
                 Some(WatchEvent::Rescan)

@@ -9,6 +9,7 @@
 mod actions;
 mod backoff;
 pub mod container;
+mod gate;
 mod gc;
 pub mod labels;
 mod mounts;
@@ -53,6 +54,7 @@ pub struct CriRuntime {
     node: NodeContext,
     recorder: Arc<dyn EventRecorder>,
     backoff: Mutex<backoff::BackOff>,
+    gate: gate::StartGate,
     runtime_handler: String,
     type_name: String,
     volumes: Option<Arc<dyn VolumeManager>>,
@@ -91,6 +93,12 @@ struct KillTarget<'a> {
     message: Option<&'a str>,
 }
 
+/// The default bound of [`CriRuntime::with_start_concurrency`]: twice the cores the process
+/// may use.
+pub fn default_start_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+}
+
 /// `name_namespace(uid)`, upstream's `format.Pod`.
 pub(crate) fn format_pod(pod: &Pod) -> String {
     labels::PodRef::of(pod).upstream_format()
@@ -122,6 +130,7 @@ impl CriRuntime {
             node,
             recorder,
             backoff: Mutex::new(backoff::BackOff::default()),
+            gate: gate::StartGate::new(default_start_concurrency()),
             runtime_handler: String::new(),
             type_name: "containerd".into(),
             volumes: None,
@@ -140,6 +149,16 @@ impl CriRuntime {
     /// Without one, containers get no mounts.
     pub fn with_volume_manager(mut self, volumes: Arc<dyn VolumeManager>) -> Self {
         self.volumes = Some(volumes);
+        self
+    }
+
+    /// Bounds the sandbox creations and container starts that run at once to `n` (at least
+    /// one; default [`default_start_concurrency`]). When many pods arrive together, the first
+    /// ones then run while the later ones queue, in arrival order, instead of all of them
+    /// sharing the runtime and finishing late together. Image pulls, status calls and kills are
+    /// not bounded by it.
+    pub fn with_start_concurrency(mut self, n: usize) -> Self {
+        self.gate = gate::StartGate::new(n);
         self
     }
 
@@ -284,6 +303,9 @@ impl CriRuntime {
         if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
             warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
         }
+        // Creating and starting compete for the runtime: through the gate, ahead of pods that
+        // still wait for their sandboxes.
+        let _permit = self.gate.enter(gate::Work::Container).await;
         let id = self
             .client
             .create_container(sandbox_id, config, sandbox_config.clone())
@@ -695,13 +717,15 @@ impl Runtime for CriRuntime {
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
                 warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
             }
+            let permit = self.gate.enter(gate::Work::Sandbox).await;
             // Every container instance the pod has so far is older than the new sandbox.
             sandbox_created = Some(SystemTime::now());
-            match self
+            let created = self
                 .client
                 .run_pod_sandbox(config.clone(), &self.runtime_handler)
-                .await
-            {
+                .await;
+            drop(permit);
+            match created {
                 Ok(id) => {
                     result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
                     if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
