@@ -15,7 +15,8 @@
 //!
 //! The difference is the kubelet's own work: the file source, admission, pod workers, the
 //! volume manager, status reads, image checks, the start gate and the PLEG.
-//! `POD_STARTUP_CONCURRENCY` overrides the kubelet's start gate (default: twice the cores).
+//! `POD_STARTUP_CONCURRENCY` overrides the kubelet's start gate (default: twice the cores);
+//! `POD_STARTUP_LOG` (a `RUST_LOG` filter) logs the kubelet's work to stderr.
 //!
 //! `cargo bench -p benches --bench pod_startup`
 
@@ -263,6 +264,12 @@ async fn restart_after_readd(
 }
 
 fn startup(c: &mut Criterion) {
+    if let Ok(filter) = std::env::var("POD_STARTUP_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -147,6 +147,20 @@ impl ImageManager {
         container: &Container,
         secrets: &Keyring,
     ) -> Result<Image, EnsureImageError> {
+        self.ensure_image_exists_then(pod, container, secrets, || {})
+            .await
+    }
+
+    /// [`ensure_image_exists`](Self::ensure_image_exists), calling `before_pull` when it is
+    /// about to pull (and not when the image is present or may not be pulled): a caller that
+    /// holds a share of something scarce while it starts a container gives it up there.
+    pub async fn ensure_image_exists_then(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        secrets: &Keyring,
+        before_pull: impl FnOnce() + Send,
+    ) -> Result<Image, EnsureImageError> {
         let init = pod
             .spec
             .as_ref()
@@ -214,6 +228,7 @@ impl ImageManager {
             });
         }
 
+        before_pull();
         event(
             EventType::Normal,
             "Pulling",
@@ -411,6 +426,40 @@ mod tests {
             window = (window * 2).min(MAX_PULL_BACKOFF);
         }
         assert_eq!(window, MAX_PULL_BACKOFF);
+    }
+
+    /// `before_pull` runs right before a pull, while no pull is running for the caller, and
+    /// not at all when the image is present.
+    #[tokio::test]
+    async fn before_pull_runs_only_when_pulling() {
+        let fake = Arc::new(Fake::default());
+        let m = ImageManager::new(
+            fake.clone(),
+            Arc::new(MemoryRecorder::default()),
+            PullConcurrency::Serial,
+        );
+        let mut p = pod("u", "reg.io/app:1");
+        let called = AtomicUsize::new(0);
+        let container = p.spec.as_ref().unwrap().containers[0].clone();
+        let before = || {
+            assert_eq!(fake.running.load(Ordering::SeqCst), 0, "before the pull");
+            called.fetch_add(1, Ordering::SeqCst);
+        };
+        m.ensure_image_exists_then(&p, &container, &Keyring::new(), before)
+            .await
+            .unwrap();
+        assert_eq!(called.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.pulls.load(Ordering::SeqCst), 1);
+        // Present, and IfNotPresent: no pull, no call.
+        p.spec.as_mut().unwrap().containers[0].image_pull_policy = Some("IfNotPresent".into());
+        let container = p.spec.as_ref().unwrap().containers[0].clone();
+        m.ensure_image_exists_then(&p, &container, &Keyring::new(), || {
+            called.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+        assert_eq!(called.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.pulls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

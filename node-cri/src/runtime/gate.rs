@@ -1,9 +1,10 @@
 //! The start gate: a bound on the work that competes for the runtime when many pods start at
 //! once (sandbox creation, container creation and start), served in arrival order.
 //!
-//! Two queues: a pod that already holds its sandbox and starts a container goes before pods
-//! still waiting to create theirs, so the first pods to arrive are running while later ones
-//! queue. The gate opens gradually: a burst starts one piece of work at a time, and every
+//! A pod keeps its place from its sandbox's creation through its containers' starts (giving
+//! it up only for an image pull), and a pod that comes back for a container goes before pods
+//! still waiting to create their sandboxes, so the first pods to arrive are running while later
+//! ones queue. The gate opens gradually: a burst starts one piece of work at a time, and every
 //! piece that finishes lets one more through at once, up to the bound. The first pod of a burst
 //! thus has the runtime to itself, and the runtime is kept busy at the bound from a few
 //! hundred milliseconds on (on two cores, a fixed bound of two made the first container twice

@@ -207,6 +207,10 @@ impl CriRuntime {
     }
 
     /// Starts one container: back-off, image, config, create, start, with upstream's events.
+    ///
+    /// `place` is the pod's place in the start gate: kept from its sandbox creation or an
+    /// earlier container of this sync, given up for an image pull, taken when missing.
+    #[allow(clippy::too_many_arguments)]
     async fn start_container(
         &self,
         pod: &Pod,
@@ -215,6 +219,7 @@ impl CriRuntime {
         target: &SandboxTarget<'_>,
         status: &PodStatus,
         result: &mut PodSyncResult,
+        place: &mut Option<gate::Permit>,
     ) -> Result<(), SyncError> {
         let (sandbox_id, sandbox_config, pod_ips) = (target.id, target.config, target.pod_ips);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
@@ -269,7 +274,7 @@ impl CriRuntime {
 
         let image = self
             .images
-            .ensure_image_exists(pod, container, &Keyring::new())
+            .ensure_image_exists_then(pod, container, &Keyring::new(), || drop(place.take()))
             .await
             .map_err(|e| sync_error(e.reason, e.message))?;
         let config_error = |message: String| {
@@ -303,9 +308,11 @@ impl CriRuntime {
         if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
             warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
         }
-        // Creating and starting compete for the runtime: through the gate, ahead of pods that
-        // still wait for their sandboxes.
-        let _permit = self.gate.enter(gate::Work::Container).await;
+        // Creating and starting compete for the runtime: through the gate (ahead of pods that
+        // still wait for their sandboxes) unless the pod holds its place already.
+        if place.is_none() {
+            *place = Some(self.gate.enter(gate::Work::Container).await);
+        }
         let id = self
             .client
             .create_container(sandbox_id, config, sandbox_config.clone())
@@ -674,6 +681,7 @@ impl Runtime for CriRuntime {
         }
         let mut pod_ips = status.ips.clone();
         let mut sandbox_id = actions.sandbox_id.clone();
+        let mut place: Option<gate::Permit> = None;
         let mut sandbox_created = sandbox_id.as_ref().and_then(|id| {
             status
                 .sandboxes
@@ -717,15 +725,15 @@ impl Runtime for CriRuntime {
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
                 warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
             }
-            let permit = self.gate.enter(gate::Work::Sandbox).await;
+            // The pod keeps its place in the gate through its container starts.
+            place = Some(self.gate.enter(gate::Work::Sandbox).await);
             // Every container instance the pod has so far is older than the new sandbox.
             sandbox_created = Some(SystemTime::now());
-            let created = self
+            match self
                 .client
                 .run_pod_sandbox(config.clone(), &self.runtime_handler)
-                .await;
-            drop(permit);
-            match created {
+                .await
+            {
                 Ok(id) => {
                     result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
                     if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
@@ -783,7 +791,7 @@ impl Runtime for CriRuntime {
                 ContainerKind::Init
             };
             let started = self
-                .start_container(pod, c, kind, &target, status, &mut result)
+                .start_container(pod, c, kind, &target, status, &mut result, &mut place)
                 .await;
             let failed = started.is_err();
             result.push(SyncAction::InitContainer, c.name.clone(), started.err());
@@ -796,7 +804,15 @@ impl Runtime for CriRuntime {
                 continue;
             };
             let started = self
-                .start_container(pod, c, ContainerKind::Regular, &target, status, &mut result)
+                .start_container(
+                    pod,
+                    c,
+                    ContainerKind::Regular,
+                    &target,
+                    status,
+                    &mut result,
+                    &mut place,
+                )
                 .await;
             result.push(SyncAction::StartContainer, c.name.clone(), started.err());
         }
