@@ -152,11 +152,13 @@ impl CriRuntime {
         self
     }
 
-    /// Bounds the sandbox creations and container starts that run at once to `n` (at least
+    /// Bounds the pods whose sandbox creation or container starts run at once to `n` (at least
     /// one; default [`default_start_concurrency`]). When many pods arrive together, the first
     /// ones then run while the later ones queue, in arrival order, instead of all of them
-    /// sharing the runtime and finishing late together. Image pulls, status calls and kills are
-    /// not bounded by it.
+    /// sharing the runtime and finishing late together: a burst starts one pod at a time and
+    /// the bound opens by one with each piece of work done; a pod keeps its place from its
+    /// sandbox through its container starts, and pods coming back for a container go first.
+    /// Image pulls (the place is given up meanwhile), status calls and kills are not bounded.
     pub fn with_start_concurrency(mut self, n: usize) -> Self {
         self.gate = gate::StartGate::new(n);
         self
