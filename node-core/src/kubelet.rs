@@ -785,10 +785,16 @@ mod tests {
     };
     use async_trait::async_trait;
 
-    /// A runtime without container events whose pods the test changes.
+    /// A runtime whose pods the test changes. Without `evented` it has no container events;
+    /// with it, opening them fails while `down` says so and otherwise gives a stream the test
+    /// feeds (dropping the feed ends the stream, as a runtime restart does).
     #[derive(Default)]
     struct Fake {
         pods: Mutex<Vec<RuntimePod>>,
+        evented: bool,
+        down: AtomicBool,
+        opens: std::sync::atomic::AtomicU32,
+        feed: Mutex<Option<mpsc::UnboundedSender<ContainerEvent>>>,
     }
 
     #[async_trait]
@@ -825,6 +831,27 @@ mod tests {
             _: bool,
         ) -> Result<(), RuntimeError> {
             Ok(())
+        }
+        async fn container_events(
+            &self,
+        ) -> Result<futures::stream::BoxStream<'static, ContainerEvent>, RuntimeError> {
+            if !self.evented {
+                return Err(RuntimeError::Unsupported("container events"));
+            }
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(RuntimeError::runtime(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "runtime down",
+                )));
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            *self.feed.lock().unwrap() = Some(tx);
+            Ok(futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+            )
+            .boxed())
         }
     }
 
@@ -890,71 +917,6 @@ mod tests {
         pleg.abort();
     }
 
-    /// A runtime whose container events fail to open while `down` says so, and otherwise open
-    /// a stream the test feeds (dropping the feed ends the stream, as a runtime restart does).
-    #[derive(Default)]
-    struct Evented {
-        base: Fake,
-        down: AtomicBool,
-        opens: std::sync::atomic::AtomicU32,
-        feed: Mutex<Option<mpsc::UnboundedSender<ContainerEvent>>>,
-    }
-
-    #[async_trait]
-    impl Runtime for Evented {
-        fn type_name(&self) -> &str {
-            "fake"
-        }
-        async fn get_pods(&self, all: bool) -> Result<Vec<RuntimePod>, RuntimeError> {
-            self.base.get_pods(all).await
-        }
-        async fn get_pod_status(
-            &self,
-            _: &str,
-            _: &str,
-            _: &str,
-        ) -> Result<PodStatus, RuntimeError> {
-            Ok(PodStatus::default())
-        }
-        async fn sync_pod(&self, _: &Pod, _: &PodStatus) -> PodSyncResult {
-            PodSyncResult::default()
-        }
-        async fn kill_pod(
-            &self,
-            _: Option<&Pod>,
-            _: &RuntimePod,
-            _: Option<i64>,
-        ) -> Result<(), RuntimeError> {
-            Ok(())
-        }
-        async fn garbage_collect(
-            &self,
-            _: &GcPolicy,
-            _: &dyn PodStateProvider,
-            _: bool,
-        ) -> Result<(), RuntimeError> {
-            Ok(())
-        }
-        async fn container_events(
-            &self,
-        ) -> Result<futures::stream::BoxStream<'static, ContainerEvent>, RuntimeError> {
-            self.opens.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) {
-                return Err(RuntimeError::runtime(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionRefused,
-                    "runtime down",
-                )));
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            *self.feed.lock().unwrap() = Some(tx);
-            Ok(futures::stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-            )
-            .boxed())
-        }
-    }
-
     fn event(uid: &str) -> ContainerEvent {
         ContainerEvent {
             container_id: format!("{uid}-c"),
@@ -964,7 +926,7 @@ mod tests {
     }
 
     /// Waits (in paused time) until PLEG opened a stream, and returns its feed.
-    async fn opened(runtime: &Evented) -> mpsc::UnboundedSender<ContainerEvent> {
+    async fn opened(runtime: &Fake) -> mpsc::UnboundedSender<ContainerEvent> {
         for _ in 0..600 {
             if let Some(feed) = runtime.feed.lock().unwrap().take() {
                 return feed;
@@ -978,7 +940,10 @@ mod tests {
     /// then back: PLEG relists meanwhile and returns to the events, again after every restart.
     #[tokio::test(start_paused = true)]
     async fn pleg_returns_to_container_events_after_the_runtime_restarts() {
-        let runtime = Arc::new(Evented::default());
+        let runtime = Arc::new(Fake {
+            evented: true,
+            ..Default::default()
+        });
         runtime.down.store(true, Ordering::SeqCst);
         let (tx, mut rx) = mpsc::channel(16);
         let pleg = tokio::spawn(run_pleg(runtime.clone(), tx));
@@ -989,7 +954,6 @@ mod tests {
         assert!(failed > 5, "only {failed} attempts in 40 s");
         assert!(failed < 20, "{failed} attempts in 40 s: no back-off");
         runtime
-            .base
             .pods
             .lock()
             .unwrap()
@@ -1020,7 +984,6 @@ mod tests {
         // While events flow, nothing polls: no relist between events.
         let opens = runtime.opens.load(Ordering::SeqCst);
         runtime
-            .base
             .pods
             .lock()
             .unwrap()
