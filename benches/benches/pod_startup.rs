@@ -1,9 +1,12 @@
 //! Pod start-up: N static pods from manifests written at once to all containers running (as
-//! the runtime reports), and to the first container running, against two CRI floors, in the
-//! same run on the same managed containerd. N = 30 through criterion; N = 110 in plain runs
-//! (one each by default, `POD_STARTUP_RUNS_110`), printed beside them. Ends with the restart
-//! figure: a pod removed and put back (same manifest, same UID), its container SIGKILLed, the
-//! time until a new one runs.
+//! the runtime reports), and to the first container running, against two CRI floors, on the
+//! same managed containerd. Each round runs the two floors and then a fresh kubelet, so that
+//! the VM's drift between runs (the floors vary by 20% from one run to the next) weighs on all
+//! three alike; everything is observed the same way (a ListContainers every 10 ms). N = 30
+//! through criterion (one round per sample); N = 110 in plain rounds (one by default,
+//! `POD_STARTUP_RUNS_110`), printed beside them. Ends with the restart figure: a pod removed
+//! and put back (same manifest, same UID), its container SIGKILLed, the time until a new one
+//! runs.
 //!
 //! The floors start the same N pods directly and concurrently, with no kubelet logic:
 //! - `cri_floor_minimal`: the harness's minimal pods (RunPodSandbox, CreateContainer,
@@ -46,6 +49,8 @@ use node_volumes::source::Standalone;
 const PODS: usize = 30;
 const MANY: usize = 110;
 const NODE: &str = "bench-node";
+/// How often the runs poll the runtime for running containers.
+const POLL: Duration = Duration::from_millis(10);
 
 fn manifest(i: usize) -> String {
     format!(
@@ -146,7 +151,7 @@ async fn kubelet_run(client: &CriClient, manifests: &Path, n: usize) -> Run {
         if running >= n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(POLL).await;
     }
     let run = Run {
         all: t.elapsed(),
@@ -196,38 +201,51 @@ fn node_context(logs: &Path) -> NodeContext {
     }
 }
 
-/// The two floors for `n` pods, one run.
-async fn floor_runs(
-    client: &CriClient,
-    node: &NodeContext,
-    pods: &[Pod],
-    image_id: &str,
-    dir: &Path,
-) -> (Run, Run) {
-    let logs = dir.join("floor-minimal-logs");
-    let (minimal, started) = timed_starts(pods.len(), |_| async {
-        start_pod(client, &logs, "floor")
-            .await
-            .expect("start a minimal pod")
-    })
-    .await;
-    try_join_all(started.iter().map(|p| remove_pod(client, p)))
-        .await
-        .expect("remove pods");
-    let files = dir.join("floor-files");
-    let (same, started) = timed_starts(pods.len(), |i| {
-        let (pod, files) = (&pods[i], &files);
-        async move {
-            start_pod_as_kubelet(client, node, pod, image_id, files)
+/// The two floors for the first `n` pods, one run each, under the same observer as the
+/// kubelet's runs (a ListContainers every 10 ms, which costs containerd some CPU).
+async fn floor_runs(client: &CriClient, floor: &FloorInputs<'_>, n: usize) -> (Run, Run) {
+    observed(client, async {
+        let logs = floor.dir.join("floor-minimal-logs");
+        let (minimal, started) = timed_starts(n, |_| async {
+            start_pod(client, &logs, "floor")
                 .await
-                .expect("start a pod as the kubelet")
-        }
+                .expect("start a minimal pod")
+        })
+        .await;
+        try_join_all(started.iter().map(|p| remove_pod(client, p)))
+            .await
+            .expect("remove pods");
+        let files = floor.dir.join("floor-files");
+        let (same, started) = timed_starts(n, |i| {
+            let (pod, files) = (&floor.pods[i], &files);
+            async move {
+                start_pod_as_kubelet(client, floor.node, pod, floor.image_id, files)
+                    .await
+                    .expect("start a pod as the kubelet")
+            }
+        })
+        .await;
+        try_join_all(started.iter().map(|p| remove_pod(client, p)))
+            .await
+            .expect("remove pods");
+        (minimal, same)
     })
-    .await;
-    try_join_all(started.iter().map(|p| remove_pod(client, p)))
-        .await
-        .expect("remove pods");
-    (minimal, same)
+    .await
+}
+
+/// Runs `work` while polling the running containers every 10 ms, as `kubelet_run` observes
+/// the kubelet.
+async fn observed<T>(client: &CriClient, work: impl Future<Output = T>) -> T {
+    let observer = async {
+        loop {
+            running_containers(client).await;
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::select! {
+        out = work => out,
+        () = observer => unreachable!("the observer never ends"),
+    }
 }
 
 /// A pod removed and put back (the same manifest: the same UID), its container killed behind
@@ -263,6 +281,92 @@ async fn restart_after_readd(
     }
 }
 
+/// A kubelet engine as the binary wires it (the file source on the manifest directory, the
+/// CRI runtime with its start gate, the volume manager), started for one run and stopped after
+/// it, so that the floors run between kubelet runs with no kubelet to stop their pods.
+struct BenchKubelet {
+    stop: tokio::sync::oneshot::Sender<()>,
+    engine: tokio::task::JoinHandle<()>,
+    _file: node_core::config::SourceHandle,
+}
+
+impl BenchKubelet {
+    fn start(client: &CriClient, dir: &Path, manifests: &Path, gate: usize) -> Self {
+        // The volume manager as the binary wires it (the pods have no volumes: each container
+        // gets its /etc/hosts and termination-message file).
+        let volumes = Arc::new(DefaultVolumeManager::new(
+            VolumeManagerConfig::new(dir.join("kubelet")),
+            PluginRegistry::with_defaults(),
+            Arc::new(Standalone),
+            Arc::new(LogRecorder),
+        ));
+        volumes
+            .set_up_root_dir()
+            .expect("the kubelet root directory");
+        let runtime = CriRuntime::new(
+            client.clone(),
+            node_context(&dir.join("pod-logs")),
+            Arc::new(LogRecorder),
+        )
+        .with_volume_manager(volumes.clone())
+        .with_start_concurrency(gate);
+        let (sources, updates) = PodConfig::new(NODE);
+        let file = sources.file_source(manifests, Duration::from_secs(20));
+        let kubelet = Kubelet::new(
+            Arc::new(runtime),
+            Arc::new(LogRecorder),
+            EngineConfig {
+                node_name: NODE.into(),
+                node_ips: vec!["127.0.0.1".into()],
+                sync_frequency: Duration::from_secs(60),
+                max_pods: MANY,
+                gc_policy: GcPolicy::default(),
+            },
+        )
+        .with_volume_manager(volumes);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let engine = tokio::spawn(kubelet.run(updates, async {
+            let _ = stop_rx.await;
+        }));
+        Self {
+            stop,
+            engine,
+            _file: file,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.engine.await;
+    }
+}
+
+/// One measured round for `n` pods: the two floors, then a fresh kubelet (its start-up is not
+/// timed: it runs for a second before the manifests are written). Interleaving keeps the
+/// floors and the kubelet under the same drift of the VM and of containerd's state.
+async fn round(
+    client: &CriClient,
+    floor: &FloorInputs<'_>,
+    manifests: &Path,
+    gate: usize,
+    n: usize,
+) -> (Run, Run, Run) {
+    let (minimal, same) = floor_runs(client, floor, n).await;
+    let kubelet = BenchKubelet::start(client, floor.dir, manifests, gate);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let run = kubelet_run(client, manifests, n).await;
+    kubelet.stop().await;
+    (minimal, same, run)
+}
+
+/// What the floors need besides the client.
+struct FloorInputs<'a> {
+    node: &'a NodeContext,
+    pods: &'a [Pod],
+    image_id: &'a str,
+    dir: &'a Path,
+}
+
 fn startup(c: &mut Criterion) {
     if let Ok(filter) = std::env::var("POD_STARTUP_LOG") {
         tracing_subscriber::fmt()
@@ -288,13 +392,10 @@ fn startup(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-
-    let floor_minimal = Arc::new(Mutex::new(Vec::new()));
-    let floor_same = Arc::new(Mutex::new(Vec::new()));
-    let kubelet_times = Arc::new(Mutex::new(Vec::new()));
-    let mut group = c.benchmark_group("pod_startup");
-    group.sample_size(10);
-    group.measurement_time(Duration::from_secs(60));
+    let gate = std::env::var("POD_STARTUP_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(node_cri::runtime::default_start_concurrency);
 
     // The floor's own log directory: the kubelet's restart count from existing logs must not
     // see the floor's files.
@@ -304,105 +405,45 @@ fn startup(c: &mut Criterion) {
         .expect("ImageStatus")
         .expect("the busybox image is loaded")
         .id;
-    let pods = floor_pods(&manifests, PODS);
-    let (minimal_times, same_times) = (floor_minimal.clone(), floor_same.clone());
-    group.bench_function("cri_floor/30", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (client, minimal_times, same_times) =
-                (client.clone(), minimal_times.clone(), same_times.clone());
-            let (floor_node, pods, image_id, dir) = (&floor_node, &pods, &image_id, &dir);
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (minimal, same) =
-                        floor_runs(&client, floor_node, pods, image_id, dir).await;
-                    total += same.all;
-                    minimal_times.lock().expect("times").push(minimal);
-                    same_times.lock().expect("times").push(same);
-                }
-                total
-            }
-        });
-    });
-    let many_pods = floor_pods(&manifests, MANY);
-    let many_floors: Vec<(Run, Run)> = (0..many_runs)
-        .map(|_| {
-            rt.block_on(floor_runs(
-                &client,
-                &floor_node,
-                &many_pods,
-                &image_id,
-                &dir,
-            ))
-        })
-        .collect();
+    let pods = floor_pods(&manifests, MANY);
+    let floor = FloorInputs {
+        node: &floor_node,
+        pods: &pods,
+        image_id: &image_id,
+        dir: &dir,
+    };
 
-    // The kubelet, started after the floor phase (it would stop pods it does not know),
-    // watching the manifest directory.
-    let _runtime_context = rt.enter();
-    // The volume manager as the binary wires it (the pods have no volumes: each container
-    // gets its /etc/hosts and termination-message file).
-    let volumes = Arc::new(DefaultVolumeManager::new(
-        VolumeManagerConfig::new(dir.join("kubelet")),
-        PluginRegistry::with_defaults(),
-        Arc::new(Standalone),
-        Arc::new(LogRecorder),
-    ));
-    volumes
-        .set_up_root_dir()
-        .expect("the kubelet root directory");
-    let mut runtime = CriRuntime::new(
-        client.clone(),
-        node_context(&dir.join("pod-logs")),
-        Arc::new(LogRecorder),
-    )
-    .with_volume_manager(volumes.clone());
-    let gate = std::env::var("POD_STARTUP_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(node_cri::runtime::default_start_concurrency);
-    runtime = runtime.with_start_concurrency(gate);
-    let (sources, updates) = PodConfig::new(NODE);
-    let _file = sources.file_source(&manifests, Duration::from_secs(20));
-    let kubelet = Kubelet::new(
-        Arc::new(runtime),
-        Arc::new(LogRecorder),
-        EngineConfig {
-            node_name: NODE.into(),
-            node_ips: vec!["127.0.0.1".into()],
-            sync_frequency: Duration::from_secs(60),
-            max_pods: MANY,
-            gc_policy: GcPolicy::default(),
-        },
-    )
-    .with_volume_manager(volumes);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let engine = rt.spawn(kubelet.run(updates, async {
-        let _ = stop_rx.await;
-    }));
-
-    let times = kubelet_times.clone();
+    let rounds_30 = Arc::new(Mutex::new(Vec::new()));
+    let mut group = c.benchmark_group("pod_startup");
+    // One round per sample: each takes some 15 s.
+    group.sampling_mode(criterion::SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(10));
+    let rounds = rounds_30.clone();
     group.bench_function("kubelet/30", |b| {
         b.to_async(&rt).iter_custom(|iters| {
-            let (client, manifests, times) = (client.clone(), manifests.clone(), times.clone());
+            let (client, rounds) = (client.clone(), rounds.clone());
+            let (floor, manifests) = (&floor, &manifests);
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let run = kubelet_run(&client, &manifests, PODS).await;
-                    total += run.all;
-                    times.lock().expect("times").push(run);
+                    let r = round(&client, floor, manifests, gate, PODS).await;
+                    total += r.2.all;
+                    rounds.lock().expect("rounds").push(r);
                 }
                 total
             }
         });
     });
     group.finish();
-    let many_kubelet: Vec<Run> = (0..many_runs)
-        .map(|_| rt.block_on(kubelet_run(&client, &manifests, MANY)))
+    let rounds_110: Vec<(Run, Run, Run)> = (0..many_runs)
+        .map(|_| rt.block_on(round(&client, &floor, &manifests, gate, MANY)))
         .collect();
 
     // The restart figure, on 30 running pods: three pods in turn.
     let restarts: Vec<Duration> = rt.block_on(async {
+        let kubelet = BenchKubelet::start(&client, &dir, &manifests, gate);
         for i in 0..PODS {
             std::fs::write(manifests.join(format!("bench-{i}.yaml")), manifest(i))
                 .expect("write manifest");
@@ -416,20 +457,22 @@ fn startup(c: &mut Criterion) {
             restarts.push(restart_after_readd(&client, &manifests, i, uid).await);
         }
         remove_all(&client, &manifests, PODS).await;
+        kubelet.stop().await;
         restarts
     });
 
-    let report = |n: usize, kubelet: &[Run], floors: &[(Run, Run)]| {
-        let minimal: Vec<Run> = floors.iter().map(|f| f.0).collect();
-        let same: Vec<Run> = floors.iter().map(|f| f.1).collect();
-        let (k_all, k_first) = (mean(kubelet, |r| r.all), mean(kubelet, |r| r.first));
+    let report = |n: usize, rounds: &[(Run, Run, Run)]| {
+        let minimal: Vec<Run> = rounds.iter().map(|r| r.0).collect();
+        let same: Vec<Run> = rounds.iter().map(|r| r.1).collect();
+        let kubelet: Vec<Run> = rounds.iter().map(|r| r.2).collect();
+        let (k_all, k_first) = (mean(&kubelet, |r| r.all), mean(&kubelet, |r| r.first));
         let (m_all, m_first) = (mean(&minimal, |r| r.all), mean(&minimal, |r| r.first));
         let (s_all, s_first) = (mean(&same, |r| r.all), mean(&same, |r| r.first));
         println!(
-            "pod_startup: {n} pods ({} kubelet runs, start gate {gate}): all running: kubelet {:.0} ms, \
+            "pod_startup: {n} pods ({} rounds, start gate {gate}): all running: kubelet {:.0} ms, \
              CRI floor of the kubelet's pods {:.0} ms (ratio {:.3}), minimal CRI floor {:.0} ms (ratio {:.3}); \
              first running: kubelet {:.0} ms, floors {:.0} / {:.0} ms",
-            kubelet.len(),
+            rounds.len(),
             k_all * 1000.0,
             s_all * 1000.0,
             k_all / s_all,
@@ -439,23 +482,22 @@ fn startup(c: &mut Criterion) {
             s_first * 1000.0,
             m_first * 1000.0,
         );
+        for (i, (m, s, k)) in rounds.iter().enumerate() {
+            println!(
+                "pod_startup:   round {i}: kubelet {:.0} ms, floors {:.0} / {:.0} ms",
+                k.all.as_secs_f64() * 1000.0,
+                s.all.as_secs_f64() * 1000.0,
+                m.all.as_secs_f64() * 1000.0,
+            );
+        }
     };
-    let floors_30: Vec<(Run, Run)> = floor_minimal
-        .lock()
-        .expect("times")
-        .iter()
-        .zip(floor_same.lock().expect("times").iter())
-        .map(|(a, b)| (*a, *b))
-        .collect();
-    report(PODS, &kubelet_times.lock().expect("times"), &floors_30);
-    report(MANY, &many_kubelet, &many_floors);
+    report(PODS, &rounds_30.lock().expect("rounds"));
+    report(MANY, &rounds_110);
     println!(
         "pod_startup: a killed container of a pod removed and put back runs again after {:?} (target <= 200 ms)",
         restarts
     );
-    let _ = stop_tx.send(());
     rt.block_on(async move {
-        let _ = engine.await;
         clear(&client).await;
         containerd.stop().await.expect("stop containerd");
         node_cri::harness::detach_mounts_under(&dir);
