@@ -209,6 +209,9 @@ pub struct FlagOverrides {
 /// Map-valued fields, which a flag replaces wholesale instead of merging key by key.
 const REPLACED_MAPS: &[&str] = &[
     "staticPodURLHeader",
+    "cpuManagerPolicyOptions",
+    "topologyManagerPolicyOptions",
+    "qosReserved",
     "evictionHard",
     "evictionSoft",
     "evictionSoftGracePeriod",
@@ -367,20 +370,26 @@ impl FlagOverrides {
         if self.is_empty() {
             return;
         }
-        let mut patch = self.to_wire().to_value();
-        if let Value::Object(fields) = &mut patch {
-            fields.remove("apiVersion");
-            fields.remove("kind");
-            if let Value::Object(target) = merged {
-                for key in REPLACED_MAPS {
-                    if let Some(value) = fields.remove(*key) {
-                        target.insert((*key).to_string(), value);
-                    }
+        apply_flag_patch(merged, self.to_wire().to_value());
+    }
+}
+
+/// Applies flag values (a partial v1beta1 document) over a merged configuration document:
+/// map-valued fields replace the whole map, the rest is a JSON merge patch (so that
+/// `featureGates` merge key by key).
+pub(crate) fn apply_flag_patch(merged: &mut Value, mut patch: Value) {
+    if let Value::Object(fields) = &mut patch {
+        fields.remove("apiVersion");
+        fields.remove("kind");
+        if let Value::Object(target) = merged {
+            for key in REPLACED_MAPS {
+                if let Some(value) = fields.remove(*key) {
+                    target.insert((*key).to_string(), value);
                 }
             }
         }
-        crate::load::merge_patch(merged, &patch);
     }
+    crate::load::merge_patch(merged, &patch);
 }
 
 /// Parses the `key=value,key2=value2` syntax of map flags (`--kube-reserved`,

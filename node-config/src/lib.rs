@@ -46,6 +46,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod defaults;
 mod duration;
 mod error;

@@ -47,6 +47,7 @@ pub struct ConfigLoader {
     file: Option<PathBuf>,
     drop_in_dir: Option<PathBuf>,
     flags: FlagOverrides,
+    command_line: Option<serde_json::Value>,
     legacy_flag_defaults: bool,
 }
 
@@ -71,6 +72,16 @@ impl ConfigLoader {
     /// Command-line flag values, applied last.
     pub fn flags(mut self, flags: FlagOverrides) -> Self {
         self.flags = flags;
+        self
+    }
+
+    /// The configuration fields set on a parsed command line ([`CommandLine`]), applied last
+    /// (after [`flags`](Self::flags)), with the same rules: a flag replaces the field, map
+    /// flags replace the whole map, `--feature-gates` merge over the file's gates.
+    ///
+    /// [`CommandLine`]: crate::cli::CommandLine
+    pub fn command_line(mut self, command_line: &crate::cli::CommandLine) -> Self {
+        self.command_line = Some(command_line.config_patch().clone());
         self
     }
 
@@ -106,6 +117,9 @@ impl ConfigLoader {
             }
         }
         self.flags.apply(&mut merged);
+        if let Some(patch) = &self.command_line {
+            crate::flags::apply_flag_patch(&mut merged, patch.clone());
+        }
 
         let mut wire = decode(merged, Path::new("<merged>"))?;
         set_defaults(&mut wire);
@@ -129,6 +143,9 @@ impl ConfigLoader {
             }
         }
         self.flags.apply(&mut merged);
+        if let Some(patch) = &self.command_line {
+            crate::flags::apply_flag_patch(&mut merged, patch.clone());
+        }
         Ok(merged.get(field).is_some_and(|v| !v.is_null()))
     }
 }
@@ -235,7 +252,10 @@ fn parse_document(text: &str, path: &Path) -> Result<Value, ConfigError> {
 
 /// Strictly decodes a document into the wire type, naming the field of any error. `null`
 /// members (which in a drop-in mean "remove") count as unset.
-fn decode(mut value: Value, path: &Path) -> Result<v1beta1::KubeletConfiguration, ConfigError> {
+pub(crate) fn decode(
+    mut value: Value,
+    path: &Path,
+) -> Result<v1beta1::KubeletConfiguration, ConfigError> {
     strip_nulls(&mut value);
     let mut uninterpreted = std::collections::BTreeMap::new();
     if let Value::Object(map) = &mut value {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use clap::Parser;
-use node_config::{ConfigLoader, FlagOverrides, KubeletConfiguration};
+use node_config::cli::{self, Action, CommandLine, NodeFlags};
+use node_config::{ConfigLoader, KubeletConfiguration};
 use node_core::config::PodConfig;
 use node_core::events::LogRecorder;
 use node_core::kubelet::{EngineConfig, Kubelet};
@@ -58,41 +58,7 @@ spec:
     - containerPort: 8080
 "#;
 
-/// Command-line flags; names follow the upstream kubelet where they exist.
-#[derive(Debug, Parser)]
-#[command(name = "kubelet", version, about = "A Kubernetes node agent")]
-struct Flags {
-    /// The KubeletConfiguration file (YAML or JSON).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// A directory of `*.conf` drop-in configuration files merged over --config.
-    #[arg(long = "config-dir")]
-    config_dir: Option<PathBuf>,
-    /// The node name to use instead of the hostname.
-    #[arg(long = "hostname-override")]
-    hostname_override: Option<String>,
-    /// The node's IP address.
-    #[arg(long = "node-ip")]
-    node_ip: Option<IpAddr>,
-    /// Directory of the kubelet's files (pods, volumes, plugins, the managed containerd).
-    #[arg(long = "root-dir", default_value = "/var/lib/kubelet")]
-    root_dir: PathBuf,
-    /// The CRI endpoint (`unix:///path/to.sock`); without it the kubelet runs its own
-    /// containerd.
-    #[arg(long = "container-runtime-endpoint")]
-    container_runtime_endpoint: Option<String>,
-    /// Directory of static pod manifests (staticPodPath).
-    #[arg(long = "pod-manifest-path")]
-    pod_manifest_path: Option<PathBuf>,
-    /// The kubeconfig of the API server (cluster mode).
-    #[arg(long)]
-    kubeconfig: Option<PathBuf>,
-    /// Log verbosity (0-10, as upstream's -v); RUST_LOG overrides it.
-    #[arg(short = 'v', long = "v", default_value_t = 2)]
-    verbosity: u8,
-}
-
-fn init_logging(verbosity: u8) {
+fn init_logging(verbosity: u32) {
     use tracing_subscriber::EnvFilter;
     let level = match verbosity {
         0..=2 => "info",
@@ -108,7 +74,7 @@ fn init_logging(verbosity: u8) {
         .init();
 }
 
-fn node_name(flags: &Flags) -> Result<String> {
+fn node_name(flags: &NodeFlags) -> Result<String> {
     if let Some(name) = &flags.hostname_override {
         return Ok(name.trim().to_lowercase());
     }
@@ -117,22 +83,30 @@ fn node_name(flags: &Flags) -> Result<String> {
     Ok(name.trim().to_lowercase())
 }
 
-fn load_config(flags: &Flags) -> Result<(KubeletConfiguration, bool)> {
-    let overrides = FlagOverrides {
-        pod_manifest_path: flags.pod_manifest_path.clone(),
-        container_runtime_endpoint: flags.container_runtime_endpoint.clone(),
-        ..Default::default()
-    };
-    let mut loader = ConfigLoader::new().flags(overrides);
-    if let Some(file) = &flags.config {
+fn load_config(cl: &CommandLine) -> Result<(KubeletConfiguration, bool)> {
+    let mut loader = ConfigLoader::new().command_line(cl);
+    if let Some(file) = &cl.node.config {
         loader = loader.file(file);
     }
-    if let Some(dir) = &flags.config_dir {
+    if let Some(dir) = &cl.node.config_dir {
         loader = loader.drop_in_dir(dir);
     }
     let endpoint_given = loader.sets_field("containerRuntimeEndpoint")?;
     let config = loader.load()?;
     Ok((config, endpoint_given))
+}
+
+/// The log verbosity: `-v`, else the config file's `logging.verbosity`, else 0 (upstream's
+/// default).
+fn verbosity(cl: &CommandLine, config: Option<&KubeletConfiguration>) -> u32 {
+    cl.logging.verbosity.unwrap_or_else(|| {
+        config
+            .and_then(|c| c.uninterpreted.get("logging"))
+            .and_then(|l| l.get("verbosity"))
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0)
+    })
 }
 
 /// The runtime the kubelet talks to: its own managed containerd, or an existing one.
@@ -151,7 +125,7 @@ impl RuntimeEndpoint {
 }
 
 async fn start_runtime(
-    flags: &Flags,
+    flags: &NodeFlags,
     config: &KubeletConfiguration,
     endpoint_given: bool,
 ) -> Result<RuntimeEndpoint> {
@@ -220,28 +194,73 @@ impl Signals {
 }
 
 fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
-    init_logging(flags.verbosity);
+    use std::process::ExitCode;
+    let cl = match CommandLine::parse(std::env::args_os().skip(1)) {
+        Ok(cl) => cl,
+        Err(err) => {
+            eprintln!("kubelet: failed to parse kubelet flag: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // As upstream's flag parser: one line per deprecated flag given, on stderr.
+    for warning in cl.warnings() {
+        eprintln!("{warning}");
+    }
+    let version = cl
+        .version_override
+        .clone()
+        .unwrap_or_else(cli::kubelet_version);
+    match cl.action {
+        Action::Help => {
+            print!("{}", cli::usage());
+            return ExitCode::SUCCESS;
+        }
+        Action::Version => {
+            println!("Kubernetes {version}");
+            return ExitCode::SUCCESS;
+        }
+        Action::VersionRaw => {
+            println!(
+                "version.Info{{Major:\"1\", Minor:\"36\", GitVersion:\"{version}\", GitCommit:\"\", GitTreeState:\"\", BuildDate:\"\", GoVersion:\"\", Compiler:\"rustc\", Platform:\"{}/{}\"}}",
+                std::env::consts::OS,
+                match std::env::consts::ARCH {
+                    "x86_64" => "amd64",
+                    "aarch64" => "arm64",
+                    other => other,
+                }
+            );
+            return ExitCode::SUCCESS;
+        }
+        Action::Run => {}
+    }
+    let loaded = load_config(&cl);
+    init_logging(verbosity(&cl, loaded.as_ref().ok().map(|(c, _)| c)));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build();
-    let outcome = runtime
-        .context("building the tokio runtime")
-        .and_then(|rt| rt.block_on(run(flags)));
+    let outcome = loaded.and_then(|loaded| {
+        runtime
+            .context("building the tokio runtime")
+            .and_then(|rt| rt.block_on(run(cl, loaded, version)))
+    });
     match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("kubelet: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(flags: Flags) -> Result<()> {
+async fn run(
+    cl: CommandLine,
+    (config, endpoint_given): (KubeletConfiguration, bool),
+    version: String,
+) -> Result<()> {
     let mut signals = Signals::install()?;
-    let (config, endpoint_given) = load_config(&flags)?;
-    let node_name = node_name(&flags)?;
-    info!(node = %node_name, version = node_core::VERSION, "starting kubelet");
+    let flags = &cl.node;
+    let node_name = node_name(flags)?;
+    info!(node = %node_name, %version, "starting kubelet");
     tracing::debug!(config = %config.to_yaml()?, "effective configuration");
     if flags.kubeconfig.is_some() {
         warn!(
@@ -278,7 +297,7 @@ async fn run(flags: Flags) -> Result<()> {
             )
         })?;
     let volumes: Arc<dyn VolumeManager> = volumes;
-    let runtime = start_runtime(&flags, &config, endpoint_given).await?;
+    let runtime = start_runtime(flags, &config, endpoint_given).await?;
     let client = runtime.client();
     let version = client.version().await?;
     let status = client.status(false).await?;
@@ -296,9 +315,10 @@ async fn run(flags: Flags) -> Result<()> {
             "runtime condition"
         );
     }
-    let node_ips = match flags.node_ip {
-        Some(ip) => vec![ip],
-        None => machine::node_ips(|name| {
+    let given: Vec<IpAddr> = flags.node_ip.iter().flat_map(|ip| ip.addresses()).collect();
+    let node_ips = match given.is_empty() {
+        false => given,
+        true => machine::node_ips(|name| {
             name.starts_with(PodNetwork::BRIDGE_PREFIX) || name.starts_with("veth")
         }),
     };

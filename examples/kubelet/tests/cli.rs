@@ -69,6 +69,148 @@ fn an_unreachable_runtime_endpoint_is_reported() {
     );
 }
 
+/// kubeadm's config file, the flags of its systemd drop-in and of its `kubeadm-flags.env`,
+/// unchanged: accepted, with upstream's deprecation warning for the flag that belongs in the
+/// config file; the kubelet gets as far as the runtime endpoint the flags name.
+#[test]
+fn kubeadm_files_and_flags_are_accepted_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    cacheTTL: 0s
+    enabled: true
+  x509:
+    clientCAFile: /etc/kubernetes/pki/ca.crt
+authorization:
+  mode: Webhook
+  webhook:
+    cacheAuthorizedTTL: 0s
+    cacheUnauthorizedTTL: 0s
+cgroupDriver: cgroupfs
+clusterDNS:
+- 10.96.0.10
+clusterDomain: cluster.local
+containerRuntimeEndpoint: \"\"
+cpuManagerReconcilePeriod: 0s
+crashLoopBackOff: {}
+evictionPressureTransitionPeriod: 0s
+fileCheckFrequency: 0s
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+httpCheckFrequency: 0s
+imageMaximumGCAge: 0s
+imageMinimumGCAge: 0s
+logging:
+  flushFrequency: 0
+  options:
+    json:
+      infoBufferSize: \"0\"
+    text:
+      infoBufferSize: \"0\"
+  verbosity: 0
+memorySwap: {}
+nodeStatusReportFrequency: 0s
+nodeStatusUpdateFrequency: 0s
+rotateCertificates: true
+runtimeRequestTimeout: 0s
+shutdownGracePeriod: 0s
+shutdownGracePeriodCriticalPods: 0s
+staticPodPath: /etc/kubernetes/manifests
+streamingConnectionIdleTimeout: 0s
+syncFrequency: 0s
+volumeStatsAggPeriod: 0s
+",
+    )
+    .unwrap();
+    let socket = dir.path().join("containerd.sock");
+    // ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS
+    // $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+    let out = Command::new(KUBELET)
+        .arg("--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf")
+        .arg("--kubeconfig=/etc/kubernetes/kubelet.conf")
+        .arg(format!("--config={}", config.display()))
+        .arg(format!(
+            "--container-runtime-endpoint=unix://{}",
+            socket.display()
+        ))
+        .arg("--node-ip=10.0.0.5")
+        .arg(format!("--root-dir={}", dir.path().display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "Flag --container-runtime-endpoint has been deprecated, This parameter should be set via the config file"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("unix://{} is unreachable", socket.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("failed to parse"), "{stderr}");
+}
+
+#[test]
+fn unknown_flags_fail_naming_the_flag() {
+    for (args, message) in [
+        (
+            &["--no-such-flag=1"][..],
+            "failed to parse kubelet flag: unknown flag: --no-such-flag",
+        ),
+        (
+            &["--max-pods", "many"][..],
+            "invalid argument \"many\" for \"--max-pods\" flag",
+        ),
+        (
+            &["--node-labels=kubernetes.io/role=master"][..],
+            "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels",
+        ),
+        (&["start"][..], "unknown command \"start\""),
+    ] {
+        let out = Command::new(KUBELET).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn version_and_help_print_and_exit() {
+    let out = Command::new(KUBELET).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "Kubernetes v1.36.0+node-agent.{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let out = Command::new(KUBELET).arg("--version=raw").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("version.Info{Major:\"1\", Minor:\"36\"")
+    );
+    let out = Command::new(KUBELET).arg("-h").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Usage:\n  kubelet [flags]"), "{stdout}");
+    assert!(stdout.contains("--bootstrap-kubeconfig"), "{stdout}");
+    assert!(
+        stdout.contains("--eviction-hard mapStringString"),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn the_embedded_default_runs_a_managed_containerd_and_stops_it_on_sigterm() {
     node_cri::harness::clean_stale_dirs();
