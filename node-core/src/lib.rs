@@ -19,6 +19,8 @@ pub mod qos;
 pub mod runtime;
 pub mod server;
 pub mod status;
+#[cfg(feature = "control-plane")]
+pub mod testing;
 pub mod volumes;
 
 pub use k8s_openapi;

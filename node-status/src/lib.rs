@@ -4,8 +4,20 @@
 //! cgroups v1 and v2, `statfs`, CRI stats), the summary API, the node status setters, node
 //! registration and the node lease.
 //!
-//! Status: [`machine`] (the node's addresses, memory and cpu) is here; the rest comes with
-//! the node-status and cluster issues (see the README's status section).
+//! Here now: [`machine`] (the node's addresses, memory and cpu), [`status`] (the node status
+//! setters, pure), [`registration`] (the Node as upstream registers and reconciles it),
+//! [`updater`] (posting the status when it changed or the report is due) and [`lease`] (the
+//! node lease). The StatsProvider and the summary API come next (see the README's status).
 #![forbid(unsafe_code)]
 
+pub mod certificate;
+pub mod client;
+mod error;
+pub mod lease;
 pub mod machine;
+pub mod registration;
+pub mod source;
+pub mod status;
+pub mod updater;
+
+pub use error::StatusError;

@@ -4,6 +4,8 @@
 //! `containerRuntimeEndpoint` in the config), it runs its embedded default: a managed
 //! containerd under `<root-dir>/containerd` with the locally built busybox and pause images.
 
+mod cluster;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -262,11 +264,6 @@ async fn run(
     let node_name = node_name(flags)?;
     info!(node = %node_name, %version, "starting kubelet");
     tracing::debug!(config = %config.to_yaml()?, "effective configuration");
-    if flags.kubeconfig.is_some() {
-        warn!(
-            "--kubeconfig is accepted but cluster mode is not implemented yet: running standalone"
-        );
-    }
 
     let memory = machine::memory_capacity_bytes(Path::new(machine::MEMINFO_PATH));
     let allocatable = NodeAllocatable {
@@ -299,11 +296,11 @@ async fn run(
     let volumes: Arc<dyn VolumeManager> = volumes;
     let runtime = start_runtime(flags, &config, endpoint_given).await?;
     let client = runtime.client();
-    let version = client.version().await?;
+    let runtime_version = client.version().await?;
     let status = client.status(false).await?;
     info!(
-        runtime = %version.runtime_name,
-        runtime_version = %version.runtime_version,
+        runtime = %runtime_version.runtime_name,
+        runtime_version = %runtime_version.runtime_version,
         endpoint = %client.runtime_socket().display(),
         "container runtime ready"
     );
@@ -389,6 +386,16 @@ async fn run(
             .with_image_manager(images)
             .with_volume_manager(volumes.clone()),
     );
+    cluster::start(cluster::Node {
+        flags,
+        config: &config,
+        name: &node_name,
+        ips: &node_ips,
+        version: &version,
+        runtime: cri_runtime.clone(),
+        images: image_service.clone(),
+    })
+    .await?;
     let (sources, updates) = PodConfig::new(&node_name);
     let _file = static_pod_path
         .as_ref()

@@ -1,0 +1,195 @@
+//! Cluster mode wiring: with `--kubeconfig`, the API client, registration, node status and
+//! the node lease (node-status), composed from the node's parts.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use node_config::KubeletConfiguration;
+use node_config::cli::NodeFlags;
+use node_core::runtime::Runtime;
+use node_images::service::ImageService;
+use node_status::certificate::{bootstrap_client_certificate, kubeconfig_still_valid};
+use node_status::client::client_from_kubeconfig;
+use node_status::lease::NodeLease;
+use node_status::machine::{HostPaths, machine_info};
+use node_status::registration::{NodeRegistration, register};
+use node_status::source::{ImageSource, RuntimeStatusSource};
+use node_status::status::{ImageInfo, NodeStatusInputs, Reserved, go_arch, validate_node_ip};
+use node_status::updater::NodeStatusUpdater;
+use tracing::{info, warn};
+
+/// The runtime's images for the node status.
+struct Images(Arc<dyn ImageService>);
+
+#[async_trait]
+impl ImageSource for Images {
+    async fn images(&self) -> Vec<ImageInfo> {
+        self.0
+            .list_images()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| ImageInfo {
+                repo_digests: i.repo_digests,
+                repo_tags: i.repo_tags,
+                size_bytes: i64::try_from(i.size).unwrap_or(i64::MAX),
+            })
+            .collect()
+    }
+}
+
+/// The node's parts the cluster side needs.
+pub(crate) struct Node<'a> {
+    pub(crate) flags: &'a NodeFlags,
+    pub(crate) config: &'a KubeletConfiguration,
+    pub(crate) name: &'a str,
+    pub(crate) ips: &'a [IpAddr],
+    pub(crate) version: &'a str,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) images: Arc<dyn ImageService>,
+}
+
+/// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
+/// expired and `--bootstrap-kubeconfig` is given), then, in the background and retrying while
+/// the API server is away, registers the node, posts its status and keeps its lease.
+/// Without it: nothing.
+pub(crate) async fn start(node: Node<'_>) -> Result<()> {
+    let Some(kubeconfig) = &node.flags.kubeconfig else {
+        return Ok(());
+    };
+    for ip in node.flags.node_ip.iter().flat_map(|n| n.addresses()) {
+        validate_node_ip(ip).map_err(|reason| anyhow::anyhow!("--node-ip {ip}: {reason}"))?;
+    }
+    let user_agent = format!(
+        "kubelet/{} ({}/{}) node-agent",
+        node.version,
+        std::env::consts::OS,
+        go_arch()
+    );
+    // A kubeconfig that is valid now is used at once (its errors stop the kubelet); one that
+    // is missing or expired is replaced by the TLS bootstrap, in the background.
+    let client = if kubeconfig_still_valid(kubeconfig) {
+        Ok(client_from_kubeconfig(kubeconfig, &user_agent).await?)
+    } else if let Some(bootstrap) = &node.flags.bootstrap_kubeconfig {
+        Err(bootstrap.clone())
+    } else if !kubeconfig.exists() {
+        bail!("--kubeconfig {}: no such file", kubeconfig.display());
+    } else {
+        client_from_kubeconfig(kubeconfig, &user_agent).await?;
+        bail!(
+            "--kubeconfig {}: its client certificate has expired, and no --bootstrap-kubeconfig is given to request a new one",
+            kubeconfig.display()
+        );
+    };
+    let config = node.config;
+    info!(kubeconfig = %kubeconfig.display(), node = %node.name, "cluster mode: joining the API server");
+
+    let machine = machine_info(&HostPaths::default(), &node.flags.root_dir);
+    let reserved = Reserved::from_config(
+        config,
+        &machine,
+        node.flags.experimental_allocatable_ignore_eviction,
+    )
+    .context("node allocatable")?;
+    let mut max_pods = i64::from(config.max_pods);
+    if config.pods_per_core > 0 {
+        max_pods = max_pods.min(i64::from(config.pods_per_core) * machine.cpu_millis / 1000);
+    }
+    let base = NodeStatusInputs {
+        hostname: node.name.to_string(),
+        node_ips: node.ips.to_vec(),
+        machine,
+        max_pods,
+        reserved,
+        kubelet_version: node.version.to_string(),
+        kubelet_port: i32::from(config.port),
+        max_images: config.node_status_max_images,
+        ..Default::default()
+    };
+    let source = RuntimeStatusSource::new(base, node.runtime.clone())
+        .with_images(Arc::new(Images(node.images.clone())));
+    let registration = config.register_node.then(|| NodeRegistration {
+        name: node.name.to_string(),
+        hostname: node.name.to_string(),
+        labels: node.flags.node_labels.clone(),
+        taints: config
+            .register_with_taints
+            .iter()
+            .map(|t| k8s_openapi::api::core::v1::Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.as_str().to_string(),
+                time_added: None,
+            })
+            .collect(),
+        provider_id: config.provider_id.clone(),
+        external_cloud_provider: node.flags.cloud_provider == "external",
+        controller_attach_detach: config.enable_controller_attach_detach,
+    });
+    let name = node.name.to_string();
+    let (update_frequency, report_frequency) = (
+        config.node_status_update_frequency,
+        config.node_status_report_frequency,
+    );
+    let lease_seconds = i32::try_from(config.node_lease_duration_seconds).unwrap_or(40);
+    let (kubeconfig, cert_dir) = (kubeconfig.clone(), node.flags.cert_dir.clone());
+    tokio::spawn(async move {
+        let client = match client {
+            Ok(client) => client,
+            Err(bootstrap) => {
+                bootstrapped_client(&kubeconfig, &bootstrap, &cert_dir, &name, &user_agent).await
+            }
+        };
+        let lease = NodeLease::new(client.clone(), &name, lease_seconds);
+        tokio::spawn(lease.run(std::future::pending()));
+        let updater = NodeStatusUpdater::new(
+            client.clone(),
+            &name,
+            Arc::new(source),
+            update_frequency,
+            report_frequency,
+        );
+        let updater = match &registration {
+            Some(registration) => updater.with_registered(&register(&client, registration).await),
+            None => updater,
+        };
+        updater.run(std::future::pending()).await;
+    });
+    Ok(())
+}
+
+/// The TLS bootstrap, retried with back-off (each attempt waits up to 15 minutes for its
+/// CSR), then the client of the kubeconfig it wrote.
+async fn bootstrapped_client(
+    kubeconfig: &Path,
+    bootstrap: &Path,
+    cert_dir: &Path,
+    node: &str,
+    user_agent: &str,
+) -> kube::Client {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = bootstrap_client_certificate(
+            kubeconfig,
+            bootstrap,
+            cert_dir,
+            node,
+            user_agent,
+            Duration::from_secs(15 * 60),
+        )
+        .await;
+        match attempt {
+            Ok(_) => match client_from_kubeconfig(kubeconfig, user_agent).await {
+                Ok(client) => return client,
+                Err(e) => warn!(error = %e, "the bootstrapped kubeconfig cannot be used"),
+            },
+            Err(e) => warn!(error = %e, retry_in = ?delay, "TLS bootstrap failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,278 @@
+//! The example kubelet joining a real kube-apiserver v1.36 as `system:node:localhost`
+//! (run with `--features apiserver-tests`; needs the control plane binaries, see node-core's
+//! `testing::control_plane`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use node_core::testing::control_plane::ControlPlane;
+
+const KUBELET: &str = env!("CARGO_BIN_EXE_kubelet");
+const NODE: &str = "localhost";
+
+/// The kubelet process, stopped with SIGTERM when dropped; its log kept for messages.
+struct Kubelet {
+    child: Child,
+    log: mpsc::Receiver<String>,
+    lines: Vec<String>,
+}
+
+impl Kubelet {
+    fn start(args: &[String]) -> Kubelet {
+        let mut child = Command::new(KUBELET)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_KUBELET_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Kubelet {
+            child,
+            log,
+            lines: Vec::new(),
+        }
+    }
+
+    fn log(&mut self) -> String {
+        while let Ok(line) = self.log.try_recv() {
+            self.lines.push(line);
+        }
+        self.lines.join("\n")
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn the_kubelet_registers_turns_ready_and_keeps_its_lease() {
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-cluster", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    // Short lease and status periods so that the test sees several of them (a set
+    // nodeStatusUpdateFrequency makes the report frequency default to it, as upstream: set
+    // that too).
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         nodeLeaseDurationSeconds: 4\nnodeStatusUpdateFrequency: 1s\nnodeStatusReportFrequency: 5m\n\
+         maxPods: 50\n\
+         healthzPort: 0\n",
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+        "--node-labels=node.kubernetes.io/pool=edge".into(),
+        "--register-with-taints=dedicated=edge:NoSchedule".into(),
+    ]);
+
+    let nodes: Api<Node> = Api::all(cp.admin_client());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let node = loop {
+        if let Ok(Some(node)) = nodes.get_opt(NODE).await
+            && ready(&node)
+        {
+            break node;
+        }
+        if Instant::now() > deadline {
+            panic!("the node did not turn Ready in 90 s:\n{}", kubelet.log());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let labels = node.metadata.labels.clone().unwrap();
+    assert_eq!(labels["kubernetes.io/hostname"], NODE);
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["node.kubernetes.io/pool"], "edge");
+    let taints = node.spec.clone().unwrap().taints.unwrap();
+    assert!(
+        taints
+            .iter()
+            .any(|t| t.key == "dedicated" && t.effect == "NoSchedule")
+    );
+    let status = node.status.clone().unwrap();
+    assert_eq!(status.capacity.as_ref().unwrap()["pods"].0, "50");
+    assert!(status.allocatable.as_ref().unwrap().contains_key("memory"));
+    assert!(
+        status
+            .allocatable
+            .as_ref()
+            .unwrap()
+            .contains_key("ephemeral-storage")
+    );
+    let addresses = status.addresses.clone().unwrap();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "Hostname" && a.address == NODE)
+    );
+    let info = status.node_info.clone().unwrap();
+    assert_eq!(
+        info.kubelet_version,
+        format!("v1.36.0+node-agent.{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(
+        info.container_runtime_version
+            .starts_with("containerd://1."),
+        "{}",
+        info.container_runtime_version
+    );
+    assert!(!info.boot_id.is_empty() && !info.kernel_version.is_empty());
+    assert_eq!(
+        status
+            .daemon_endpoints
+            .unwrap()
+            .kubelet_endpoint
+            .unwrap()
+            .port,
+        10250
+    );
+    assert!(
+        status.images.unwrap().iter().any(|i| i
+            .names
+            .iter()
+            .flatten()
+            .any(|n| n.contains("busybox")))
+    );
+
+    // Nothing changes for 4 s: the status is checked every second but not sent, while the
+    // lease is renewed every second.
+    let node_requests = |verb: &str, resource: &str| {
+        cp.audit_events()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e.user == format!("system:node:{NODE}")
+                    && e.verb == verb
+                    && e.resource.as_deref() == Some(resource)
+                    && e.code.is_some_and(|c| c < 300)
+            })
+            .count()
+    };
+    let (patches, renewals) = (
+        node_requests("patch", "nodes"),
+        node_requests("update", "leases"),
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let patches_after = node_requests("patch", "nodes");
+    let renewals_after = node_requests("update", "leases");
+    assert_eq!(
+        patches_after,
+        patches,
+        "no status patch while nothing changes:\n{}",
+        kubelet.log()
+    );
+    assert!(
+        (3..=5).contains(&(renewals_after - renewals)),
+        "{} lease renewals in 4 s at 1 s",
+        renewals_after - renewals
+    );
+    let leases: Api<Lease> = Api::namespaced(cp.admin_client(), "kube-node-lease");
+    let lease = leases.get(NODE).await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some(NODE));
+    let owner = &lease.metadata.owner_references.unwrap()[0];
+    assert_eq!(Some(owner.uid.clone()), node.metadata.uid);
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test]
+async fn the_kubelet_bootstraps_its_client_certificate_with_a_bootstrap_token() {
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::builder()
+        .controller_manager(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let (_token, bootstrap) = cp.create_bootstrap_token().await.expect("bootstrap token");
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-bootstrap", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let kubeconfig = root.join("kubelet.conf");
+    let cert_dir = root.join("pki");
+    // kubeadm's drop-in: --bootstrap-kubeconfig, --kubeconfig (not there yet), --config.
+    let mut kubelet = Kubelet::start(&[
+        format!("--bootstrap-kubeconfig={}", bootstrap.display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--cert-dir={}", cert_dir.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+        "--healthz-port=0".into(),
+    ]);
+    let nodes: Api<Node> = Api::all(cp.admin_client());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(Some(node)) = nodes.get_opt(NODE).await
+            && ready(&node)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            panic!("the node did not turn Ready in 90 s:\n{}", kubelet.log());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(kubeconfig.exists(), "the kubeconfig is written");
+    let current = cert_dir.join("kubelet-client-current.pem");
+    assert!(std::fs::read_link(&current).is_ok(), "{}", kubelet.log());
+    let events = cp.audit_events().unwrap();
+    assert!(
+        events.iter().any(|e| e.verb == "create"
+            && e.resource.as_deref() == Some("certificatesigningrequests")
+            && e.user.starts_with("system:bootstrap:")),
+        "the CSR is made with the bootstrap token"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.user == format!("system:node:{NODE}")
+                && e.verb == "create"
+                && e.resource.as_deref() == Some("nodes")),
+        "the node registers with its new certificate"
+    );
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,138 @@
+//! The node status source of a node agent built on node-core: the machine (read once), the
+//! runtime's version and readiness, the runtime's images, what is reserved from pods.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use node_core::runtime::{Runtime, RuntimeStatus};
+
+use crate::status::{ImageInfo, NodeStatusInputs};
+use crate::updater::NodeStatusSource;
+
+/// The runtime's images, for the node status (the binary lists them through its image
+/// service).
+#[async_trait]
+pub trait ImageSource: Send + Sync {
+    /// The images the runtime holds; an error leaves the list empty until the next update.
+    async fn images(&self) -> Vec<ImageInfo>;
+}
+
+/// Why the runtime makes the node not ready, in upstream's words: its status call failing
+/// (`container runtime is down`), `RuntimeReady` or `NetworkReady` false
+/// (`container runtime network not ready: NetworkReady=false reason:... message:...`).
+pub fn runtime_not_ready(status: Result<&RuntimeStatus, String>) -> Vec<String> {
+    let status = match status {
+        Ok(status) => status,
+        Err(_) => return vec!["container runtime is down".to_string()],
+    };
+    let mut out = Vec::new();
+    for (kind, what) in [
+        ("RuntimeReady", "container runtime not ready"),
+        ("NetworkReady", "container runtime network not ready"),
+    ] {
+        if status.holds(kind) {
+            continue;
+        }
+        let condition = status.conditions.iter().find(|c| c.kind == kind);
+        out.push(match condition {
+            Some(c) => format!(
+                "{what}: {kind}=false reason:{} message:{}",
+                c.reason, c.message
+            ),
+            None => format!("{what}: {kind}=false reason: message:"),
+        });
+    }
+    out
+}
+
+/// A [`NodeStatusSource`] over a node-core [`Runtime`]: the fixed parts of `base` (machine,
+/// addresses, limits, versions) with the runtime's version, readiness and images filled in
+/// at each update.
+pub struct RuntimeStatusSource {
+    base: NodeStatusInputs,
+    runtime: Arc<dyn Runtime>,
+    images: Option<Arc<dyn ImageSource>>,
+}
+
+impl RuntimeStatusSource {
+    /// The source; `base` holds everything but the runtime's parts.
+    pub fn new(base: NodeStatusInputs, runtime: Arc<dyn Runtime>) -> Self {
+        RuntimeStatusSource {
+            base,
+            runtime,
+            images: None,
+        }
+    }
+
+    /// Lists images through `images`.
+    pub fn with_images(mut self, images: Arc<dyn ImageSource>) -> Self {
+        self.images = Some(images);
+        self
+    }
+}
+
+#[async_trait]
+impl NodeStatusSource for RuntimeStatusSource {
+    async fn inputs(&self) -> NodeStatusInputs {
+        let mut inputs = self.base.clone();
+        if let Ok(v) = self.runtime.version().await {
+            inputs.container_runtime_version = format!("{}://{}", v.name, v.version);
+        }
+        let status = self.runtime.status().await;
+        inputs.not_ready = runtime_not_ready(status.as_ref().map_err(ToString::to_string));
+        if let Some(images) = &self.images {
+            inputs.images = images.images().await;
+        }
+        inputs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_core::runtime::RuntimeCondition;
+
+    fn condition(kind: &str, status: bool) -> RuntimeCondition {
+        RuntimeCondition {
+            kind: kind.into(),
+            status,
+            reason: if status {
+                String::new()
+            } else {
+                "NetworkPluginNotReady".into()
+            },
+            message: if status {
+                String::new()
+            } else {
+                "Network plugin returns error: cni plugin not initialized".into()
+            },
+        }
+    }
+
+    #[test]
+    fn not_ready_messages_as_upstream() {
+        let ready = RuntimeStatus {
+            conditions: vec![
+                condition("RuntimeReady", true),
+                condition("NetworkReady", true),
+            ],
+        };
+        assert!(runtime_not_ready(Ok(&ready)).is_empty());
+        let no_network = RuntimeStatus {
+            conditions: vec![
+                condition("RuntimeReady", true),
+                condition("NetworkReady", false),
+            ],
+        };
+        assert_eq!(
+            runtime_not_ready(Ok(&no_network)),
+            [
+                "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"
+            ]
+        );
+        assert_eq!(
+            runtime_not_ready(Err("unavailable".into())),
+            ["container runtime is down"]
+        );
+    }
+}
