@@ -4,19 +4,102 @@
 //! of the `status` subresource (so that conditions other components own, such as
 //! NetworkUnavailable, are left alone).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Api, Client};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::error::StatusError;
 use crate::status::{NodeStatusInputs, node_status, status_changed};
+
+/// Whether the conditions the kubelet owns differ in status, reason or message between the
+/// API server's copy and the computed status.
+fn owned_conditions_differ(server: &NodeStatus, computed: &NodeStatus) -> bool {
+    let key = |s: &NodeStatus, kind: &str| {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == kind)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    computed
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| key(server, &c.type_) != key(computed, &c.type_))
+}
+
+/// Keeps `server` up to date with the Node as the API server has it: a read, then a watch of
+/// that one object (re-read after `410 Gone`), re-opened when it ends or fails.
+async fn watch_node(nodes: Api<Node>, name: String, server: Arc<Mutex<Option<NodeStatus>>>) {
+    let set = |status: Option<NodeStatus>| {
+        if let Ok(mut server) = server.lock() {
+            *server = status;
+        }
+    };
+    let mut version: Option<String> = None;
+    loop {
+        let Some(from) = version.clone() else {
+            match nodes.get_opt(&name).await {
+                Ok(Some(node)) => {
+                    version = node.metadata.resource_version.clone();
+                    set(node.status);
+                }
+                Ok(None) => set(None),
+                Err(e) => debug!(node = %name, error = %e, "cannot read the node"),
+            }
+            if version.is_none() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            continue;
+        };
+        let params = WatchParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .timeout(290);
+        let stream = match nodes.watch(&params, &from).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(node = %name, error = %e, "cannot watch the node");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(WatchEvent::Added(node) | WatchEvent::Modified(node)) => {
+                    version = node.metadata.resource_version.clone();
+                    set(node.status);
+                }
+                Ok(WatchEvent::Deleted(node)) => {
+                    version = node.metadata.resource_version.clone();
+                    set(None);
+                }
+                Ok(WatchEvent::Bookmark(bookmark)) => {
+                    version = Some(bookmark.metadata.resource_version);
+                }
+                Ok(WatchEvent::Error(e)) => {
+                    if e.code == 410 {
+                        version = None;
+                    }
+                    break;
+                }
+                Err(e) => {
+                    debug!(node = %name, error = %e, "the node watch failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
 
 /// The names of the status fields that differ (for the log).
 fn changed_fields(old: &NodeStatus, new: &NodeStatus) -> Vec<&'static str> {
@@ -73,6 +156,11 @@ pub struct NodeStatusUpdater {
     previous: Option<NodeStatus>,
     /// The status last sent, and when.
     sent: Option<(NodeStatus, Instant)>,
+    /// The node's status as the API server has it (kept by a watch of the Node while
+    /// [`run`](NodeStatusUpdater::run) runs): when another component changed the conditions
+    /// the kubelet owns (the node lifecycle controller marking them Unknown), the status is
+    /// sent again at once, as upstream compares against its informer's copy.
+    server: Arc<Mutex<Option<NodeStatus>>>,
 }
 
 impl NodeStatusUpdater {
@@ -93,6 +181,7 @@ impl NodeStatusUpdater {
             report_frequency,
             previous: None,
             sent: None,
+            server: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -109,8 +198,15 @@ impl NodeStatusUpdater {
         let inputs = self.source.inputs().await;
         let status = node_status(self.previous.as_ref(), &inputs, Timestamp::now());
         self.previous = Some(status.clone());
+        let server_differs = self
+            .server
+            .lock()
+            .ok()
+            .and_then(|server| server.as_ref().map(|s| owned_conditions_differ(s, &status)))
+            .unwrap_or(false);
         if let Some((sent, at)) = &self.sent
             && !status_changed(sent, &status)
+            && !server_differs
             && at.elapsed() < self.report_frequency
         {
             return Ok(false);
@@ -133,8 +229,19 @@ impl NodeStatusUpdater {
     }
 
     /// Updates every `update_frequency` until `stop`, each update tried up to
-    /// [`NODE_STATUS_UPDATE_RETRY`] times.
+    /// [`NODE_STATUS_UPDATE_RETRY`] times, while a watch of the Node keeps the API server's
+    /// view of it.
     pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let watch = tokio::spawn(watch_node(
+            self.nodes.clone(),
+            self.node.clone(),
+            self.server.clone(),
+        ));
+        self.run_updates(stop).await;
+        watch.abort();
+    }
+
+    async fn run_updates(&mut self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
             for attempt in 1..=NODE_STATUS_UPDATE_RETRY {

@@ -352,3 +352,70 @@ async fn tls_bootstrap_gets_a_node_certificate_from_a_bootstrap_token() {
     assert!(err.to_string().contains("no-bootstrap.conf"), "{err}");
     cp.stop().await;
 }
+
+/// Another component (the node lifecycle controller) marks the node's conditions Unknown:
+/// the kubelet notices through its watch of the Node and posts its status again at once,
+/// although its own status did not change.
+#[tokio::test]
+async fn conditions_changed_by_others_are_put_right() {
+    let cp = control_plane().await;
+    let client = node_client(&cp).await;
+    let node = register(&client, &registration()).await;
+    let source = Arc::new(Source(Mutex::new(inputs())));
+    let updater = NodeStatusUpdater::new(
+        client.clone(),
+        NODE,
+        source,
+        Duration::from_secs(1),
+        Duration::from_secs(300),
+    )
+    .with_registered(&node);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(updater.run(async {
+        let _ = stop_rx.await;
+    }));
+    let admin: Api<Node> = Api::all(cp.admin_client());
+    let ready_status = |node: &Node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ready_status(&admin.get(NODE).await.unwrap()).as_deref() != Some("True") {
+        assert!(tokio::time::Instant::now() < deadline, "never Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let patches = status_patches(&cp);
+    // As the node lifecycle controller does when the lease runs out.
+    let mut unknown = admin.get(NODE).await.unwrap();
+    for c in unknown
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .as_mut()
+        .unwrap()
+    {
+        c.status = "Unknown".into();
+        c.reason = Some("NodeStatusUnknown".into());
+        c.message = Some("Kubelet stopped posting node status.".into());
+    }
+    admin
+        .replace_status(NODE, &Default::default(), &unknown)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ready_status(&admin.get(NODE).await.unwrap()).as_deref() != Some("True") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kubelet did not put its conditions right in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status_patches(&cp), patches + 1, "one patch puts it right");
+    let _ = stop_tx.send(());
+    task.await.unwrap();
+    cp.stop().await;
+}

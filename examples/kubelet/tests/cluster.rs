@@ -276,3 +276,125 @@ async fn the_kubelet_bootstraps_its_client_certificate_with_a_bootstrap_token() 
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The API server away for a minute: the kubelet stays up, its static pod keeps running,
+/// and once the API server is back the node posts Ready again and renews its lease.
+#[tokio::test]
+async fn the_kubelet_rides_out_an_api_server_outage() {
+    node_cri::harness::clean_stale_dirs();
+    let mut cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-outage", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         nodeLeaseDurationSeconds: 8\nnodeStatusUpdateFrequency: 2s\nnodeStatusReportFrequency: 5m\n\
+         healthzPort: 0\n",
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ]);
+    let nodes: Api<Node> = Api::all(cp.admin_client());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !nodes
+        .get_opt(NODE)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|n| ready(&n))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not turn Ready in 90 s:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The demo static pod's container, running.
+    let endpoint = format!("unix://{}/containerd/containerd.sock", root.display());
+    let cri = node_cri::CriClient::connect(&endpoint, Default::default())
+        .await
+        .unwrap();
+    let running = || async {
+        cri.list_containers(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.state == node_cri::cri::ContainerState::ContainerRunning as i32)
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let ids = running().await;
+        if !ids.is_empty() {
+            break ids;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo pod did not start:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    cp.stop_apiserver().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        kubelet.child.try_wait().unwrap().is_none(),
+        "the kubelet exited while the API server was away:\n{}",
+        kubelet.log()
+    );
+    assert_eq!(running().await, before, "the static pod kept running");
+    let back = k8s_openapi::jiff::Timestamp::now();
+    cp.start_apiserver_again().await.unwrap();
+
+    // Still Ready (nothing changed: the status is not sent again until it changes or the
+    // report is due), and the lease renewed within a few periods.
+    let nodes: Api<Node> = Api::all(cp.admin_client());
+    let leases: Api<Lease> = Api::namespaced(cp.admin_client(), "kube-node-lease");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let renewed = leases
+            .get_opt(NODE)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec?.renew_time)
+            .is_some_and(|t| t.0 > back);
+        let is_ready = nodes
+            .get_opt(NODE)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|n| ready(&n));
+        if renewed && is_ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the outage: lease renewed {renewed}, Ready {is_ready}:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        kubelet.log().contains("failed to update the node lease"),
+        "the outage was noticed and retried"
+    );
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1018,6 +1018,9 @@ pub struct ControlPlane {
     audit_log: PathBuf,
     /// In start order; killed in reverse.
     processes: Vec<Process>,
+    /// How kube-apiserver was started, to start it again after [`ControlPlane::stop_apiserver`].
+    apiserver_command: Option<(PathBuf, Vec<String>)>,
+    ready_timeout: Duration,
     controller_manager: bool,
     scheduler: bool,
     started_in: Duration,
@@ -1121,6 +1124,8 @@ impl ControlPlane {
             admin_config: kube::Config::new(http::Uri::from_static("https://127.0.0.1")),
             audit_log: dir.join("audit.log"),
             processes: Vec::new(),
+            apiserver_command: None,
+            ready_timeout: options.ready_timeout,
             controller_manager: options.controller_manager,
             scheduler: options.scheduler,
             started_in: Duration::ZERO,
@@ -1306,6 +1311,8 @@ impl ControlPlane {
             match ready {
                 Ok(()) => {
                     self.processes.push(process);
+                    self.apiserver_command = Some((apiserver.to_path_buf(), args));
+                    self.ready_timeout = options.ready_timeout;
                     return Ok(());
                 }
                 Err(ControlPlaneError::Exited { .. })
@@ -1482,6 +1489,39 @@ impl ControlPlane {
                 }
             }
         }
+    }
+
+    /// Stops kube-apiserver (SIGKILL), leaving etcd and the rest running: clients see the
+    /// API server away until [`start_apiserver_again`](Self::start_apiserver_again).
+    pub async fn stop_apiserver(&mut self) {
+        if let Some(i) = self
+            .processes
+            .iter()
+            .position(|p| p.name == "kube-apiserver")
+        {
+            let mut process = self.processes.remove(i);
+            process.kill_async().await;
+        }
+    }
+
+    /// Starts kube-apiserver again as it was started (same port, same flags, same data in
+    /// etcd) and waits until it is ready.
+    pub async fn start_apiserver_again(&mut self) -> Result<()> {
+        let Some((binary, args)) = self.apiserver_command.clone() else {
+            return Err(ControlPlaneError::Invalid(
+                "kube-apiserver was never started".into(),
+            ));
+        };
+        if self.processes.iter().any(|p| p.name == "kube-apiserver") {
+            return Ok(());
+        }
+        let mut process = Process::spawn("kube-apiserver", &binary, &args, &self.dir)?;
+        let client = self.admin_client();
+        process
+            .wait_ready(self.ready_timeout, || probe(&client, "/readyz"))
+            .await?;
+        self.processes.push(process);
+        Ok(())
     }
 
     /// The directory of this control plane (certificates, logs, kubeconfig files).
