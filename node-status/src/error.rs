@@ -24,9 +24,37 @@ pub enum StatusError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// An API call got no answer in time (a hung API server must not hold the heartbeat).
+    #[error("{what} {name}: no answer within {after:?}")]
+    Timeout {
+        /// The call.
+        what: &'static str,
+        /// The object's name.
+        name: String,
+        /// The time allowed.
+        after: std::time::Duration,
+    },
     /// A value could not be encoded for the API.
     #[error("encoding for the API server: {0}")]
     Encode(#[source] serde_json::Error),
+}
+
+/// Runs an API call with a deadline: upstream gives its heartbeat client a timeout, so that
+/// a hung API server delays the next lease renewal or status update by at most that much.
+pub(crate) async fn within<T>(
+    after: std::time::Duration,
+    what: &'static str,
+    name: &str,
+    call: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<T, StatusError> {
+    match tokio::time::timeout(after, call).await {
+        Ok(result) => result.map_err(|e| StatusError::api(what, name, e)),
+        Err(_) => Err(StatusError::Timeout {
+            what,
+            name: name.to_string(),
+            after,
+        }),
+    }
 }
 
 impl StatusError {
@@ -55,7 +83,9 @@ impl StatusError {
                 kube::Error::Api(status) => Some(status.code),
                 _ => None,
             },
-            StatusError::Encode(_) | StatusError::Kubeconfig { .. } => None,
+            StatusError::Encode(_)
+            | StatusError::Kubeconfig { .. }
+            | StatusError::Timeout { .. } => None,
         }
     }
 }

@@ -145,16 +145,30 @@ impl NodeLease {
             lease_transitions: lease.spec.as_ref().and_then(|s| s.lease_transitions),
             ..self.spec(Timestamp::now())
         });
-        match self
-            .leases
-            .replace(&self.node, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(renewed) => {
-                self.latest = Some(renewed);
-                Ok(())
+        let renewed = crate::error::within(
+            self.renew_interval(),
+            "renew lease",
+            &self.node,
+            self.leases
+                .replace(&self.node, &PostParams::default(), &lease),
+        )
+        .await?;
+        self.latest = Some(renewed);
+        Ok(())
+    }
+
+    /// One renewal tried up to [`MAX_UPDATE_RETRIES`] times, reading the lease again after
+    /// each failure.
+    async fn renew_with_retries(&mut self) {
+        for attempt in 1..=MAX_UPDATE_RETRIES {
+            match self.renew().await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(node = %self.node, attempt, error = %e, "failed to update the node lease");
+                    self.latest = None;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-            Err(e) => Err(StatusError::api("renew lease", &self.node, e)),
         }
     }
 
@@ -165,16 +179,10 @@ impl NodeLease {
         tokio::pin!(stop);
         let interval = self.renew_interval();
         loop {
-            for attempt in 1..=MAX_UPDATE_RETRIES {
-                match self.renew().await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        warn!(node = %self.node, attempt, error = %e, "failed to update the node lease");
-                        // The next attempt reads the lease again.
-                        self.latest = None;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
+            // Stopping does not wait for an API server that is away.
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.renew_with_retries() => {}
             }
             tokio::select! {
                 () = &mut stop => return,

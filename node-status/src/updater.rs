@@ -241,16 +241,24 @@ impl NodeStatusUpdater {
         watch.abort();
     }
 
+    async fn update_with_retries(&mut self) {
+        for attempt in 1..=NODE_STATUS_UPDATE_RETRY {
+            match self.update().await {
+                Ok(_) => return,
+                Err(e) => {
+                    warn!(node = %self.node, attempt, error = %e, "error updating node status, will retry");
+                }
+            }
+        }
+    }
+
     async fn run_updates(&mut self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         loop {
-            for attempt in 1..=NODE_STATUS_UPDATE_RETRY {
-                match self.update().await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        warn!(node = %self.node, attempt, error = %e, "error updating node status, will retry");
-                    }
-                }
+            // Stopping does not wait for an API server that is away.
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.update_with_retries() => {}
             }
             tokio::select! {
                 () = &mut stop => return,
