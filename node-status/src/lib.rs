@@ -16,6 +16,7 @@ mod error;
 pub mod lease;
 pub mod machine;
 pub mod registration;
+pub mod rotation;
 pub mod source;
 pub mod status;
 pub mod updater;

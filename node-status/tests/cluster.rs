@@ -419,3 +419,85 @@ async fn conditions_changed_by_others_are_put_right() {
     task.await.unwrap();
     cp.stop().await;
 }
+
+/// Certificates that last a minute: the node rotates its client certificate with its own
+/// credentials before it expires, and its client keeps working past the first certificate's
+/// expiry without being rebuilt by its users.
+#[tokio::test]
+async fn the_client_certificate_rotates_without_a_restart() {
+    use node_status::certificate::{CURRENT_CLIENT_PEM, bootstrap_client_certificate};
+    use node_status::rotation::{CertificateRotation, RotatingClient, certificate_validity};
+    let cp = ControlPlane::builder()
+        .controller_manager(true)
+        .cluster_signing_duration(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let (_token, bootstrap) = cp.create_bootstrap_token().await.expect("bootstrap token");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubelet.conf");
+    let cert_dir = dir.path().join("pki");
+    bootstrap_client_certificate(
+        &kubeconfig,
+        &bootstrap,
+        &cert_dir,
+        NODE,
+        "kubelet/test",
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("bootstrap: {e}"));
+    let current = cert_dir.join(CURRENT_CLIENT_PEM);
+    let first = std::fs::read_link(&current).unwrap();
+    let (_, first_expiry) =
+        certificate_validity(&std::fs::read_to_string(&current).unwrap()).unwrap();
+
+    let config = node_status::client::config_from_kubeconfig(&kubeconfig, "kubelet/test")
+        .await
+        .unwrap();
+    let rotating = RotatingClient::new(config).unwrap();
+    let client = rotating.client();
+    register(&client, &registration()).await;
+    let lease = NodeLease::new(client.clone(), NODE, 4);
+    let lease_task = tokio::spawn(lease.run(std::future::pending()));
+    let rotation_task = tokio::spawn(CertificateRotation::new(rotating, &cert_dir, NODE).run());
+
+    // Past the first certificate's expiry, with a margin.
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    tokio::time::sleep(Duration::from_secs(
+        u64::try_from(first_expiry - now + 15).unwrap_or(15),
+    ))
+    .await;
+    let renewed_after_expiry = Api::<Lease>::namespaced(cp.admin_client(), NODE_LEASE_NAMESPACE)
+        .get(NODE)
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.renew_time)
+        .is_some_and(|t| t.0.as_second() > first_expiry + 5);
+    lease_task.abort();
+    rotation_task.abort();
+    let events = cp.audit_events().unwrap();
+    let node_user = format!("system:node:{NODE}");
+    assert!(
+        events.iter().any(|e| e.user == node_user
+            && e.verb == "create"
+            && e.resource.as_deref() == Some("certificatesigningrequests")),
+        "the node asked for its new certificate itself"
+    );
+    assert_ne!(
+        std::fs::read_link(&current).unwrap(),
+        first,
+        "a new certificate is current"
+    );
+    assert!(
+        renewed_after_expiry,
+        "the lease was renewed after the first certificate expired"
+    );
+    let refused = events
+        .iter()
+        .filter(|e| e.code == Some(401) && e.received.is_some_and(|t| t.as_second() > first_expiry))
+        .count();
+    assert_eq!(refused, 0, "no request refused for an expired certificate");
+    cp.stop().await;
+}

@@ -13,10 +13,11 @@ use node_config::cli::NodeFlags;
 use node_core::runtime::Runtime;
 use node_images::service::ImageService;
 use node_status::certificate::{bootstrap_client_certificate, kubeconfig_still_valid};
-use node_status::client::client_from_kubeconfig;
+use node_status::client::{client_from_kubeconfig, config_from_kubeconfig};
 use node_status::lease::NodeLease;
 use node_status::machine::{HostPaths, machine_info};
 use node_status::registration::{NodeRegistration, register};
+use node_status::rotation::{CertificateRotation, RotatingClient};
 use node_status::source::{ImageSource, RuntimeStatusSource};
 use node_status::status::{ImageInfo, NodeStatusInputs, Reserved, go_arch, validate_node_ip};
 use node_status::updater::NodeStatusUpdater;
@@ -73,7 +74,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     // A kubeconfig that is valid now is used at once (its errors stop the kubelet); one that
     // is missing or expired is replaced by the TLS bootstrap, in the background.
     let client = if kubeconfig_still_valid(kubeconfig) {
-        Ok(client_from_kubeconfig(kubeconfig, &user_agent).await?)
+        Ok(config_from_kubeconfig(kubeconfig, &user_agent).await?)
     } else if let Some(bootstrap) = &node.flags.bootstrap_kubeconfig {
         Err(bootstrap.clone())
     } else if !kubeconfig.exists() {
@@ -137,11 +138,28 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     );
     let lease_seconds = i32::try_from(config.node_lease_duration_seconds).unwrap_or(40);
     let (kubeconfig, cert_dir) = (kubeconfig.clone(), node.flags.cert_dir.clone());
+    let rotate = config.rotate_certificates;
     tokio::spawn(async move {
-        let client = match client {
-            Ok(client) => client,
+        let config = match client {
+            Ok(config) => config,
             Err(bootstrap) => {
-                bootstrapped_client(&kubeconfig, &bootstrap, &cert_dir, &name, &user_agent).await
+                bootstrapped_config(&kubeconfig, &bootstrap, &cert_dir, &name, &user_agent).await
+            }
+        };
+        let client = match RotatingClient::new(config) {
+            Ok(rotating) => {
+                let client = rotating.client();
+                let current = cert_dir.join(node_status::certificate::CURRENT_CLIENT_PEM);
+                if rotate && current.exists() {
+                    tokio::spawn(CertificateRotation::new(rotating, &cert_dir, &name).run());
+                } else if rotate {
+                    info!(certificate = %current.display(), "client certificate rotation needs the certificate in the cert dir: not rotating");
+                }
+                client
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot make the API client");
+                return;
             }
         };
         let lease = NodeLease::new(client.clone(), &name, lease_seconds);
@@ -163,14 +181,14 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
 }
 
 /// The TLS bootstrap, retried with back-off (each attempt waits up to 15 minutes for its
-/// CSR), then the client of the kubeconfig it wrote.
-async fn bootstrapped_client(
+/// CSR), then the client configuration of the kubeconfig it wrote.
+async fn bootstrapped_config(
     kubeconfig: &Path,
     bootstrap: &Path,
     cert_dir: &Path,
     node: &str,
     user_agent: &str,
-) -> kube::Client {
+) -> kube::Config {
     let mut delay = Duration::from_secs(1);
     loop {
         let attempt = bootstrap_client_certificate(
@@ -183,8 +201,8 @@ async fn bootstrapped_client(
         )
         .await;
         match attempt {
-            Ok(_) => match client_from_kubeconfig(kubeconfig, user_agent).await {
-                Ok(client) => return client,
+            Ok(_) => match config_from_kubeconfig(kubeconfig, user_agent).await {
+                Ok(config) => return config,
                 Err(e) => warn!(error = %e, "the bootstrapped kubeconfig cannot be used"),
             },
             Err(e) => warn!(error = %e, retry_in = ?delay, "TLS bootstrap failed"),
