@@ -15,6 +15,7 @@ pub mod client;
 mod error;
 pub mod lease;
 pub mod machine;
+pub mod ratelimit;
 pub mod registration;
 pub mod rotation;
 pub mod source;

@@ -19,16 +19,19 @@ use tracing::{info, warn};
 use crate::certificate::{
     BootstrapError, CURRENT_CLIENT_PEM, request_client_certificate, store_client_certificate,
 };
+use crate::ratelimit::TokenBucket;
 
-/// A kube client whose credentials can be replaced while it is in use.
+/// A kube client whose credentials can be replaced while it is in use, its requests held to
+/// a rate limit when one is set.
 #[derive(Clone)]
 pub struct RotatingClient {
     current: Arc<RwLock<kube::Client>>,
     config: kube::Config,
+    limit: Option<Arc<TokenBucket>>,
 }
 
 #[derive(Clone)]
-struct Current(Arc<RwLock<kube::Client>>);
+struct Current(Arc<RwLock<kube::Client>>, Option<Arc<TokenBucket>>);
 
 impl tower::Service<http::Request<kube::client::Body>> for Current {
     type Response = http::Response<kube::client::Body>;
@@ -44,7 +47,13 @@ impl tower::Service<http::Request<kube::client::Body>> for Current {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        Box::pin(async move { client.send(request).await })
+        let limit = self.1.clone();
+        Box::pin(async move {
+            if let Some(limit) = limit {
+                limit.acquire().await;
+            }
+            client.send(request).await
+        })
     }
 }
 
@@ -55,13 +64,21 @@ impl RotatingClient {
         Ok(RotatingClient {
             current: Arc::new(RwLock::new(client)),
             config,
+            limit: None,
         })
+    }
+
+    /// Holds requests to `qps` per second with bursts of `burst` (`kubeAPIQPS`,
+    /// `kubeAPIBurst`); a `qps` of 0 leaves them unlimited.
+    pub fn with_rate_limit(mut self, qps: u32, burst: u32) -> Self {
+        self.limit = (qps > 0).then(|| Arc::new(TokenBucket::new(f64::from(qps), burst)));
+        self
     }
 
     /// The client to hand out: every request goes through the newest credentials.
     pub fn client(&self) -> kube::Client {
         kube::Client::new(
-            Current(self.current.clone()),
+            Current(self.current.clone(), self.limit.clone()),
             self.config.default_namespace.clone(),
         )
     }

@@ -501,3 +501,36 @@ async fn the_client_certificate_rotates_without_a_restart() {
     assert_eq!(refused, 0, "no request refused for an expired certificate");
     cp.stop().await;
 }
+
+/// kubeAPIQPS / kubeAPIBurst hold the client's requests to the rate.
+#[tokio::test]
+async fn the_client_keeps_to_kube_api_qps() {
+    use node_status::rotation::RotatingClient;
+    let cp = control_plane().await;
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let config = node_status::client::config_from_kubeconfig(&kubeconfig, "kubelet/test")
+        .await
+        .unwrap();
+    let timed = |client: kube::Client| async move {
+        let nodes: Api<Node> = Api::all(client);
+        let t = tokio::time::Instant::now();
+        for _ in 0..7 {
+            let _ = nodes.get_opt(NODE).await.unwrap();
+        }
+        t.elapsed()
+    };
+    let unlimited = timed(RotatingClient::new(config.clone()).unwrap().client()).await;
+    // A burst of 2 then 5/s: 7 requests need at least a second.
+    let limited = timed(
+        RotatingClient::new(config)
+            .unwrap()
+            .with_rate_limit(5, 2)
+            .client(),
+    )
+    .await;
+    assert!(limited >= Duration::from_millis(990), "{limited:?}");
+    assert!(unlimited < limited, "{unlimited:?} vs {limited:?}");
+    cp.stop().await;
+}

@@ -139,6 +139,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let lease_seconds = i32::try_from(config.node_lease_duration_seconds).unwrap_or(40);
     let (kubeconfig, cert_dir) = (kubeconfig.clone(), node.flags.cert_dir.clone());
     let rotate = config.rotate_certificates;
+    let (qps, burst) = (config.kube_api_qps, config.kube_api_burst);
     tokio::spawn(async move {
         let config = match client {
             Ok(config) => config,
@@ -148,6 +149,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
         };
         let client = match RotatingClient::new(config) {
             Ok(rotating) => {
+                let rotating = rotating.with_rate_limit(qps, burst);
                 let client = rotating.client();
                 let current = cert_dir.join(node_status::certificate::CURRENT_CLIENT_PEM);
                 if rotate && current.exists() {
