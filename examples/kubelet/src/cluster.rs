@@ -73,7 +73,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     );
     // A kubeconfig that is valid now is used at once (its errors stop the kubelet); one that
     // is missing or expired is replaced by the TLS bootstrap, in the background.
-    let client = if kubeconfig_still_valid(kubeconfig) {
+    let credentials = if kubeconfig_still_valid(kubeconfig) {
         Ok(config_from_kubeconfig(kubeconfig, &user_agent).await?)
     } else if let Some(bootstrap) = &node.flags.bootstrap_kubeconfig {
         Err(bootstrap.clone())
@@ -141,7 +141,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let rotate = config.rotate_certificates;
     let (qps, burst) = (config.kube_api_qps, config.kube_api_burst);
     tokio::spawn(async move {
-        let config = match client {
+        let config = match credentials {
             Ok(config) => config,
             Err(bootstrap) => {
                 bootstrapped_config(&kubeconfig, &bootstrap, &cert_dir, &name, &user_agent).await
@@ -160,7 +160,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
                 client
             }
             Err(e) => {
-                warn!(error = %e, "cannot make the API client");
+                tracing::error!(kubeconfig = %kubeconfig.display(), error = %e, "cannot make the API client: the node does not join the cluster");
                 return;
             }
         };
