@@ -211,18 +211,53 @@ impl NodeStatusUpdater {
         {
             return Ok(false);
         }
+        // Addresses are keyed by type in a strategic merge, which would merge a dual-stack
+        // node's two InternalIPs with the old ones: when they change (and on the first
+        // report) they are replaced whole with a JSON merge patch, as upstream rewrites its
+        // patch; everything else goes in the strategic merge patch.
+        let replace_addresses = self
+            .sent
+            .as_ref()
+            .is_none_or(|(sent, _)| sent.addresses != status.addresses);
+        let timeout = self.update_frequency.max(Duration::from_secs(1));
+        if replace_addresses {
+            let addresses = Node {
+                status: Some(NodeStatus {
+                    addresses: status.addresses.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            crate::error::within(
+                timeout,
+                "update node addresses",
+                &self.node,
+                self.nodes.patch_status(
+                    &self.node,
+                    &PatchParams::default(),
+                    &Patch::Merge(&addresses),
+                ),
+            )
+            .await?;
+        }
         let patch = Node {
-            status: Some(status.clone()),
+            status: Some(NodeStatus {
+                addresses: None,
+                ..status.clone()
+            }),
             ..Default::default()
         };
-        self.nodes
-            .patch_status(
+        crate::error::within(
+            timeout,
+            "update node status",
+            &self.node,
+            self.nodes.patch_status(
                 &self.node,
                 &PatchParams::default(),
                 &Patch::Strategic(&patch),
-            )
-            .await
-            .map_err(|e| StatusError::api("update node status", &self.node, e))?;
+            ),
+        )
+        .await?;
         debug!(node = %self.node, changed = ?self.sent.as_ref().map(|(sent, _)| changed_fields(sent, &status)), "node status sent");
         self.sent = Some((status, Instant::now()));
         Ok(true)

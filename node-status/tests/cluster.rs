@@ -178,9 +178,11 @@ async fn the_node_registers_reports_its_status_when_it_changes_and_keeps_its_lea
         .unwrap();
     assert_eq!(ready.status, "False");
     assert_eq!(ready.message.as_deref(), Some("container runtime is down"));
+    // The first report sends the addresses (a merge patch, replacing them whole) and the
+    // rest (a strategic-merge patch); then one patch per change, none while unchanged.
     assert_eq!(
         status_patches(&cp),
-        2,
+        3,
         "one patch per change, none while unchanged"
     );
 
@@ -532,5 +534,51 @@ async fn the_client_keeps_to_kube_api_qps() {
     .await;
     assert!(limited >= Duration::from_millis(990), "{limited:?}");
     assert!(unlimited < limited, "{unlimited:?} vs {limited:?}");
+    cp.stop().await;
+}
+
+/// A dual-stack node: both InternalIP addresses are stored, and a changed address replaces
+/// the old one rather than merging with it (addresses are keyed by type in strategic merge).
+#[tokio::test]
+async fn dual_stack_addresses_are_stored_and_replaced_whole() {
+    let cp = control_plane().await;
+    let client = node_client(&cp).await;
+    let node = register(&client, &registration()).await;
+    let source = Arc::new(Source(Mutex::new(inputs())));
+    source.0.lock().unwrap().node_ips =
+        vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+    let mut updater = NodeStatusUpdater::new(
+        client.clone(),
+        NODE,
+        source.clone(),
+        Duration::from_secs(10),
+        Duration::from_secs(300),
+    )
+    .with_registered(&node);
+    updater.update().await.unwrap();
+    let admin: Api<Node> = Api::all(cp.admin_client());
+    let addresses = |node: Node| {
+        node.status
+            .unwrap()
+            .addresses
+            .unwrap()
+            .into_iter()
+            .map(|a| format!("{}={}", a.type_, a.address))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        addresses(admin.get(NODE).await.unwrap()),
+        [
+            "InternalIP=10.0.0.5",
+            "InternalIP=fd00::5",
+            "Hostname=localhost"
+        ]
+    );
+    source.0.lock().unwrap().node_ips = vec!["10.0.0.6".parse().unwrap()];
+    assert!(updater.update().await.unwrap());
+    assert_eq!(
+        addresses(admin.get(NODE).await.unwrap()),
+        ["InternalIP=10.0.0.6", "Hostname=localhost"]
+    );
     cp.stop().await;
 }
