@@ -31,11 +31,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use benches::{StartedPod, remove_pod, start_pod, start_pod_as_kubelet};
+use benches::{
+    BENCH_NODE, StartedPod, bench_manifest as manifest, bench_node_context as node_context,
+    bench_pods as floor_pods, remove_pod, start_pod, start_pod_as_kubelet,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::future::{join_all, try_join_all};
 use k8s_openapi::api::core::v1::Pod;
-use node_core::config::{ManifestOrigin, PodConfig, decode_static_pod};
+use node_core::config::PodConfig;
 use node_core::events::LogRecorder;
 use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::runtime::GcPolicy;
@@ -48,15 +51,8 @@ use node_volumes::source::Standalone;
 
 const PODS: usize = 30;
 const MANY: usize = 110;
-const NODE: &str = "bench-node";
 /// How often the runs poll the runtime for running containers.
 const POLL: Duration = Duration::from_millis(10);
-
-fn manifest(i: usize) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bench-{i}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n"
-    )
-}
 
 fn containers_filter(
     state: Option<cri::ContainerState>,
@@ -171,36 +167,6 @@ async fn remove_all(client: &CriClient, manifests: &Path, n: usize) {
     clear(client).await;
 }
 
-/// The pods the kubelet makes of the manifests (names, UIDs and annotations as the file source
-/// gives them), for the floor.
-fn floor_pods(manifests: &Path, n: usize) -> Vec<Pod> {
-    (0..n)
-        .map(|i| {
-            let origin = ManifestOrigin::File(manifests.join(format!("bench-{i}.yaml")));
-            decode_static_pod(manifest(i).as_bytes(), &origin, NODE).expect("bench manifest")
-        })
-        .collect()
-}
-
-fn node_context(logs: &Path) -> NodeContext {
-    NodeContext {
-        node_name: NODE.into(),
-        node_ips: vec!["127.0.0.1".parse().expect("loopback")],
-        cluster_dns: Vec::new(),
-        cluster_domain: String::new(),
-        resolv_conf: Some("/etc/resolv.conf".into()),
-        pod_logs_dir: logs.to_path_buf(),
-        cgroup_driver: node_cri::CgroupDriver::Cgroupfs,
-        cgroups_per_qos: true,
-        cgroup_root: format!("/node-agent-test/{}", std::process::id()),
-        allocatable: node_core::downward::NodeAllocatable {
-            cpu_millis: 2000,
-            memory_bytes: 8 << 30,
-        },
-        machine_memory_capacity_bytes: 8 << 30,
-    }
-}
-
 /// The two floors for the first `n` pods, one run each, under the same observer as the
 /// kubelet's runs (a ListContainers every 10 ms, which costs containerd some CPU).
 async fn floor_runs(client: &CriClient, floor: &FloorInputs<'_>, n: usize) -> (Run, Run) {
@@ -310,13 +276,13 @@ impl BenchKubelet {
         )
         .with_volume_manager(volumes.clone())
         .with_start_concurrency(gate);
-        let (sources, updates) = PodConfig::new(NODE);
+        let (sources, updates) = PodConfig::new(BENCH_NODE);
         let file = sources.file_source(manifests, Duration::from_secs(20));
         let kubelet = Kubelet::new(
             Arc::new(runtime),
             Arc::new(LogRecorder),
             EngineConfig {
-                node_name: NODE.into(),
+                node_name: BENCH_NODE.into(),
                 node_ips: vec!["127.0.0.1".into()],
                 sync_frequency: Duration::from_secs(60),
                 max_pods: MANY,
