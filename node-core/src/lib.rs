@@ -18,6 +18,7 @@ pub mod pod_manager;
 pub mod qos;
 pub mod runtime;
 pub mod server;
+pub mod stats;
 pub mod status;
 #[cfg(feature = "control-plane")]
 pub mod testing;

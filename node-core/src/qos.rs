@@ -179,6 +179,67 @@ fn positive(list: Option<&BTreeMap<String, ApiQuantity>>, name: &str) -> Option<
     crate::downward::parse_quantity(list, name).filter(|q| q.nanos() > 0)
 }
 
+/// The cgroup of a pod with `uid` of class `qos`, as upstream's pod container manager names
+/// it under `cgroup_root` (with `cgroupsPerQOS`):
+/// - cgroupfs: `/kubepods/pod<uid>` (Guaranteed), `/kubepods/burstable/pod<uid>`,
+///   `/kubepods/besteffort/pod<uid>`;
+/// - systemd: the expanded slice path, `-` in names written `_`:
+///   `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_with_underscores>.slice`.
+pub fn pod_cgroup(
+    cgroup_root: &str,
+    driver: node_config::CgroupDriver,
+    qos: QosClass,
+    uid: &str,
+) -> String {
+    let mut name: Vec<String> = cgroup_root
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    name.push("kubepods".into());
+    match qos {
+        QosClass::Guaranteed => {}
+        QosClass::Burstable => name.push("burstable".into()),
+        QosClass::BestEffort => name.push("besteffort".into()),
+    }
+    name.push(format!("pod{uid}"));
+    cgroup_path(&name, driver)
+}
+
+/// The cgroup all pods run under (`/kubepods`, or `/kubepods.slice` with systemd) below
+/// `cgroup_root`.
+pub fn pods_cgroup(cgroup_root: &str, driver: node_config::CgroupDriver) -> String {
+    let mut name: Vec<String> = cgroup_root
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    name.push("kubepods".into());
+    cgroup_path(&name, driver)
+}
+
+/// A cgroup name (its components) as a path of `driver`.
+fn cgroup_path(name: &[String], driver: node_config::CgroupDriver) -> String {
+    use node_config::CgroupDriver;
+    match driver {
+        CgroupDriver::Cgroupfs => format!("/{}", name.join("/")),
+        CgroupDriver::Systemd => {
+            let mut path = String::new();
+            let mut prefix = String::new();
+            for component in name {
+                let component = component.replace('-', "_");
+                path.push('/');
+                path.push_str(&prefix);
+                path.push_str(&component);
+                path.push_str(".slice");
+                prefix.push_str(&component);
+                prefix.push('-');
+            }
+            path
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

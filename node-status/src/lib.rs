@@ -6,8 +6,9 @@
 //!
 //! Here now: [`machine`] (the node's addresses, memory and cpu), [`status`] (the node status
 //! setters, pure), [`registration`] (the Node as upstream registers and reconciles it),
-//! [`updater`] (posting the status when it changed or the report is due) and [`lease`] (the
-//! node lease). The StatsProvider and the summary API come next (see the README's status).
+//! [`updater`] (posting the status when it changed or the report is due), [`lease`] (the
+//! node lease) and [`stats`] (the `StatsProvider` trait, its Linux implementation and, with
+//! the `server` feature, the `/stats/summary` router).
 #![forbid(unsafe_code)]
 
 pub mod certificate;
@@ -19,6 +20,7 @@ pub mod ratelimit;
 pub mod registration;
 pub mod rotation;
 pub mod source;
+pub mod stats;
 pub mod status;
 pub mod updater;
 

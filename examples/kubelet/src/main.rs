@@ -29,6 +29,7 @@ use node_images::gc::{IMAGE_GC_PERIOD, ImageGcManager, ImageGcPolicy, StatvfsIma
 use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
 use node_status::machine;
+use node_status::stats::{LinuxStatsConfig, LinuxStatsProvider};
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
 use node_volumes::plugin::{NodeAllocatable, PluginRegistry};
 use node_volumes::source::Standalone;
@@ -381,11 +382,23 @@ async fn run(
     .context("image garbage collection policy")?;
     info!(filesystem = %image_fs.display(), "image garbage collection every 5m");
     let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
+    let stats_config = LinuxStatsConfig {
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        cgroup_root: node.cgroup_root.clone(),
+        cgroup_driver: config.cgroup_driver,
+        memory_capacity: u64::try_from(memory).unwrap_or(0),
+        ..LinuxStatsConfig::new(&node_name, &flags.root_dir)
+    };
     let cri_runtime = Arc::new(
         CriRuntime::new(client.clone(), node, recorder.clone())
             .with_image_manager(images)
             .with_volume_manager(volumes.clone()),
     );
+    info!(
+        cgroup_version = stats_config.cgroups.version(),
+        "node and pod statistics from the cgroups, /proc and the runtime"
+    );
+    let stats = Arc::new(LinuxStatsProvider::new(stats_config, cri_runtime.clone()));
     cluster::start(cluster::Node {
         flags,
         config: &config,
@@ -429,12 +442,13 @@ async fn run(
         kubelet.status_manager(),
         kubelet.health(),
         config.sync_frequency,
-    );
+    )
+    .merge(node_status::stats::router(stats));
     let bind = std::net::SocketAddr::new(config.healthz_bind_address, config.healthz_port);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding the kubelet's read-only endpoints to {bind}"))?;
-    info!(address = %bind, "serving /healthz and /pods");
+    info!(address = %bind, "serving /healthz, /pods and /stats/summary");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             warn!(error = %e, "the read-only server stopped");

@@ -1174,3 +1174,185 @@ async fn after_a_runtime_restart_pleg_follows_container_events_again() {
     assert_eq!(count(&node, RELISTS), 1, "{}", node.log_text());
     node.shutdown().await;
 }
+
+fn read_u64(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `value` lies between the two readings (in either order), widened by `slack`.
+fn between(value: u64, a: u64, b: u64, slack: u64, what: &str) {
+    let (lo, hi) = (a.min(b).saturating_sub(slack), a.max(b) + slack);
+    assert!(
+        (lo..=hi).contains(&value),
+        "{what}: {value} not within [{lo}, {hi}]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_summary_reports_node_and_pod_figures_consistent_with_proc_and_the_cgroups() {
+    let node = Node::start("stats", "").await;
+    node.write(
+        "fill.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fill\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: cache\n    emptyDir: {}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"dd if=/dev/zero of=/cache/blob bs=1024 count=1024 && echo filled && exec sleep 3600\"]\n    volumeMounts: [{name: cache, mountPath: /cache}]\n",
+    );
+    let pod = node.wait_pod("fill", "running", running).await;
+    let uid = uid(&pod);
+    let cgroups = PathBuf::from("/sys/fs/cgroup");
+    let pod_cgroup = format!(
+        "node-agent-test/{}/kubepods/besteffort/pod{uid}",
+        std::process::id()
+    );
+    let summary = || async {
+        let (code, body) = node.get("/stats/summary").await?;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).ok()
+    };
+    // Wait until the container's log holds its line and the pod is in the summary.
+    let first = eventually(
+        Duration::from_secs(30),
+        "the pod in the summary",
+        || async {
+            let s = summary().await?;
+            let logs = &s["pods"][0]["containers"][0]["logs"]["usedBytes"];
+            (logs.as_u64()? > 0).then_some(s)
+        },
+    )
+    .await;
+    assert!(first["node"]["cpu"].get("usageNanoCores").is_none());
+    // Once the shell has written "filled" it execs sleep: the processes are settled.
+    let log = node
+        .dir
+        .join("logs")
+        .join(format!("default_fill-{NODE}_{uid}/main/0.log"));
+    eventually(
+        Duration::from_secs(30),
+        "the container's last line",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("filled"))
+        },
+    )
+    .await;
+    let pids = cgroups.join("pids").join(&pod_cgroup).join("pids.current");
+
+    let node_memory = cgroups.join("memory/memory.usage_in_bytes");
+    let node_cpu = cgroups.join("cpuacct/cpuacct.usage");
+    let pod_memory = cgroups
+        .join("memory")
+        .join(&pod_cgroup)
+        .join("memory.usage_in_bytes");
+    let pod_cpu = cgroups
+        .join("cpuacct")
+        .join(&pod_cgroup)
+        .join("cpuacct.usage");
+    let before = [&node_memory, &node_cpu, &pod_memory, &pod_cpu, &pids].map(|p| read_u64(p));
+    let s = summary().await.expect("a second summary");
+    let after = [&node_memory, &node_cpu, &pod_memory, &pod_cpu, &pids].map(|p| read_u64(p));
+
+    // The node: root cgroup, /proc, statfs.
+    let n = &s["node"];
+    assert_eq!(n["nodeName"], NODE);
+    let usage = n["memory"]["usageBytes"].as_u64().unwrap();
+    between(
+        usage,
+        before[0],
+        after[0],
+        64 << 20,
+        "node memory usage vs the root cgroup",
+    );
+    let working_set = n["memory"]["workingSetBytes"].as_u64().unwrap();
+    assert!(working_set <= usage);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert_eq!(
+        n["memory"]["availableBytes"].as_u64().unwrap() + working_set,
+        total_kib * 1024,
+        "available = capacity - working set"
+    );
+    let cpu = n["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap();
+    between(
+        cpu,
+        before[1],
+        after[1],
+        0,
+        "node cpu vs the root cgroup's cpuacct.usage",
+    );
+    assert!(
+        n["cpu"]["usageNanoCores"].as_u64().is_some(),
+        "a rate on the second summary: {}",
+        n["cpu"]
+    );
+    let root = nix::sys::statvfs::statvfs(&node.dir.join("root")).unwrap();
+    assert_eq!(
+        n["fs"]["capacityBytes"].as_u64().unwrap(),
+        root.blocks() * root.fragment_size(),
+        "nodefs is statfs of the root dir"
+    );
+    assert_eq!(n["fs"]["inodes"].as_u64().unwrap(), root.files());
+    let pid_max = read_u64(std::path::Path::new("/proc/sys/kernel/pid_max"));
+    let threads_max = read_u64(std::path::Path::new("/proc/sys/kernel/threads-max"));
+    assert_eq!(
+        n["rlimit"]["maxpid"].as_u64().unwrap(),
+        pid_max.min(threads_max)
+    );
+    assert!(n["rlimit"]["curproc"].as_u64().unwrap() > 0);
+    let image_fs = &n["runtime"]["imageFs"];
+    // containerd refreshes its snapshot usage every 10 s: right after its start it may say 0.
+    assert!(image_fs["usedBytes"].as_u64().is_some(), "{image_fs}");
+    assert!(
+        image_fs["capacityBytes"].as_u64().unwrap() > 0,
+        "{image_fs}"
+    );
+    assert_eq!(n["systemContainers"][0]["name"], "pods");
+
+    // The pod: its cgroup, its processes, its logs, its volume.
+    let p = &s["pods"][0];
+    assert_eq!(p["podRef"]["name"], format!("fill-{NODE}"));
+    assert_eq!(p["podRef"]["namespace"], "default");
+    assert_eq!(p["podRef"]["uid"], uid.as_str());
+    between(
+        p["memory"]["usageBytes"].as_u64().unwrap(),
+        before[2],
+        after[2],
+        1 << 20,
+        "pod memory vs its cgroup",
+    );
+    between(
+        p["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap(),
+        before[3],
+        after[3],
+        0,
+        "pod cpu vs its cgroup",
+    );
+    between(
+        p["process_stats"]["process_count"].as_u64().unwrap(),
+        before[4],
+        after[4],
+        0,
+        "the pod's processes vs its pids.current",
+    );
+    let main = &p["containers"][0];
+    assert_eq!(main["name"], "main");
+    assert!(main["rootfs"]["usedBytes"].as_u64().is_some(), "{main}");
+    let logs = main["logs"]["usedBytes"].as_u64().unwrap();
+    let volume = &p["volume"][0];
+    assert_eq!(volume["name"], "cache");
+    let cache = volume["usedBytes"].as_u64().unwrap();
+    assert!(cache >= 1 << 20, "the 1 MiB blob in the emptyDir: {volume}");
+    let ephemeral = p["ephemeral-storage"]["usedBytes"].as_u64().unwrap();
+    assert!(
+        ephemeral >= cache + logs,
+        "ephemeral storage {ephemeral} holds the volume {cache} and the logs {logs}"
+    );
+    assert_eq!(p["network"]["name"], "eth0", "{}", p["network"]);
+    node.shutdown().await;
+}

@@ -14,6 +14,7 @@ mod gc;
 pub mod labels;
 mod mounts;
 pub mod sandbox;
+pub mod stats;
 mod status;
 
 use std::collections::HashMap;

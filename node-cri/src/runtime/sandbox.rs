@@ -187,36 +187,12 @@ pub fn pod_cgroup_parent(pod: &Pod, qos: QosClass, ctx: &NodeContext) -> String 
     if !ctx.cgroups_per_qos {
         return String::new();
     }
-    let mut name: Vec<String> = ctx
-        .cgroup_root
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
-        .collect();
-    name.push("kubepods".into());
-    match qos {
-        QosClass::Guaranteed => {}
-        QosClass::Burstable => name.push("burstable".into()),
-        QosClass::BestEffort => name.push("besteffort".into()),
-    }
-    name.push(format!("pod{}", PodRef::of(pod).uid));
-    match ctx.cgroup_driver {
-        CgroupDriver::Cgroupfs => format!("/{}", name.join("/")),
-        CgroupDriver::Systemd => {
-            let mut path = String::new();
-            let mut prefix = String::new();
-            for component in &name {
-                let component = component.replace('-', "_");
-                path.push('/');
-                path.push_str(&prefix);
-                path.push_str(&component);
-                path.push_str(".slice");
-                prefix.push_str(&component);
-                prefix.push('-');
-            }
-            path
-        }
-    }
+    node_core::qos::pod_cgroup(
+        &ctx.cgroup_root,
+        ctx.cgroup_driver,
+        qos,
+        &PodRef::of(pod).uid,
+    )
 }
 
 /// The pod's sandbox configuration for the given attempt, with the warnings to record on the
