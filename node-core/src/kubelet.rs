@@ -59,10 +59,25 @@ pub struct EngineConfig {
     pub gc_policy: GcPolicy,
 }
 
-/// Liveness of the sync loop, for `/healthz`.
+/// Upstream `relistThreshold`: PLEG is unhealthy when its last successful relist is older.
+pub const PLEG_RELIST_THRESHOLD: Duration = Duration::from_secs(180);
+/// Upstream `eventedPlegRelistThreshold`: the same while following container events (the
+/// safety-net relist runs every [`EVENTED_RELIST_PERIOD`]).
+pub const PLEG_EVENTED_RELIST_THRESHOLD: Duration = Duration::from_secs(600);
+
+/// Liveness of the sync loop (for `/healthz`) and of PLEG (for the node's Ready condition).
 #[derive(Debug, Default)]
 pub struct Health {
     last_loop: AtomicI64,
+    pleg: Mutex<PlegHealth>,
+}
+
+#[derive(Debug, Default)]
+struct PlegHealth {
+    /// When a relist last succeeded.
+    last_relist: Option<tokio::time::Instant>,
+    /// Whether PLEG follows the runtime's events (a longer threshold, as upstream).
+    evented: bool,
 }
 
 impl Health {
@@ -76,6 +91,66 @@ impl Health {
         let last = self.last_loop.load(Ordering::Relaxed);
         (last > 0).then(|| Timestamp::now().as_second() - last)
     }
+
+    fn pleg(&self) -> std::sync::MutexGuard<'_, PlegHealth> {
+        self.pleg.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pleg_relisted(&self) {
+        self.pleg().last_relist = Some(tokio::time::Instant::now());
+    }
+
+    fn pleg_evented(&self, evented: bool) {
+        self.pleg().evented = evented;
+    }
+
+    /// Why PLEG is not healthy, in upstream's words (`pleg has yet to be successful`, `pleg
+    /// was last seen active 3m0.1s ago; threshold is 3m0s`); `None` when it is. The node's
+    /// Ready condition reports it as `PLEG is not healthy: <this>`.
+    pub fn pleg_error(&self) -> Option<String> {
+        let pleg = self.pleg();
+        let Some(last) = pleg.last_relist else {
+            return Some("pleg has yet to be successful".into());
+        };
+        let threshold = match pleg.evented {
+            true => PLEG_EVENTED_RELIST_THRESHOLD,
+            false => PLEG_RELIST_THRESHOLD,
+        };
+        let elapsed = last.elapsed();
+        (elapsed > threshold).then(|| {
+            format!(
+                "pleg was last seen active {} ago; threshold is {}",
+                go_duration(elapsed),
+                go_duration(threshold)
+            )
+        })
+    }
+}
+
+/// A duration as Go's `time.Duration.String` writes it (`3m0.093s`, `10m0s`, `1h2m3s`,
+/// `250ms`), at millisecond precision.
+pub fn go_duration(d: Duration) -> String {
+    let millis = d.as_millis();
+    if millis < 1000 {
+        return format!("{millis}ms");
+    }
+    let (h, m) = (millis / 3_600_000, (millis / 60_000) % 60);
+    let (s, ms) = ((millis / 1000) % 60, millis % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&s.to_string());
+    if ms > 0 {
+        let fraction = format!("{ms:03}");
+        out.push('.');
+        out.push_str(fraction.trim_end_matches('0'));
+    }
+    out.push('s');
+    out
 }
 
 /// Jitters `d` upward by up to half (upstream `wait.Jitter(d, 0.5)`).
@@ -194,7 +269,11 @@ impl Kubelet {
     ) {
         let shared = self.shared;
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
-        let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx));
+        let pleg = tokio::spawn(run_pleg(
+            shared.runtime.clone(),
+            pleg_tx,
+            self.health.clone(),
+        ));
         let mut workers: HashMap<String, Worker> = HashMap::new();
         let killing: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
@@ -639,8 +718,11 @@ async fn housekeep(
 /// every [`GENERIC_RELIST_PERIOD`] and tries the stream again with back-off (250 ms doubling to
 /// [`MAX_STREAM_RETRY_DELAY`]), for as long as it takes: a runtime restart does not leave the
 /// node polling. Only a runtime without events at all makes it relist for good.
-async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>) {
-    let mut relister = Relister::default();
+async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>, health: Arc<Health>) {
+    let mut relister = Relister {
+        health,
+        ..Default::default()
+    };
     let mut delay = FIRST_STREAM_RETRY_DELAY;
     let mut following = false;
     loop {
@@ -650,6 +732,7 @@ async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>) {
                     info!("PLEG follows the runtime's container events");
                 }
                 following = true;
+                relister.health.pleg_evented(true);
                 // What changed while no stream was open.
                 relister.relist(runtime.as_ref(), &tx).await;
                 let opened = tokio::time::Instant::now();
@@ -678,6 +761,7 @@ async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>) {
         if following {
             info!(period = ?GENERIC_RELIST_PERIOD, "PLEG relists the runtime's pods until its container events are back");
             following = false;
+            relister.health.pleg_evented(false);
         }
         // Relist until it is time to try the stream again.
         let retry = tokio::time::Instant::now() + delay;
@@ -729,6 +813,7 @@ async fn follow_events(
 struct Relister {
     previous: HashMap<String, (String, ContainerState)>,
     failing: bool,
+    health: Arc<Health>,
 }
 
 impl Relister {
@@ -747,6 +832,7 @@ impl Relister {
                 return;
             }
         };
+        self.health.pleg_relisted();
         if std::mem::take(&mut self.failing) {
             info!("PLEG relists again");
         }
@@ -791,6 +877,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         pods: Mutex<Vec<RuntimePod>>,
+        /// Listing fails while set.
+        list_fails: AtomicBool,
         evented: bool,
         down: AtomicBool,
         opens: std::sync::atomic::AtomicU32,
@@ -803,6 +891,9 @@ mod tests {
             "fake"
         }
         async fn get_pods(&self, _all: bool) -> Result<Vec<RuntimePod>, RuntimeError> {
+            if self.list_fails.load(Ordering::SeqCst) {
+                return Err(RuntimeError::runtime(std::io::Error::other("list failed")));
+            }
             Ok(self.pods.lock().unwrap().clone())
         }
         async fn get_pod_status(
@@ -888,7 +979,7 @@ mod tests {
             .unwrap()
             .push(pod("a", ContainerState::Running));
         let (tx, mut rx) = mpsc::channel(16);
-        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx));
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, Arc::default()));
         assert_eq!(
             next(&mut rx).await.as_deref(),
             Some("a"),
@@ -946,7 +1037,7 @@ mod tests {
         });
         runtime.down.store(true, Ordering::SeqCst);
         let (tx, mut rx) = mpsc::channel(16);
-        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx));
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, Arc::default()));
 
         // Down for 40 s: PLEG keeps trying (with back-off) and relists meanwhile.
         tokio::time::sleep(Duration::from_secs(40)).await;
@@ -998,6 +1089,67 @@ mod tests {
         );
         assert_eq!(runtime.opens.load(Ordering::SeqCst), opens);
         pleg.abort();
+    }
+
+    /// PLEG health as upstream: unhealthy before the first successful relist, healthy while
+    /// relists succeed, unhealthy once the last one is older than the threshold (3 minutes
+    /// relisting, 10 minutes following events), healthy again when listing works.
+    #[tokio::test(start_paused = true)]
+    async fn pleg_health_follows_the_last_successful_relist() {
+        let health = Arc::new(Health::default());
+        assert_eq!(
+            health.pleg_error().as_deref(),
+            Some("pleg has yet to be successful")
+        );
+        let runtime = Arc::new(Fake::default());
+        let (tx, mut rx) = mpsc::channel(1000);
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone()));
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(health.pleg_error(), None);
+        runtime.list_fails.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(170)).await;
+        assert_eq!(health.pleg_error(), None, "within the threshold");
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        let error = health.pleg_error().expect("unhealthy after 3 minutes");
+        assert!(
+            error.starts_with("pleg was last seen active 3m")
+                && error.ends_with("ago; threshold is 3m0s"),
+            "{error}"
+        );
+        runtime.list_fails.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(health.pleg_error(), None, "healthy again");
+
+        // Following events, the safety relist every 5 minutes is within the 10-minute threshold.
+        let runtime = Arc::new(Fake {
+            evented: true,
+            ..Default::default()
+        });
+        let health = Arc::new(Health::default());
+        let (tx, mut rx) = mpsc::channel(1000);
+        let evented = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone()));
+        let drain2 = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::time::sleep(Duration::from_secs(550)).await;
+        assert_eq!(health.pleg_error(), None, "{:?}", health.pleg_error());
+        runtime.list_fails.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(700)).await;
+        let error = health
+            .pleg_error()
+            .expect("unhealthy after 10 minutes without a relist");
+        assert!(error.ends_with("threshold is 10m0s"), "{error}");
+        for task in [pleg, drain, evented, drain2] {
+            task.abort();
+        }
+    }
+
+    #[test]
+    fn durations_as_go_writes_them() {
+        assert_eq!(go_duration(Duration::from_millis(180_093)), "3m0.093s");
+        assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
+        assert_eq!(go_duration(Duration::from_millis(3_723_500)), "1h2m3.5s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

@@ -198,6 +198,29 @@ pub struct RuntimeCondition {
 pub struct RuntimeStatus {
     /// The conditions.
     pub conditions: Vec<RuntimeCondition>,
+    /// The runtime handlers it offers, with their features (CRI `runtime_handlers`; empty
+    /// where the runtime does not say, as containerd 1.7).
+    pub handlers: Vec<RuntimeHandler>,
+    /// The runtime's features, where it reports them.
+    pub features: Option<RuntimeFeatures>,
+}
+
+/// A runtime handler (RuntimeClass handler) and what it supports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeHandler {
+    /// The handler's name; empty for the default one.
+    pub name: String,
+    /// Recursive read-only mounts.
+    pub recursive_read_only_mounts: bool,
+    /// User namespaces.
+    pub user_namespaces: bool,
+}
+
+/// Features of the runtime as a whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeFeatures {
+    /// `supplementalGroupsPolicy: Strict` is honoured.
+    pub supplemental_groups_policy: bool,
 }
 
 impl RuntimeStatus {

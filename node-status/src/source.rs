@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use node_core::kubelet::Health;
 use node_core::runtime::{Runtime, RuntimeStatus};
 
 use crate::status::{ImageInfo, NodeStatusInputs};
@@ -45,13 +46,25 @@ pub fn runtime_not_ready(status: Result<&RuntimeStatus, String>) -> Vec<String> 
     out
 }
 
+/// Why the node is not ready, in upstream's order: the runtime down, then PLEG's health check
+/// (`PLEG is not healthy: <why>`), then the runtime's and the network's conditions.
+pub fn not_ready(status: Result<&RuntimeStatus, String>, pleg: Option<String>) -> Vec<String> {
+    let down = status.is_err();
+    let mut out = runtime_not_ready(status);
+    if let Some(why) = pleg {
+        out.insert(usize::from(down), format!("PLEG is not healthy: {why}"));
+    }
+    out
+}
+
 /// A [`NodeStatusSource`] over a node-core [`Runtime`]: the fixed parts of `base` (machine,
-/// addresses, limits, versions) with the runtime's version, readiness and images filled in
-/// at each update.
+/// addresses, limits, versions) with the runtime's version, readiness, handlers, features and
+/// images, and the engine's PLEG health, filled in at each update.
 pub struct RuntimeStatusSource {
     base: NodeStatusInputs,
     runtime: Arc<dyn Runtime>,
     images: Option<Arc<dyn ImageSource>>,
+    health: Option<Arc<Health>>,
 }
 
 impl RuntimeStatusSource {
@@ -61,7 +74,14 @@ impl RuntimeStatusSource {
             base,
             runtime,
             images: None,
+            health: None,
         }
+    }
+
+    /// Reports the engine's PLEG health in the Ready condition.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Lists images through `images`.
@@ -79,7 +99,12 @@ impl NodeStatusSource for RuntimeStatusSource {
             inputs.container_runtime_version = format!("{}://{}", v.name, v.version);
         }
         let status = self.runtime.status().await;
-        inputs.not_ready = runtime_not_ready(status.as_ref().map_err(ToString::to_string));
+        let pleg = self.health.as_ref().and_then(|h| h.pleg_error());
+        inputs.not_ready = not_ready(status.as_ref().map_err(ToString::to_string), pleg);
+        if let Ok(status) = &status {
+            inputs.runtime_handlers = status.handlers.clone();
+            inputs.runtime_features = status.features;
+        }
         if let Some(images) = &self.images {
             inputs.images = images.images().await;
         }
@@ -116,6 +141,7 @@ mod tests {
                 condition("RuntimeReady", true),
                 condition("NetworkReady", true),
             ],
+            ..Default::default()
         };
         assert!(runtime_not_ready(Ok(&ready)).is_empty());
         let no_network = RuntimeStatus {
@@ -123,6 +149,7 @@ mod tests {
                 condition("RuntimeReady", true),
                 condition("NetworkReady", false),
             ],
+            ..Default::default()
         };
         assert_eq!(
             runtime_not_ready(Ok(&no_network)),
@@ -133,6 +160,45 @@ mod tests {
         assert_eq!(
             runtime_not_ready(Err("unavailable".into())),
             ["container runtime is down"]
+        );
+    }
+
+    #[test]
+    fn pleg_health_joins_the_reasons_in_upstream_order() {
+        let no_network = RuntimeStatus {
+            conditions: vec![
+                condition("RuntimeReady", true),
+                condition("NetworkReady", false),
+            ],
+            ..Default::default()
+        };
+        let pleg = || Some("pleg has yet to be successful".to_string());
+        let reasons = not_ready(Ok(&no_network), pleg());
+        assert_eq!(reasons.len(), 2);
+        assert_eq!(
+            reasons[0],
+            "PLEG is not healthy: pleg has yet to be successful"
+        );
+        assert!(reasons[1].starts_with("container runtime network not ready"));
+        assert_eq!(
+            not_ready(Err("unavailable".into()), pleg()),
+            [
+                "container runtime is down",
+                "PLEG is not healthy: pleg has yet to be successful"
+            ]
+        );
+        assert!(
+            not_ready(
+                Ok(&RuntimeStatus {
+                    conditions: vec![
+                        condition("RuntimeReady", true),
+                        condition("NetworkReady", true)
+                    ],
+                    ..Default::default()
+                }),
+                None
+            )
+            .is_empty()
         );
     }
 }

@@ -107,16 +107,7 @@ pub struct Pressure {
     pub pid: bool,
 }
 
-/// A runtime handler and what it supports (CRI `RuntimeStatus.runtime_handlers`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuntimeHandler {
-    /// The handler's name; empty for the default one.
-    pub name: String,
-    /// Recursive read-only mounts.
-    pub recursive_read_only_mounts: bool,
-    /// User namespaces.
-    pub user_namespaces: bool,
-}
+pub use node_core::runtime::{RuntimeFeatures, RuntimeHandler};
 
 /// An image the runtime holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,6 +150,8 @@ pub struct NodeStatusInputs {
     pub max_images: i32,
     /// The runtime's handlers.
     pub runtime_handlers: Vec<RuntimeHandler>,
+    /// The runtime's features (`status.features`), where it reports them.
+    pub runtime_features: Option<RuntimeFeatures>,
 }
 
 fn quantity(v: i64) -> Quantity {
@@ -417,6 +410,11 @@ pub fn node_status(
                 })
                 .collect()
         }),
+        features: inputs
+            .runtime_features
+            .map(|f| k8s_openapi::api::core::v1::NodeFeatures {
+                supplemental_groups_policy: Some(f.supplemental_groups_policy),
+            }),
         ..Default::default()
     }
 }

@@ -131,6 +131,9 @@ fn changed_fields(old: &NodeStatus, new: &NodeStatus) -> Vec<&'static str> {
     if old.runtime_handlers != new.runtime_handlers {
         out.push("runtimeHandlers");
     }
+    if old.features != new.features {
+        out.push("features");
+    }
     out
 }
 

@@ -52,6 +52,8 @@ pub(crate) struct Node<'a> {
     pub(crate) version: &'a str,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) images: Arc<dyn ImageService>,
+    /// The engine's health: PLEG's goes into the Ready condition.
+    pub(crate) health: Arc<node_core::kubelet::Health>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -112,7 +114,8 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
         ..Default::default()
     };
     let source = RuntimeStatusSource::new(base, node.runtime.clone())
-        .with_images(Arc::new(Images(node.images.clone())));
+        .with_images(Arc::new(Images(node.images.clone())))
+        .with_health(node.health.clone());
     let registration = config.register_node.then(|| NodeRegistration {
         name: node.name.to_string(),
         hostname: node.name.to_string(),

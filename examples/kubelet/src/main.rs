@@ -399,6 +399,18 @@ async fn run(
         "node and pod statistics from the cgroups, /proc and the runtime"
     );
     let stats = Arc::new(LinuxStatsProvider::new(stats_config, cri_runtime.clone()));
+    let kubelet = Kubelet::new(
+        cri_runtime.clone(),
+        recorder,
+        EngineConfig {
+            node_name: node_name.clone(),
+            node_ips: node_ips.iter().map(ToString::to_string).collect(),
+            sync_frequency: config.sync_frequency,
+            max_pods: usize::try_from(config.max_pods).unwrap_or(0),
+            gc_policy: GcPolicy::default(),
+        },
+    )
+    .with_volume_manager(volumes);
     cluster::start(cluster::Node {
         flags,
         config: &config,
@@ -406,6 +418,7 @@ async fn run(
         ips: &node_ips,
         version: &version,
         runtime: cri_runtime.clone(),
+        health: kubelet.health(),
         images: image_service.clone(),
     })
     .await?;
@@ -425,18 +438,6 @@ async fn run(
         ),
         None => None,
     };
-    let kubelet = Kubelet::new(
-        cri_runtime,
-        recorder,
-        EngineConfig {
-            node_name: node_name.clone(),
-            node_ips: node_ips.iter().map(ToString::to_string).collect(),
-            sync_frequency: config.sync_frequency,
-            max_pods: usize::try_from(config.max_pods).unwrap_or(0),
-            gc_policy: GcPolicy::default(),
-        },
-    )
-    .with_volume_manager(volumes);
     let router = node_core::server::router(
         kubelet.pod_manager(),
         kubelet.status_manager(),

@@ -895,6 +895,21 @@ impl Runtime for CriRuntime {
                     message: c.message,
                 })
                 .collect(),
+            handlers: s
+                .runtime_handlers
+                .into_iter()
+                .map(|h| {
+                    let features = h.features.unwrap_or_default();
+                    node_core::runtime::RuntimeHandler {
+                        name: h.name,
+                        recursive_read_only_mounts: features.recursive_read_only_mounts,
+                        user_namespaces: features.user_namespaces,
+                    }
+                })
+                .collect(),
+            features: s.features.map(|f| node_core::runtime::RuntimeFeatures {
+                supplemental_groups_policy: f.supplemental_groups_policy,
+            }),
         })
     }
 

@@ -180,3 +180,48 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 10%}
     let r = Reserved::from_config(&config, &machine, true).unwrap();
     assert_eq!(r.memory_bytes, 100 << 20);
 }
+
+#[test]
+fn runtime_handlers_and_features_from_the_runtime() {
+    let bare = node_status(None, &inputs(), t(0));
+    assert!(bare.runtime_handlers.is_none() && bare.features.is_none());
+    let mut with = inputs();
+    with.runtime_handlers = vec![
+        RuntimeHandler::default(),
+        RuntimeHandler {
+            name: "runc".into(),
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        },
+    ];
+    with.runtime_features = Some(RuntimeFeatures {
+        supplemental_groups_policy: true,
+    });
+    let s = node_status(None, &with, t(0));
+    let handlers = s.runtime_handlers.unwrap();
+    assert_eq!(handlers[0].name.as_deref(), Some(""));
+    assert_eq!(handlers[1].name.as_deref(), Some("runc"));
+    let features = handlers[1].features.as_ref().unwrap();
+    assert_eq!(features.recursive_read_only_mounts, Some(true));
+    assert_eq!(features.user_namespaces, Some(false));
+    assert_eq!(s.features.unwrap().supplemental_groups_policy, Some(true));
+}
+
+#[test]
+fn pleg_not_healthy_makes_the_node_not_ready() {
+    let mut with = inputs();
+    with.not_ready = vec!["PLEG is not healthy: pleg has yet to be successful".into()];
+    let s = node_status(None, &with, t(0));
+    let ready = s
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
+    assert_eq!(
+        ready.message.as_deref(),
+        Some("PLEG is not healthy: pleg has yet to be successful")
+    );
+}
