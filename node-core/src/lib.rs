@@ -15,6 +15,7 @@ pub mod events;
 pub mod expansion;
 pub mod kubelet;
 pub mod pod_manager;
+pub mod pod_workers;
 pub mod qos;
 pub mod runtime;
 pub mod server;
