@@ -1,28 +1,36 @@
-//! The engine: the sync loop, per-pod workers, the pod lifecycle event generator (PLEG),
-//! housekeeping and garbage collection.
+//! The engine: the sync loop, the pod workers' syncer, the pod lifecycle event generator
+//! (PLEG), housekeeping and garbage collection.
 //!
-//! Pod updates from the sources go to one worker per pod UID. A worker syncs its pod (via
+//! Pod updates from the sources go to the [pod workers](crate::pod_workers), one state machine
+//! per pod UID. The engine's [`PodSyncer`] does each state's work: syncing a pod (via
 //! [`Runtime::sync_pod`]) when told to (config change, PLEG event) and otherwise only at the
-//! resync period or when a back-off ends; it never polls. When the pod is removed, or reaches a
-//! terminal phase, the worker stops it ([`Runtime::kill_pod`]) and finishes. A pod whose
-//! manifest changed comes back under a new UID; its worker waits until the old one finished.
-//! PLEG follows the runtime's container events where the runtime has them, with a relist every
-//! five minutes as a safety net, and otherwise relists every second.
+//! resync period or when a back-off ends; stopping it ([`Runtime::kill_pod`]) within the
+//! effective grace period once removed, deleted or in a terminal phase, and writing its final
+//! status; tearing its volumes down. A pod whose manifest changed comes back under a new UID;
+//! it starts once the old one finished. Pods only the runtime runs are stopped through the
+//! workers too, once every source reported. PLEG follows the runtime's container events where
+//! the runtime has them, with a relist every five minutes as a safety net, and otherwise
+//! relists every second.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus as ApiPodStatus};
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType};
 use crate::pod_manager::{PodManager, full_name, uid};
+use crate::pod_workers::{
+    Cancel, KillPodOptions, PodSyncer, PodWorkers, RUNTIME_POD_GRACE_PERIOD, StatusFn,
+    SyncError as WorkerError, SyncOutcome, UpdatePodOptions, UpdateType, WorkerTiming, jitter,
+};
 use crate::runtime::{
     ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimeError, RuntimePod, SyncError,
 };
@@ -153,40 +161,52 @@ pub fn go_duration(d: Duration) -> String {
     out
 }
 
-/// Jitters `d` upward by up to half (upstream `wait.Jitter(d, 0.5)`).
-fn jitter(d: Duration) -> Duration {
-    let nanos = Timestamp::now().subsec_nanosecond().unsigned_abs();
-    d + d.mul_f64(f64::from(nanos % 1000) / 2000.0)
-}
-
-#[derive(Debug)]
-struct WorkerState {
-    pod: Pod,
-    /// Termination requested, with a grace period override.
-    terminate: Option<Option<i64>>,
-    /// The pod left the configuration: forget it once stopped.
-    removed: bool,
-}
-
-struct Worker {
-    state: Arc<Mutex<WorkerState>>,
-    notify: Arc<Notify>,
-    /// Cancels a sync in flight when the pod is to stop.
-    cancel: Arc<Notify>,
-    done: watch::Receiver<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Shared by the loop and the workers.
+/// Shared by the loop and the pod syncer.
 struct Shared {
     runtime: Arc<dyn Runtime>,
-    volumes: Option<Arc<dyn VolumeManager>>,
+    volumes: OnceLock<Arc<dyn VolumeManager>>,
     /// An orphan clean-up round is running.
     cleaning: AtomicBool,
     recorder: Arc<dyn EventRecorder>,
     pods: Arc<PodManager>,
     statuses: Arc<StatusManager>,
+    /// The errors of each pod's last sync, by container (upstream's reason cache): kept in
+    /// its status until the next sync's result replaces them.
+    errors: Mutex<HashMap<String, HashMap<String, SyncError>>>,
     config: EngineConfig,
+}
+
+impl Shared {
+    fn errors_of(&self, uid: &str) -> HashMap<String, SyncError> {
+        self.errors
+            .lock()
+            .map(|e| e.get(uid).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Records the pod's sync errors; whether they changed.
+    fn set_errors(&self, uid: &str, errors: HashMap<String, SyncError>) -> bool {
+        let Ok(mut all) = self.errors.lock() else {
+            return false;
+        };
+        let changed = all
+            .get(uid)
+            .map_or(!errors.is_empty(), |old| *old != errors);
+        if errors.is_empty() {
+            all.remove(uid);
+        } else {
+            all.insert(uid.to_string(), errors);
+        }
+        changed
+    }
+
+    /// Forgets a pod the workers forgot.
+    fn forget(&self, uid: &str) {
+        self.statuses.remove(uid);
+        if let Ok(mut all) = self.errors.lock() {
+            all.remove(uid);
+        }
+    }
 }
 
 impl PodStateProvider for PodManager {
@@ -198,6 +218,7 @@ impl PodStateProvider for PodManager {
 /// The kubelet engine.
 pub struct Kubelet {
     shared: Arc<Shared>,
+    workers: Arc<PodWorkers>,
     health: Arc<Health>,
 }
 
@@ -216,31 +237,40 @@ impl Kubelet {
         recorder: Arc<dyn EventRecorder>,
         config: EngineConfig,
     ) -> Self {
-        Kubelet {
-            shared: Arc::new(Shared {
-                runtime,
-                volumes: None,
-                cleaning: AtomicBool::new(false),
-                recorder,
-                pods: Arc::new(PodManager::new()),
-                statuses: Arc::new(StatusManager::new()),
-                config,
+        let timing = WorkerTiming {
+            resync: config.sync_frequency,
+            backoff: BACKOFF_PERIOD,
+        };
+        let shared = Arc::new(Shared {
+            runtime,
+            volumes: OnceLock::new(),
+            cleaning: AtomicBool::new(false),
+            recorder,
+            pods: Arc::new(PodManager::new()),
+            statuses: Arc::new(StatusManager::new()),
+            errors: Mutex::default(),
+            config,
+        });
+        let workers = PodWorkers::new(
+            Arc::new(EngineSyncer {
+                shared: shared.clone(),
             }),
+            timing,
+        );
+        Kubelet {
+            shared,
+            workers,
             health: Arc::new(Health::default()),
         }
     }
 
     /// Sets the pods' volumes up with `volumes` before their containers start, and tears them
     /// down once they terminated (the runtime takes the same manager for container mounts).
-    /// Without one, pods run without volumes.
-    ///
-    /// # Panics
-    ///
-    /// When called after the engine was shared (it is meant for construction).
-    pub fn with_volume_manager(mut self, volumes: Arc<dyn VolumeManager>) -> Self {
-        Arc::get_mut(&mut self.shared)
-            .expect("with_volume_manager is called while constructing the engine")
-            .volumes = Some(volumes);
+    /// Without one, pods run without volumes. A second call is ignored.
+    pub fn with_volume_manager(self, volumes: Arc<dyn VolumeManager>) -> Self {
+        if self.shared.volumes.set(volumes).is_err() {
+            warn!("the engine has a volume manager already; keeping the first");
+        }
         self
     }
 
@@ -252,6 +282,11 @@ impl Kubelet {
     /// The pods' statuses.
     pub fn status_manager(&self) -> Arc<StatusManager> {
         self.shared.statuses.clone()
+    }
+
+    /// The pod workers: which pods sync, terminate or are finished.
+    pub fn pod_workers(&self) -> Arc<PodWorkers> {
+        self.workers.clone()
     }
 
     /// The sync loop's liveness.
@@ -267,15 +302,13 @@ impl Kubelet {
         mut updates: PodUpdates,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let shared = self.shared;
+        let Kubelet {
+            shared,
+            workers,
+            health,
+        } = self;
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
-        let pleg = tokio::spawn(run_pleg(
-            shared.runtime.clone(),
-            pleg_tx,
-            self.health.clone(),
-        ));
-        let mut workers: HashMap<String, Worker> = HashMap::new();
-        let killing: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx, health.clone()));
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
@@ -285,7 +318,7 @@ impl Kubelet {
         tokio::pin!(shutdown);
         info!(node = %shared.config.node_name, "sync loop started");
         loop {
-            self.health.touch();
+            health.touch();
             tokio::select! {
                 _ = &mut shutdown => break,
                 update = updates.recv() => {
@@ -293,27 +326,28 @@ impl Kubelet {
                         info!("pod update channel closed; leaving the sync loop");
                         break;
                     };
-                    handle_update(&shared, &mut workers, update);
+                    handle_update(&shared, &workers, update);
                 }
                 Some(uid) = pleg_rx.recv() => {
-                    if let Some(w) = workers.get(&uid) {
-                        w.notify.notify_one();
+                    // Upstream: only pods the configuration holds are synced on PLEG events.
+                    if let Some(pod) = shared.pods.get(&uid) {
+                        workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
                     }
                 }
                 _ = housekeeping.tick() => {
                     let started = Instant::now();
-                    housekeep(&shared, &mut workers, &killing, updates.seen_all_sources()).await;
+                    housekeep(&shared, &workers, updates.seen_all_sources()).await;
                     if started.elapsed() > Duration::from_secs(1) {
                         warn!(elapsed_ms = started.elapsed().as_millis() as u64, "Housekeeping took longer than expected");
                     }
                 }
                 _ = gc.tick() => {
                     let runtime = shared.runtime.clone();
-                    let pods = shared.pods.clone();
+                    let workers = workers.clone();
                     let policy = shared.config.gc_policy.clone();
                     let ready = updates.seen_all_sources();
                     tokio::spawn(async move {
-                        if let Err(e) = runtime.garbage_collect(&policy, pods.as_ref(), ready).await {
+                        if let Err(e) = runtime.garbage_collect(&policy, workers.as_ref(), ready).await {
                             warn!(error = %e, "container garbage collection failed");
                         }
                     });
@@ -321,9 +355,7 @@ impl Kubelet {
             }
         }
         pleg.abort();
-        for worker in workers.values() {
-            worker.task.abort();
-        }
+        workers.stop();
         info!("sync loop stopped; pods are left running");
     }
 }
@@ -348,7 +380,7 @@ fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
     Ok(())
 }
 
-fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, update: PodUpdate) {
+fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpdate) {
     let op = update.op;
     if !update.pods.is_empty() {
         info!(
@@ -363,7 +395,8 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
         match op {
             PodOperation::Add => {
                 if shared.pods.contains(&id) {
-                    update_worker(workers, &id, pod, None);
+                    shared.pods.add(pod.clone());
+                    workers.update_pod(UpdatePodOptions::new(UpdateType::Update, pod));
                     continue;
                 }
                 if let Err((reason, message)) = admit(shared, &pod) {
@@ -387,29 +420,19 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
                     continue;
                 }
                 shared.pods.add(pod.clone());
-                start_worker(shared, workers, pod);
+                workers.update_pod(UpdatePodOptions::new(UpdateType::Create, pod));
             }
             PodOperation::Update | PodOperation::Delete => {
                 shared.pods.add(pod.clone());
-                let terminate = pod
-                    .metadata
-                    .deletion_timestamp
-                    .is_some()
-                    .then_some(pod.metadata.deletion_grace_period_seconds);
-                update_worker(workers, &id, pod, terminate);
+                // A deletion timestamp makes the workers terminate the pod.
+                workers.update_pod(UpdatePodOptions::new(UpdateType::Update, pod));
             }
             PodOperation::Remove => {
                 shared.pods.remove(&id);
-                match workers.get(&id) {
-                    Some(w) => {
-                        if let Ok(mut s) = w.state.lock() {
-                            s.removed = true;
-                            s.terminate.get_or_insert(None);
-                        }
-                        w.cancel.notify_one();
-                        w.notify.notify_one();
-                    }
-                    None => shared.statuses.remove(&id),
+                if workers.state(&id).is_some() {
+                    workers.update_pod(UpdatePodOptions::kill(pod, KillPodOptions::default()));
+                } else {
+                    shared.forget(&id);
                 }
             }
             PodOperation::Reconcile => {}
@@ -417,252 +440,180 @@ fn handle_update(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, up
     }
 }
 
-fn update_worker(
-    workers: &HashMap<String, Worker>,
-    id: &str,
-    pod: Pod,
-    terminate: Option<Option<i64>>,
-) {
-    if let Some(w) = workers.get(id) {
-        if let Ok(mut s) = w.state.lock() {
-            s.pod = pod;
-            if let Some(new) = terminate {
-                // Once terminating, the grace period can only shrink.
-                let merged = match (s.terminate.flatten(), new) {
-                    (Some(old), Some(new)) => Some(old.min(new)),
-                    (old, new) => new.or(old),
-                };
-                s.terminate = Some(merged);
-                w.cancel.notify_one();
-            }
-        }
-        w.notify.notify_one();
-    }
-}
-
-fn start_worker(shared: &Arc<Shared>, workers: &mut HashMap<String, Worker>, pod: Pod) {
-    let id = uid(&pod).to_string();
-    let name = full_name(&pod);
-    // A static pod whose manifest changed has a new UID: it starts once the old one stopped.
-    let wait_for = workers
-        .values()
-        .find(|w| !*w.done.borrow() && w.state.lock().is_ok_and(|s| full_name(&s.pod) == name))
-        .map(|w| w.done.clone());
-    let state = Arc::new(Mutex::new(WorkerState {
-        pod,
-        terminate: None,
-        removed: false,
-    }));
-    let notify = Arc::new(Notify::new());
-    let cancel = Arc::new(Notify::new());
-    let (done_tx, done) = watch::channel(false);
-    let task = tokio::spawn(pod_worker(
-        shared.clone(),
-        state.clone(),
-        (notify.clone(), cancel.clone()),
-        done_tx,
-        wait_for,
-    ));
-    workers.insert(
-        id,
-        Worker {
-            state,
-            notify,
-            cancel,
-            done,
-            task,
-        },
-    );
-}
-
-/// One pod's worker: sync, terminate, finish.
-async fn pod_worker(
+/// The engine's work for each state of a pod worker (upstream kubelet's `SyncPod`,
+/// `SyncTerminatingPod`, `SyncTerminatingRuntimePod`, `SyncTerminatedPod`).
+struct EngineSyncer {
     shared: Arc<Shared>,
-    state: Arc<Mutex<WorkerState>>,
-    (notify, cancel): (Arc<Notify>, Arc<Notify>),
-    done: watch::Sender<bool>,
-    wait_for: Option<watch::Receiver<bool>>,
-) {
-    if let Some(mut previous) = wait_for {
-        debug!("waiting for the previous pod of the same name to stop");
-        let _ = previous.wait_for(|d| *d).await;
+}
+
+impl EngineSyncer {
+    async fn status_of(&self, pod: &Pod) -> Result<crate::runtime::PodStatus, RuntimeError> {
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        self.shared
+            .runtime
+            .get_pod_status(uid(pod), name, namespace)
+            .await
     }
-    let mut errors: HashMap<String, SyncError> = HashMap::new();
-    let mut next = Duration::ZERO;
-    let mut terminated = false;
-    loop {
-        if !next.is_zero() {
-            tokio::select! {
-                _ = notify.notified() => {}
-                _ = tokio::time::sleep(next) => {}
-            }
-        }
-        let Ok((pod, terminate, removed)) = state
-            .lock()
-            .map(|s| (s.pod.clone(), s.terminate, s.removed))
-        else {
-            return;
-        };
-        let id = uid(&pod).to_string();
-        if terminated {
-            if removed {
-                shared.statuses.remove(&id);
-                return;
-            }
-            next = Duration::from_secs(3600);
-            continue;
-        }
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let status = match shared.runtime.get_pod_status(&id, &name, &namespace).await {
+}
+
+#[async_trait]
+impl PodSyncer for EngineSyncer {
+    async fn sync_pod(
+        &self,
+        _update: UpdateType,
+        pod: &Pod,
+        cancel: &Cancel,
+    ) -> Result<SyncOutcome, WorkerError> {
+        let shared = &self.shared;
+        let id = uid(pod).to_string();
+        let status = match self.status_of(pod).await {
             Ok(s) => s,
             Err(e) => {
                 shared.recorder.record(
-                    &EventObject::pod(&pod),
+                    &EventObject::pod(pod),
                     EventType::Warning,
                     "FailedSync",
                     &format!("error determining status: {e}"),
                 );
-                next = jitter(BACKOFF_PERIOD);
-                continue;
+                return Err(Box::new(e));
             }
         };
-        if let Some(grace) = terminate {
-            let running = status.running_pod(shared.runtime.type_name());
-            if let Err(e) = shared.runtime.kill_pod(Some(&pod), &running, grace).await {
-                warn!(pod = %full_name(&pod), error = %e, "killing the pod failed; retrying");
-                next = jitter(BACKOFF_PERIOD);
-                continue;
-            }
-            // Volumes go only once the runtime confirms nothing of the pod runs (a container
-            // started by a cancelled sync may have been missed by the kill).
-            let after = match shared.runtime.get_pod_status(&id, &name, &namespace).await {
-                Ok(after) => after,
-                Err(e) => {
-                    warn!(pod = %full_name(&pod), error = %e, "cannot confirm the pod stopped; retrying");
-                    next = jitter(BACKOFF_PERIOD);
-                    continue;
-                }
-            };
-            if after
-                .containers
-                .iter()
-                .any(|c| c.state == ContainerState::Running)
-            {
-                warn!(pod = %full_name(&pod), "detected running containers after a successful KillPod; retrying");
-                next = jitter(BACKOFF_PERIOD);
-                continue;
-            }
-            let mut api = generate_pod_status(&pod, &after, &errors, &shared.config.node_ips);
-            if removed && !is_terminal(&api) {
-                api.phase = Some("Failed".into());
-            }
-            shared.statuses.set(&id, api);
-            // The containers are gone: the volumes can go (upstream's SyncTerminatedPod).
-            if let Some(volumes) = &shared.volumes
-                && let Err(e) = volumes.unmount_pod_volumes(&pod).await
-            {
-                warn!(pod = %full_name(&pod), error = %e, "tearing down the pod's volumes failed; retrying");
-                next = jitter(BACKOFF_PERIOD);
-                continue;
-            }
-            info!(pod = %full_name(&pod), "pod terminated");
-            terminated = true;
-            let _ = done.send(true);
-            next = Duration::ZERO;
-            if removed {
-                shared.statuses.remove(&id);
-                return;
-            }
-            continue;
-        }
-
-        let api = generate_pod_status(&pod, &status, &errors, &shared.config.node_ips);
+        let api = generate_pod_status(
+            pod,
+            &status,
+            &shared.errors_of(&id),
+            &shared.config.node_ips,
+        );
         let terminal = is_terminal(&api);
         shared.statuses.set(&id, api);
         if terminal {
-            if let Ok(mut s) = state.lock() {
-                s.terminate.get_or_insert(None);
-            }
-            next = Duration::ZERO;
-            continue;
-        }
-        // A removal or deletion while the sync runs cancels it: the worker then stops the pod.
-        let terminating = || state.lock().map(|s| s.terminate.is_some()).unwrap_or(true);
-        if terminating() {
-            next = Duration::ZERO;
-            continue;
+            return Ok(SyncOutcome::Terminal);
         }
         // Volumes first: the containers mount them.
-        if let Some(volumes) = &shared.volumes {
+        if let Some(volumes) = shared.volumes.get() {
             let mounted = tokio::select! {
-                mounted = volumes.wait_for_attach_and_mount(&pod) => mounted,
-                _ = cancel.notified() => {
-                    debug!(pod = %full_name(&pod), "volume set-up cancelled: the pod is to stop");
-                    next = Duration::ZERO;
-                    continue;
+                mounted = volumes.wait_for_attach_and_mount(pod) => mounted,
+                _ = cancel.cancelled() => {
+                    debug!(pod = %full_name(pod), "volume set-up cancelled: the pod is to stop");
+                    return Ok(SyncOutcome::Continue(None));
                 }
             };
             if let Err(e) = mounted {
                 // A timeout was preceded by an event per failed set-up; other errors get one.
                 if let VolumeError::PodDirs(_) = e {
                     shared.recorder.record(
-                        &EventObject::pod(&pod),
+                        &EventObject::pod(pod),
                         EventType::Warning,
                         "FailedToMakePodDataDirectories",
                         &e.to_string(),
                     );
                 } else if !e.is_timeout() {
                     shared.recorder.record(
-                        &EventObject::pod(&pod),
+                        &EventObject::pod(pod),
                         EventType::Warning,
                         "FailedMount",
                         &format!("Unable to attach or mount volumes: {e}"),
                     );
                 }
-                warn!(pod = %full_name(&pod), error = %e, "Unable to attach or mount volumes for pod; skipping pod");
-                next = jitter(BACKOFF_PERIOD);
-                continue;
+                warn!(pod = %full_name(pod), error = %e, "Unable to attach or mount volumes for pod; skipping pod");
+                return Err(Box::new(e));
             }
         }
         let result = tokio::select! {
-            result = shared.runtime.sync_pod(&pod, &status) => result,
-            _ = cancel.notified() => {
-                debug!(pod = %full_name(&pod), "sync cancelled: the pod is to stop");
-                next = Duration::ZERO;
-                continue;
+            result = shared.runtime.sync_pod(pod, &status) => result,
+            _ = cancel.cancelled() => {
+                debug!(pod = %full_name(pod), "sync cancelled: the pod is to stop");
+                return Ok(SyncOutcome::Continue(None));
             }
         };
-        let new_errors: HashMap<String, SyncError> = result
+        let errors: HashMap<String, SyncError> = result
             .steps
             .iter()
             .filter_map(|s| s.error.clone().map(|e| (s.target.clone(), e)))
             .collect();
-        if new_errors != errors {
-            errors = new_errors;
-            let api = generate_pod_status(&pod, &status, &errors, &shared.config.node_ips);
+        if shared.set_errors(&id, errors.clone()) {
+            let api = generate_pod_status(pod, &status, &errors, &shared.config.node_ips);
             shared.statuses.set(&id, api);
         }
-        next = match result.retry_after {
-            Some(d) => d,
-            None if result.error().is_some() => jitter(BACKOFF_PERIOD),
-            None => jitter(shared.config.sync_frequency),
-        };
+        Ok(SyncOutcome::Continue(match result.retry_after {
+            Some(d) => Some(d),
+            None if result.error().is_some() => Some(jitter(BACKOFF_PERIOD)),
+            None => None,
+        }))
+    }
+
+    async fn sync_terminating_pod(
+        &self,
+        pod: &Pod,
+        grace: i64,
+        status_fn: Option<&StatusFn>,
+        cancel: &Cancel,
+    ) -> Result<(), WorkerError> {
+        let shared = &self.shared;
+        let id = uid(pod).to_string();
+        let status = self.status_of(pod).await?;
+        let running = status.running_pod(shared.runtime.type_name());
+        tokio::select! {
+            killed = shared.runtime.kill_pod(Some(pod), &running, Some(grace)) => killed?,
+            _ = cancel.cancelled() => {
+                debug!(pod = %full_name(pod), "kill cancelled: a shorter grace period came");
+                return Ok(());
+            }
+        }
+        // Volumes go only once the runtime confirms nothing of the pod runs (a container
+        // started by a cancelled sync may have been missed by the kill).
+        let after = self.status_of(pod).await?;
+        if after
+            .containers
+            .iter()
+            .any(|c| c.state == ContainerState::Running)
+        {
+            return Err("detected running containers after a successful KillPod".into());
+        }
+        let mut api =
+            generate_pod_status(pod, &after, &shared.errors_of(&id), &shared.config.node_ips);
+        if !shared.pods.contains(&id) && !is_terminal(&api) {
+            api.phase = Some("Failed".into());
+        }
+        if let Some(edit) = status_fn {
+            edit(&mut api);
+        }
+        shared.statuses.set(&id, api);
+        Ok(())
+    }
+
+    async fn sync_terminating_runtime_pod(&self, running: &RuntimePod) -> Result<(), WorkerError> {
+        info!(pod = %format!("{}_{}", running.name, running.namespace), uid = %running.uid, "stopping a pod the node no longer wants");
+        self.shared
+            .runtime
+            .kill_pod(None, running, Some(RUNTIME_POD_GRACE_PERIOD))
+            .await?;
+        Ok(())
+    }
+
+    async fn sync_terminated_pod(&self, pod: &Pod) -> Result<(), WorkerError> {
+        // The containers are gone: the volumes can go.
+        if let Some(volumes) = self.shared.volumes.get() {
+            volumes.unmount_pod_volumes(pod).await?;
+        }
+        info!(pod = %full_name(pod), "pod terminated");
+        Ok(())
     }
 }
 
-/// Forgets finished workers; once every source reported, stops what the runtime runs for pods
-/// no worker owns: pods whose manifests vanished (possibly while the kubelet was down) and pods
-/// that admission rejected.
-async fn housekeep(
-    shared: &Arc<Shared>,
-    workers: &mut HashMap<String, Worker>,
-    killing: &Arc<Mutex<HashSet<String>>>,
-    sources_ready: bool,
-) {
-    workers.retain(|_, w| !w.task.is_finished());
+/// Forgets the workers of finished pods no longer wanted; once every source reported, stops
+/// through the workers what the runtime runs for pods no worker owns: pods whose manifests
+/// vanished (possibly while the kubelet was down) and pods that admission rejected.
+async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_ready: bool) {
     if !sources_ready {
         return;
+    }
+    let desired: HashSet<String> = shared.pods.uids().into_iter().collect();
+    for gone in workers.sync_known_pods(&desired) {
+        if !desired.contains(&gone) {
+            shared.forget(&gone);
+        }
     }
     let running = match shared.runtime.get_pods(false).await {
         Ok(pods) => pods,
@@ -671,36 +622,16 @@ async fn housekeep(
             return;
         }
     };
-    let mut active: HashSet<String> = workers.keys().cloned().collect();
+    let mut active: HashSet<String> = workers.known().into_iter().collect();
     active.extend(running.iter().map(|p| p.uid.clone()));
     for pod in running {
-        if workers.contains_key(&pod.uid) {
-            continue;
+        if workers.state(&pod.uid).is_none() && !desired.contains(&pod.uid) {
+            workers.update_pod(UpdatePodOptions::kill_runtime_pod(pod));
         }
-        // Claim the pod; a kill already under way keeps its claim.
-        let claimed = killing
-            .lock()
-            .map(|mut k| k.insert(pod.uid.clone()))
-            .unwrap_or(false);
-        if !claimed {
-            continue;
-        }
-        info!(pod = %format!("{}_{}", pod.name, pod.namespace), uid = %pod.uid, "stopping a pod the node no longer wants");
-        let runtime = shared.runtime.clone();
-        let killing = killing.clone();
-        tokio::spawn(async move {
-            if let Err(e) = runtime.kill_pod(None, &pod, None).await {
-                warn!(uid = %pod.uid, error = %e, "stopping an orphaned pod failed; housekeeping retries");
-            }
-            // Done either way: a pod still running is picked up by the next round.
-            if let Ok(mut k) = killing.lock() {
-                k.remove(&pod.uid);
-            }
-        });
     }
     // Directories of pods that are neither wanted nor running, once nothing is mounted there;
     // in the background (removing a large emptyDir takes a while), one round at a time.
-    if let Some(volumes) = shared.volumes.clone()
+    if let Some(volumes) = shared.volumes.get().cloned()
         && !shared.cleaning.swap(true, Ordering::AcqRel)
     {
         let shared = shared.clone();

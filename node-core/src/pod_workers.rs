@@ -766,9 +766,12 @@ impl PodWorkers {
     }
 }
 
+/// Garbage collection removes every container and sandbox of a pod only when its content may
+/// go: a pod that finished but is still wanted keeps its dead containers (their exit codes
+/// are its status).
 impl crate::runtime::PodStateProvider for PodWorkers {
     fn should_pod_content_be_removed(&self, uid: &str) -> bool {
-        self.should_pod_runtime_be_removed(uid)
+        PodWorkers::should_pod_content_be_removed(self, uid)
     }
 }
 
