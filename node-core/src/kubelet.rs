@@ -795,6 +795,9 @@ impl Relister {
 }
 
 #[cfg(test)]
+mod engine_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::runtime::{

@@ -21,7 +21,7 @@ pub mod runtime;
 pub mod server;
 pub mod stats;
 pub mod status;
-#[cfg(feature = "control-plane")]
+#[cfg(any(test, feature = "testing", feature = "control-plane"))]
 pub mod testing;
 pub mod volumes;
 

@@ -1,0 +1,233 @@
+//! The engine with a fake runtime and a fake volume manager, under paused time: pods from a
+//! source through the workers to the runtime and back to their statuses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::{EngineConfig, Kubelet};
+use crate::config::{PodConfig, SourceSender};
+use crate::events::LogRecorder;
+use crate::runtime::GcPolicy;
+use crate::status::StatusManager;
+use crate::testing::fake::{FakeRuntime, FakeVolumeManager, RuntimeCall, VolumeCall};
+
+struct Engine {
+    runtime: Arc<FakeRuntime>,
+    volumes: Arc<FakeVolumeManager>,
+    statuses: Arc<StatusManager>,
+    source: SourceSender,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An engine on the fakes, fed by one API source.
+fn engine() -> Engine {
+    let runtime = FakeRuntime::new();
+    let volumes = FakeVolumeManager::new();
+    let kubelet = Kubelet::new(
+        runtime.clone(),
+        Arc::new(LogRecorder),
+        EngineConfig {
+            node_name: "node".into(),
+            node_ips: vec!["10.0.0.1".into()],
+            sync_frequency: Duration::from_secs(60),
+            max_pods: 110,
+            gc_policy: GcPolicy::default(),
+        },
+    )
+    .with_volume_manager(volumes.clone());
+    let statuses = kubelet.status_manager();
+    let (sources, updates) = PodConfig::new("node");
+    let source = sources.source(crate::config::API_SOURCE);
+    let task = tokio::spawn(async move {
+        let _sources = sources;
+        kubelet.run(updates, std::future::pending()).await;
+    });
+    Engine {
+        runtime,
+        volumes,
+        statuses,
+        source,
+        task,
+    }
+}
+
+fn pod(name: &str, grace: i64, policy: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            uid: Some(format!("u-{name}")),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("node".into()),
+            restart_policy: Some(policy.into()),
+            termination_grace_period_seconds: Some(grace),
+            containers: vec![Container {
+                name: "main".into(),
+                image: Some("busybox".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn deleted(mut p: Pod, grace: i64) -> Pod {
+    p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    p.metadata.deletion_grace_period_seconds = Some(grace);
+    p
+}
+
+async fn run_for(secs: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+}
+
+fn phase(e: &Engine, uid: &str) -> Option<String> {
+    e.statuses.get(uid).and_then(|s| s.phase)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_pod_is_killed_with_its_grace_period_then_unmounted_and_forgotten() {
+    let mut e = engine();
+    e.source.send(vec![pod("web", 7, "Always")]).await.unwrap();
+    // Started at the first sync; Running once PLEG's relist reports the new containers.
+    run_for(3.0).await;
+    assert!(e.runtime.is_running("u-web"));
+    assert_eq!(phase(&e, "u-web").as_deref(), Some("Running"));
+    assert!(
+        e.volumes
+            .calls()
+            .iter()
+            .all(|c| *c == VolumeCall::Mount("u-web".into())),
+        "volumes set up before each sync: {:?}",
+        e.volumes.calls()
+    );
+
+    e.source.send(vec![]).await.unwrap();
+    run_for(3.0).await;
+    assert_eq!(e.runtime.kills_of("u-web"), [Some(7)]);
+    assert!(!e.runtime.is_running("u-web"));
+    assert_eq!(
+        e.volumes.calls().last(),
+        Some(&VolumeCall::Unmount("u-web".into())),
+        "volumes go after the containers"
+    );
+    assert_eq!(phase(&e, "u-web"), None, "the status is forgotten");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deletion_honours_its_grace_period_and_a_force_delete_cuts_it_short() {
+    let mut e = engine();
+    e.runtime.set_ignore_sigterm(true);
+    let web = pod("web", 30, "Always");
+    e.source.send(vec![web.clone()]).await.unwrap();
+    run_for(1.0).await;
+    e.source.send(vec![deleted(web.clone(), 20)]).await.unwrap();
+    run_for(5.0).await;
+    assert_eq!(e.runtime.kills_of("u-web"), [Some(20)]);
+    assert!(
+        e.runtime.is_running("u-web"),
+        "still within its grace period"
+    );
+    // kubectl delete --force --grace-period 0: the kill restarts with 1 second.
+    e.source.send(vec![deleted(web, 0)]).await.unwrap();
+    run_for(2.0).await;
+    assert_eq!(e.runtime.kills_of("u-web"), [Some(20), Some(1)]);
+    assert!(!e.runtime.is_running("u-web"), "stopped at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_arriving_deleted_is_never_started() {
+    let mut e = engine();
+    e.source
+        .send(vec![deleted(pod("late", 30, "Always"), 10)])
+        .await
+        .unwrap();
+    run_for(12.0).await;
+    assert_eq!(e.runtime.syncs_of("u-late"), 0, "{:?}", e.runtime.calls());
+    assert_eq!(e.volumes.calls(), [VolumeCall::Unmount("u-late".into())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_containers_succeed_ends_succeeded_and_keeps_them() {
+    let mut e = engine();
+    e.source.send(vec![pod("job", 30, "Never")]).await.unwrap();
+    run_for(1.0).await;
+    e.runtime.exit("u-job", "main", 0);
+    // PLEG relists every second (the fake has no events): the worker sees the exit.
+    run_for(3.0).await;
+    assert_eq!(phase(&e, "u-job").as_deref(), Some("Succeeded"));
+    assert_eq!(
+        e.runtime.kills_of("u-job").len(),
+        1,
+        "its sandbox is stopped"
+    );
+    assert_eq!(e.runtime.syncs_of("u-job"), 1, "not restarted");
+    // Garbage collection keeps a finished pod's containers while the pod is wanted.
+    run_for(61.0).await;
+    let gc: Vec<RuntimeCall> = e
+        .runtime
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, RuntimeCall::GarbageCollect(_)))
+        .collect();
+    assert_eq!(gc, [RuntimeCall::GarbageCollect(Vec::new())]);
+    assert_eq!(phase(&e, "u-job").as_deref(), Some("Succeeded"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_only_the_runtime_runs_are_stopped_with_grace_1_once_sources_are_seen() {
+    let mut e = engine();
+    e.runtime.add_running_pod("u-orphan", "old", &["main"]);
+    run_for(5.0).await;
+    assert!(
+        e.runtime.kills_of("u-orphan").is_empty(),
+        "not before every source reported"
+    );
+    e.source.send(vec![]).await.unwrap();
+    run_for(3.0).await;
+    assert_eq!(e.runtime.kills_of("u-orphan"), [Some(1)]);
+    assert!(!e.runtime.is_running("u-orphan"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_cancels_a_volume_set_up_that_hangs() {
+    let mut e = engine();
+    e.volumes.hang("u-stuck");
+    e.source
+        .send(vec![pod("stuck", 5, "Always")])
+        .await
+        .unwrap();
+    run_for(10.0).await;
+    assert_eq!(e.runtime.syncs_of("u-stuck"), 0);
+    e.source.send(vec![]).await.unwrap();
+    run_for(2.0).await;
+    assert_eq!(e.runtime.kills_of("u-stuck"), [Some(5)]);
+    assert_eq!(
+        e.volumes.calls().last(),
+        Some(&VolumeCall::Unmount("u-stuck".into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_runtime_that_fails_status_calls_is_retried_after_the_back_off() {
+    let mut e = engine();
+    e.runtime.set_status_fails(true);
+    e.source.send(vec![pod("web", 5, "Always")]).await.unwrap();
+    run_for(5.0).await;
+    assert!(!e.runtime.is_running("u-web"));
+    e.runtime.set_status_fails(false);
+    run_for(16.0).await;
+    assert!(e.runtime.is_running("u-web"), "synced after the back-off");
+}
