@@ -131,3 +131,42 @@ impl EventRecorder for MemoryRecorder {
         }
     }
 }
+
+/// The event reasons the kubelet records, as upstream names them (`pkg/kubelet/events`). Every
+/// crate records with these constants, so that a reason is spelled once.
+pub mod reasons {
+    /// A container was created.
+    pub const CREATED_CONTAINER: &str = "Created";
+    /// A container was started.
+    pub const STARTED_CONTAINER: &str = "Started";
+    /// Creating or starting a container failed; also a failed image pull.
+    pub const FAILED_TO_CREATE_CONTAINER: &str = "Failed";
+    /// A container is being stopped.
+    pub const KILLING_CONTAINER: &str = "Killing";
+    /// A container (or an image pull) is in back-off.
+    pub const BACK_OFF: &str = "BackOff";
+    /// An image is being pulled.
+    pub const PULLING_IMAGE: &str = "Pulling";
+    /// An image was pulled (or is present).
+    pub const PULLED_IMAGE: &str = "Pulled";
+    /// The pod's sandbox changed and is recreated.
+    pub const SANDBOX_CHANGED: &str = "SandboxChanged";
+    /// The pod's sandbox could not be created.
+    pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    /// The pod's volumes could not be set up.
+    pub const FAILED_MOUNT_VOLUME: &str = "FailedMount";
+    /// The pod's directories could not be made.
+    pub const FAILED_TO_MAKE_POD_DATA_DIRECTORIES: &str = "FailedToMakePodDataDirectories";
+    /// The pod's sync failed.
+    pub const FAILED_SYNC: &str = "FailedSync";
+    /// The pod was not started: the runtime's network is not ready.
+    pub const NETWORK_NOT_READY: &str = "NetworkNotReady";
+    /// Image garbage collection could not free enough space.
+    pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
+    /// The image filesystem reported no capacity.
+    pub const INVALID_DISK_CAPACITY: &str = "InvalidDiskCapacity";
+    /// Image garbage collection failed repeatedly.
+    pub const IMAGE_GC_FAILED: &str = "ImageGCFailed";
+    /// Admission rejected the pod: too many pods.
+    pub const OUT_OF_PODS: &str = "OutOfpods";
+}

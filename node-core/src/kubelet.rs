@@ -21,11 +21,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodStatus as ApiPodStatus};
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
-use crate::events::{EventObject, EventRecorder, EventType};
+use crate::events::{EventObject, EventRecorder, EventType, reasons};
 use crate::pod_manager::{PodManager, full_name, uid};
 use crate::pod_workers::{
     Cancel, KillPodOptions, PodSyncer, PodWorkers, RUNTIME_POD_GRACE_PERIOD, StatusFn,
@@ -45,6 +45,10 @@ pub const GENERIC_RELIST_PERIOD: Duration = Duration::from_secs(1);
 pub const EVENTED_RELIST_PERIOD: Duration = Duration::from_secs(300);
 /// Upstream `ContainerGCPeriod`.
 pub const CONTAINER_GC_PERIOD: Duration = Duration::from_secs(60);
+/// How often the runtime's readiness is read (upstream `updateRuntimeUp` runs every 5 s).
+pub const RUNTIME_STATUS_PERIOD: Duration = Duration::from_secs(5);
+/// Upstream `NetworkNotReadyErrorMsg`.
+pub const NETWORK_NOT_READY_MESSAGE: &str = "network is not ready";
 /// Upstream `backOffPeriod`: retry after a failed sync.
 const BACKOFF_PERIOD: Duration = Duration::from_secs(10);
 /// The first pause before PLEG opens the runtime's container events again.
@@ -161,8 +165,40 @@ pub fn go_duration(d: Duration) -> String {
     out
 }
 
+/// The runtime's readiness as last read (upstream `runtimeState`): why the runtime, and why its
+/// network, are not ready.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// Why the runtime is not ready (down, or `RuntimeReady` false).
+    pub runtime: Option<String>,
+    /// Why the pod network is not ready (`NetworkReady` false).
+    pub network: Option<String>,
+}
+
+impl Readiness {
+    /// Reads the runtime's readiness; a runtime without a status call counts as ready.
+    pub async fn read(runtime: &dyn Runtime) -> Readiness {
+        match runtime.status().await {
+            Ok(status) => Readiness {
+                runtime: status.runtime_error(),
+                network: status.network_error(),
+            },
+            Err(RuntimeError::Unsupported(_)) => Readiness::default(),
+            Err(e) => {
+                debug!(error = %e, "reading the runtime's status");
+                Readiness {
+                    runtime: Some("container runtime is down".into()),
+                    network: None,
+                }
+            }
+        }
+    }
+}
+
 /// Shared by the loop and the pod syncer.
 struct Shared {
+    /// The runtime's readiness, `None` until first read.
+    readiness: watch::Sender<Option<Readiness>>,
     runtime: Arc<dyn Runtime>,
     volumes: OnceLock<Arc<dyn VolumeManager>>,
     /// An orphan clean-up round is running.
@@ -177,6 +213,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The runtime's readiness, once it was read.
+    async fn readiness(&self) -> Readiness {
+        let mut rx = self.readiness.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or_default(),
+            Err(_) => Readiness::default(),
+        }
+    }
+
     fn errors_of(&self, uid: &str) -> HashMap<String, SyncError> {
         self.errors
             .lock()
@@ -242,6 +287,7 @@ impl Kubelet {
             backoff: BACKOFF_PERIOD,
         };
         let shared = Arc::new(Shared {
+            readiness: watch::Sender::new(None),
             runtime,
             volumes: OnceLock::new(),
             cleaning: AtomicBool::new(false),
@@ -309,6 +355,7 @@ impl Kubelet {
         } = self;
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
         let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx, health.clone()));
+        let readiness = tokio::spawn(watch_readiness(shared.clone()));
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut gc = tokio::time::interval_at(
@@ -355,6 +402,7 @@ impl Kubelet {
             }
         }
         pleg.abort();
+        readiness.abort();
         workers.stop();
         info!("sync loop stopped; pods are left running");
     }
@@ -371,7 +419,7 @@ fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
     let capacity = shared.config.max_pods;
     if active >= capacity {
         return Err((
-            "OutOfpods".into(),
+            reasons::OUT_OF_PODS.into(),
             format!(
                 "Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {capacity}"
             ),
@@ -473,7 +521,7 @@ impl PodSyncer for EngineSyncer {
                 shared.recorder.record(
                     &EventObject::pod(pod),
                     EventType::Warning,
-                    "FailedSync",
+                    reasons::FAILED_SYNC,
                     &format!("error determining status: {e}"),
                 );
                 return Err(Box::new(e));
@@ -490,6 +538,28 @@ impl PodSyncer for EngineSyncer {
         if terminal {
             return Ok(SyncOutcome::Terminal);
         }
+        // No sandbox churn while the runtime or its network is not ready (upstream skips the
+        // loop on runtime errors, and fails the sync of pods on the pod network).
+        let readiness = tokio::select! {
+            r = shared.readiness() => r,
+            _ = cancel.cancelled() => return Ok(SyncOutcome::Continue(None)),
+        };
+        if let Some(why) = readiness.runtime {
+            debug!(pod = %full_name(pod), reason = %why, "skipping pod synchronization");
+            return Err(why.into());
+        }
+        if let Some(why) = readiness.network
+            && !is_host_network(pod)
+        {
+            let message = format!("{NETWORK_NOT_READY_MESSAGE}: {why}");
+            shared.recorder.record(
+                &EventObject::pod(pod),
+                EventType::Warning,
+                reasons::NETWORK_NOT_READY,
+                &message,
+            );
+            return Err(message.into());
+        }
         // Volumes first: the containers mount them.
         if let Some(volumes) = shared.volumes.get() {
             let mounted = tokio::select! {
@@ -505,14 +575,14 @@ impl PodSyncer for EngineSyncer {
                     shared.recorder.record(
                         &EventObject::pod(pod),
                         EventType::Warning,
-                        "FailedToMakePodDataDirectories",
+                        reasons::FAILED_TO_MAKE_POD_DATA_DIRECTORIES,
                         &e.to_string(),
                     );
                 } else if !e.is_timeout() {
                     shared.recorder.record(
                         &EventObject::pod(pod),
                         EventType::Warning,
-                        "FailedMount",
+                        reasons::FAILED_MOUNT_VOLUME,
                         &format!("Unable to attach or mount volumes: {e}"),
                     );
                 }
@@ -599,6 +669,35 @@ impl PodSyncer for EngineSyncer {
         }
         info!(pod = %full_name(pod), "pod terminated");
         Ok(())
+    }
+}
+
+fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// Reads the runtime's readiness now and every [`RUNTIME_STATUS_PERIOD`], logging changes.
+async fn watch_readiness(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(RUNTIME_STATUS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Readiness::read(shared.runtime.as_ref()).await;
+        shared.readiness.send_if_modified(|old| {
+            if old.as_ref() == Some(&now) {
+                return false;
+            }
+            match (&now.runtime, &now.network) {
+                (None, None) => info!("container runtime and network ready"),
+                (Some(why), _) => warn!(reason = %why, "container runtime not ready; pods wait"),
+                (None, Some(why)) => warn!(reason = %why, "container runtime network not ready; pods on the pod network wait"),
+            }
+            *old = Some(now.clone());
+            true
+        });
     }
 }
 

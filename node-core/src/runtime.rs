@@ -228,6 +228,31 @@ impl RuntimeStatus {
     pub fn holds(&self, kind: &str) -> bool {
         self.conditions.iter().any(|c| c.kind == kind && c.status)
     }
+
+    fn not_ready(&self, kind: &str, what: &str) -> Option<String> {
+        if self.holds(kind) {
+            return None;
+        }
+        Some(match self.conditions.iter().find(|c| c.kind == kind) {
+            Some(c) => format!(
+                "{what}: {kind}=false reason:{} message:{}",
+                c.reason, c.message
+            ),
+            None => format!("{what}: {kind}=false reason: message:"),
+        })
+    }
+
+    /// Why the runtime is not ready, in upstream's words (`container runtime not ready:
+    /// RuntimeReady=false reason:... message:...`); `None` when it is.
+    pub fn runtime_error(&self) -> Option<String> {
+        self.not_ready("RuntimeReady", "container runtime not ready")
+    }
+
+    /// Why the runtime's network is not ready (`container runtime network not ready:
+    /// NetworkReady=false reason:... message:...`); `None` when it is.
+    pub fn network_error(&self) -> Option<String> {
+        self.not_ready("NetworkReady", "container runtime network not ready")
+    }
 }
 
 /// The runtime's name and version.

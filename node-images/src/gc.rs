@@ -70,14 +70,11 @@ use crate::service::{ImageService, ImageServiceError};
 /// Upstream `ImageGCPeriod`: how often the kubelet runs image GC.
 pub const IMAGE_GC_PERIOD: Duration = Duration::from_secs(5 * 60);
 
-/// Upstream event reasons of image GC.
+/// Upstream event reasons of image GC (spelled once, in node-core's `events::reasons`).
 pub mod reasons {
-    /// Image GC could not free the required amount of disk space.
-    pub const FREE_DISK_SPACE_FAILED: &str = "FreeDiskSpaceFailed";
-    /// The image filesystem reported a capacity of 0.
-    pub const INVALID_DISK_CAPACITY: &str = "InvalidDiskCapacity";
-    /// Image GC failed on consecutive periodic passes.
-    pub const IMAGE_GC_FAILED: &str = "ImageGCFailed";
+    pub use node_core::events::reasons::{
+        FREE_DISK_SPACE_FAILED, IMAGE_GC_FAILED, INVALID_DISK_CAPACITY,
+    };
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

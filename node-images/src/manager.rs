@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use node_core::events::reasons as events_reasons;
 use node_core::events::{EventObject, EventRecorder, EventType};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -198,7 +199,7 @@ impl ImageManager {
             (Some(found), p) if p != "Always" => {
                 event(
                     EventType::Normal,
-                    "Pulled",
+                    events_reasons::PULLED_IMAGE,
                     &format!("Container image {image:?} already present on machine"),
                 );
                 return Ok(found);
@@ -221,7 +222,7 @@ impl ImageManager {
         );
         if self.in_backoff(&key) {
             let message = format!("Back-off pulling image {image:?}");
-            event(EventType::Normal, "BackOff", &message);
+            event(EventType::Normal, events_reasons::BACK_OFF, &message);
             return Err(EnsureImageError {
                 reason: reasons::IMAGE_PULL_BACK_OFF,
                 message,
@@ -231,7 +232,7 @@ impl ImageManager {
         before_pull();
         event(
             EventType::Normal,
-            "Pulling",
+            events_reasons::PULLING_IMAGE,
             &format!("Pulling image {image:?}"),
         );
         let waited = Instant::now();
@@ -271,7 +272,7 @@ impl ImageManager {
                 };
                 event(
                     EventType::Normal,
-                    "Pulled",
+                    events_reasons::PULLED_IMAGE,
                     &format!(
                         "Successfully pulled image {image:?} in {:?} ({:?} including waiting). Image size: {} bytes.",
                         started.elapsed(),
@@ -284,7 +285,11 @@ impl ImageManager {
             Err(e) => {
                 self.next_backoff(&key);
                 let message = format!("Failed to pull image {image:?}: {e}");
-                event(EventType::Warning, "Failed", &message);
+                event(
+                    EventType::Warning,
+                    events_reasons::FAILED_TO_CREATE_CONTAINER,
+                    &message,
+                );
                 Err(EnsureImageError {
                     reason: reasons::ERR_IMAGE_PULL,
                     message,

@@ -26,24 +26,11 @@ pub fn runtime_not_ready(status: Result<&RuntimeStatus, String>) -> Vec<String> 
         Ok(status) => status,
         Err(_) => return vec!["container runtime is down".to_string()],
     };
-    let mut out = Vec::new();
-    for (kind, what) in [
-        ("RuntimeReady", "container runtime not ready"),
-        ("NetworkReady", "container runtime network not ready"),
-    ] {
-        if status.holds(kind) {
-            continue;
-        }
-        let condition = status.conditions.iter().find(|c| c.kind == kind);
-        out.push(match condition {
-            Some(c) => format!(
-                "{what}: {kind}=false reason:{} message:{}",
-                c.reason, c.message
-            ),
-            None => format!("{what}: {kind}=false reason: message:"),
-        });
-    }
-    out
+    status
+        .runtime_error()
+        .into_iter()
+        .chain(status.network_error())
+        .collect()
 }
 
 /// Why the node is not ready, in upstream's order: the runtime down, then PLEG's health check

@@ -315,7 +315,7 @@ impl DefaultVolumeManager {
                     self.recorder.record(
                         &EventObject::pod(pod),
                         EventType::Warning,
-                        "FailedMount",
+                        node_core::events::reasons::FAILED_MOUNT_VOLUME,
                         &format!(
                             "MountVolume.SetUp failed for volume {:?} : {e}",
                             volume.name
@@ -1198,7 +1198,10 @@ mod tests {
         );
         let events = recorder.events();
         assert!(events.len() >= 2, "one event per attempt: {events:?}");
-        assert_eq!(events[0].reason, "FailedMount");
+        assert_eq!(
+            events[0].reason,
+            node_core::events::reasons::FAILED_MOUNT_VOLUME
+        );
         assert_eq!(
             events[0].message,
             "MountVolume.SetUp failed for volume \"cfg\" : cannot get configmap default/settings: the node runs standalone, with no API server to read it from"

@@ -9,13 +9,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::{EngineConfig, Kubelet};
 use crate::config::{PodConfig, SourceSender};
-use crate::events::LogRecorder;
+use crate::events::{EventType, MemoryRecorder};
 use crate::runtime::GcPolicy;
 use crate::status::StatusManager;
 use crate::testing::fake::{FakeRuntime, FakeVolumeManager, RuntimeCall, VolumeCall};
 
 struct Engine {
     runtime: Arc<FakeRuntime>,
+    events: Arc<MemoryRecorder>,
     volumes: Arc<FakeVolumeManager>,
     statuses: Arc<StatusManager>,
     source: SourceSender,
@@ -32,9 +33,10 @@ impl Drop for Engine {
 fn engine() -> Engine {
     let runtime = FakeRuntime::new();
     let volumes = FakeVolumeManager::new();
+    let events = Arc::new(MemoryRecorder::default());
     let kubelet = Kubelet::new(
         runtime.clone(),
-        Arc::new(LogRecorder),
+        events.clone(),
         EngineConfig {
             node_name: "node".into(),
             node_ips: vec!["10.0.0.1".into()],
@@ -53,6 +55,7 @@ fn engine() -> Engine {
     });
     Engine {
         runtime,
+        events,
         volumes,
         statuses,
         source,
@@ -230,4 +233,40 @@ async fn a_runtime_that_fails_status_calls_is_retried_after_the_back_off() {
     e.runtime.set_status_fails(false);
     run_for(16.0).await;
     assert!(e.runtime.is_running("u-web"), "synced after the back-off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_on_the_pod_network_wait_for_the_network_and_host_network_pods_do_not() {
+    let mut e = engine();
+    e.runtime.set_network_ready(false);
+    let mut host = pod("host", 5, "Always");
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    e.source
+        .send(vec![pod("web", 5, "Always"), host])
+        .await
+        .unwrap();
+    run_for(3.0).await;
+    assert!(e.runtime.is_running("u-host"), "host network pods start");
+    assert_eq!(
+        e.runtime.syncs_of("u-web"),
+        0,
+        "no sandbox while the network is down"
+    );
+    let event = e
+        .events
+        .events()
+        .into_iter()
+        .find(|ev| ev.reason == "NetworkNotReady")
+        .expect("a NetworkNotReady event");
+    assert_eq!(event.event_type, EventType::Warning);
+    assert_eq!(event.object.name, "web");
+    assert_eq!(
+        event.message,
+        "network is not ready: container runtime network not ready: NetworkReady=false \
+         reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized"
+    );
+    e.runtime.set_network_ready(true);
+    // Seen within the 5 s status period; the pod's worker retries after its back-off.
+    run_for(21.0).await;
+    assert!(e.runtime.is_running("u-web"));
 }

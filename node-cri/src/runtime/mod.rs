@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use node_core::events::{EventObject, EventRecorder, EventType};
+use node_core::events::{EventObject, EventRecorder, EventType, reasons};
 use node_core::runtime::{
     CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
     GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition, RuntimeError,
@@ -251,7 +251,7 @@ impl CriRuntime {
                 self.event(
                     &object,
                     EventType::Warning,
-                    "BackOff",
+                    reasons::BACK_OFF,
                     &format!(
                         "Back-off restarting failed container {} in pod {}",
                         container.name,
@@ -284,7 +284,7 @@ impl CriRuntime {
             self.event(
                 &object,
                 EventType::Warning,
-                "Failed",
+                reasons::FAILED_TO_CREATE_CONTAINER,
                 &format!("Error: {message}"),
             );
             sync_error("CreateContainerConfigError", message)
@@ -325,7 +325,7 @@ impl CriRuntime {
                 self.event(
                     &object,
                     EventType::Warning,
-                    "Failed",
+                    reasons::FAILED_TO_CREATE_CONTAINER,
                     &format!("Error: {message}"),
                 );
                 sync_error("CreateContainerError", message)
@@ -333,7 +333,7 @@ impl CriRuntime {
         self.event(
             &object,
             EventType::Normal,
-            "Created",
+            reasons::CREATED_CONTAINER,
             &format!("Created container: {}", container.name),
         );
         self.client.start_container(&id).await.map_err(|e| {
@@ -341,7 +341,7 @@ impl CriRuntime {
             self.event(
                 &object,
                 EventType::Warning,
-                "Failed",
+                reasons::FAILED_TO_CREATE_CONTAINER,
                 &format!("Error: {message}"),
             );
             sync_error("RunContainerError", message)
@@ -349,7 +349,7 @@ impl CriRuntime {
         self.event(
             &object,
             EventType::Normal,
-            "Started",
+            reasons::STARTED_CONTAINER,
             &format!("Started container {}", container.name),
         );
         Ok(())
@@ -468,7 +468,7 @@ impl CriRuntime {
         self.event(
             &object,
             EventType::Normal,
-            "Killing",
+            reasons::KILLING_CONTAINER,
             message.unwrap_or(&default_message),
         );
         match self.client.stop_container(&id.id, grace).await {
@@ -627,7 +627,7 @@ impl Runtime for CriRuntime {
                 self.event(
                     &pod_object,
                     EventType::Normal,
-                    "SandboxChanged",
+                    reasons::SANDBOX_CHANGED,
                     "Pod sandbox changed, it will be killed and re-created.",
                 );
             }
@@ -710,7 +710,7 @@ impl Runtime for CriRuntime {
                 self.event(
                     &pod_object,
                     EventType::Warning,
-                    "FailedCreatePodSandBox",
+                    reasons::FAILED_CREATE_POD_SANDBOX,
                     &message,
                 );
                 result.push(
@@ -751,7 +751,7 @@ impl Runtime for CriRuntime {
                     self.event(
                         &pod_object,
                         EventType::Warning,
-                        "FailedCreatePodSandBox",
+                        reasons::FAILED_CREATE_POD_SANDBOX,
                         &message,
                     );
                     result.push(
