@@ -362,11 +362,23 @@ impl PodSyncResult {
     }
 }
 
-/// An error of a [`Runtime`].
+/// An error of a [`Runtime`], told apart where the engine and the prober act differently:
+/// an object that is gone, a call that ran out of time, a runtime that cannot be reached, and
+/// the rest. Implementations map their errors once, at their boundary (node-cri from the gRPC
+/// codes).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// The runtime failed a request.
+    /// The container, sandbox or image does not exist.
+    #[error("{0}")]
+    NotFound(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The call did not finish within its deadline.
+    #[error("{0}")]
+    DeadlineExceeded(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The runtime cannot be reached (down, restarting).
+    #[error("{0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The runtime failed a request otherwise.
     #[error("{0}")]
     Runtime(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The runtime does not support this.
@@ -375,9 +387,24 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    /// Wraps an implementation's error.
+    /// Wraps an implementation's error that is none of the specific kinds.
     pub fn runtime(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         RuntimeError::Runtime(Box::new(err))
+    }
+
+    /// Whether the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuntimeError::NotFound(_))
+    }
+
+    /// Whether the call ran out of time.
+    pub fn is_deadline_exceeded(&self) -> bool {
+        matches!(self, RuntimeError::DeadlineExceeded(_))
+    }
+
+    /// Whether the runtime cannot be reached.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RuntimeError::Unavailable(_))
     }
 }
 

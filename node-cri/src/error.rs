@@ -136,5 +136,63 @@ impl CriError {
     }
 }
 
+/// The one mapping of CRI errors onto the engine's kinds: gRPC `NotFound`, a passed deadline
+/// (`DeadlineExceeded`) and an unreachable runtime (`Unavailable`) are told apart; an
+/// `Unimplemented` call is [`RuntimeError::Unsupported`] for the callers that test for it.
+impl From<CriError> for node_core::runtime::RuntimeError {
+    fn from(e: CriError) -> Self {
+        use node_core::runtime::RuntimeError;
+        match e.code() {
+            Some(tonic::Code::NotFound) => RuntimeError::NotFound(Box::new(e)),
+            Some(tonic::Code::DeadlineExceeded) => RuntimeError::DeadlineExceeded(Box::new(e)),
+            Some(tonic::Code::Unavailable) => RuntimeError::Unavailable(Box::new(e)),
+            _ => RuntimeError::Runtime(Box::new(e)),
+        }
+    }
+}
+
 /// A `Result` with [`CriError`].
 pub type Result<T, E = CriError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use node_core::runtime::RuntimeError;
+
+    fn status(code: tonic::Code) -> CriError {
+        CriError::Status {
+            call: "ContainerStatus",
+            object: "container c1".into(),
+            code,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn cri_errors_map_once_onto_the_runtime_kinds() {
+        assert!(RuntimeError::from(status(tonic::Code::NotFound)).is_not_found());
+        let timeout = CriError::Timeout {
+            call: "ExecSync",
+            object: "container c1".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let mapped = RuntimeError::from(timeout);
+        assert!(mapped.is_deadline_exceeded());
+        assert_eq!(
+            mapped.to_string(),
+            "CRI ExecSync container c1 timed out after 1s"
+        );
+        let down = CriError::Unreachable {
+            call: "Version",
+            object: String::new(),
+            endpoint: "unix:///run/containerd.sock".into(),
+            reason: "connection refused".into(),
+        };
+        assert!(RuntimeError::from(down).is_unavailable());
+        assert!(RuntimeError::from(status(tonic::Code::Unavailable)).is_unavailable());
+        assert!(matches!(
+            RuntimeError::from(status(tonic::Code::Internal)),
+            RuntimeError::Runtime(_)
+        ));
+    }
+}

@@ -538,12 +538,12 @@ impl Runtime for CriRuntime {
             .client
             .list_pod_sandbox(None)
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         let containers = self
             .client
             .list_containers(None)
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         let mut pods = status::group_pods(&self.type_name, &sandboxes, &containers);
         if !all {
             pods.retain(RuntimePod::is_running);
@@ -564,7 +564,7 @@ impl Runtime for CriRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         // Sandbox and container statuses are independent calls: make them concurrently.
         let sandbox_statuses = futures::future::join_all(
             sandboxes
@@ -578,7 +578,7 @@ impl Runtime for CriRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         let container_statuses = futures::future::join_all(
             containers
                 .iter()
@@ -593,7 +593,7 @@ impl Runtime for CriRuntime {
                     sandboxes_out.extend(resp.status.as_ref().map(status::convert_sandbox_status))
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(RuntimeError::runtime(e)),
+                Err(e) => return Err(RuntimeError::from(e)),
             }
         }
         let mut containers_out = Vec::with_capacity(container_statuses.len());
@@ -603,7 +603,7 @@ impl Runtime for CriRuntime {
                     containers_out.push(status::convert_container_status(&self.type_name, &st))
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(RuntimeError::runtime(e)),
+                Err(e) => return Err(RuntimeError::from(e)),
             }
         }
         Ok(status::pod_status(
@@ -858,7 +858,7 @@ impl Runtime for CriRuntime {
             all_sources_ready,
         )
         .await
-        .map_err(RuntimeError::runtime)?;
+        .map_err(RuntimeError::from)?;
         let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         for uid in removed {
             backoff.forget_pod(&uid);
@@ -868,7 +868,7 @@ impl Runtime for CriRuntime {
     }
 
     async fn version(&self) -> Result<RuntimeVersion, RuntimeError> {
-        let v = self.client.version().await.map_err(RuntimeError::runtime)?;
+        let v = self.client.version().await.map_err(RuntimeError::from)?;
         Ok(RuntimeVersion {
             name: v.runtime_name,
             version: v.runtime_version,
@@ -881,7 +881,7 @@ impl Runtime for CriRuntime {
             .client
             .status(false)
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         Ok(RuntimeStatus {
             conditions: s
                 .status
@@ -919,7 +919,7 @@ impl Runtime for CriRuntime {
                 // containerd 1.6: the engine relists instead.
                 RuntimeError::Unsupported("container events")
             } else {
-                RuntimeError::runtime(e)
+                RuntimeError::from(e)
             }
         })?;
         Ok(stream
@@ -966,7 +966,7 @@ impl CommandRunner for CriRuntime {
             .client
             .exec_sync(&id.id, cmd, timeout)
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         Ok(ExecOutput {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -993,7 +993,7 @@ impl StreamingRuntime for CriRuntime {
                 stderr: streams.stderr,
             })
             .await
-            .map_err(RuntimeError::runtime)
+            .map_err(RuntimeError::from)
     }
 
     async fn get_attach(&self, id: &ContainerId, streams: Streams) -> Result<String, RuntimeError> {
@@ -1006,7 +1006,7 @@ impl StreamingRuntime for CriRuntime {
                 stderr: streams.stderr,
             })
             .await
-            .map_err(RuntimeError::runtime)
+            .map_err(RuntimeError::from)
     }
 
     async fn get_port_forward(
@@ -1024,7 +1024,7 @@ impl StreamingRuntime for CriRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         let Some(sandbox) = sandboxes.first() else {
             return Err(RuntimeError::runtime(std::io::Error::other(format!(
                 "pod {pod_uid} has no ready sandbox"
@@ -1033,6 +1033,6 @@ impl StreamingRuntime for CriRuntime {
         self.client
             .port_forward(&sandbox.id, ports)
             .await
-            .map_err(RuntimeError::runtime)
+            .map_err(RuntimeError::from)
     }
 }

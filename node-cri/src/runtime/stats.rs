@@ -28,7 +28,7 @@ impl RuntimeStatsSource for CriRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         let containers = self
             .client
             .list_containers(Some(cri::ContainerFilter {
@@ -38,18 +38,18 @@ impl RuntimeStatsSource for CriRuntime {
                 ..Default::default()
             }))
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         // Runtimes before CRI's pod sandbox stats leave the pod figures to the pod cgroup.
         let sandbox_stats = match self.client.list_pod_sandbox_stats(None).await {
             Ok(stats) => stats,
             Err(e) if e.is_unimplemented() => Vec::new(),
-            Err(e) => return Err(RuntimeError::runtime(e)),
+            Err(e) => return Err(RuntimeError::from(e)),
         };
         let container_stats = self
             .client
             .list_container_stats(None)
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         Ok(pod_stats(
             &sandboxes,
             &containers,
@@ -63,7 +63,7 @@ impl RuntimeStatsSource for CriRuntime {
             .client
             .image_fs_info()
             .await
-            .map_err(RuntimeError::runtime)?;
+            .map_err(RuntimeError::from)?;
         Ok(RuntimeFilesystems {
             image: info.image_filesystems.first().map(filesystem),
             container: info.container_filesystems.first().map(filesystem),
