@@ -34,7 +34,7 @@ use crate::pod_workers::{
 use crate::runtime::{
     ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimeError, RuntimePod, SyncError,
 };
-use crate::status::{StatusManager, generate_pod_status, is_terminal};
+use crate::status::{StatusContext, StatusManager, generate_pod_status, is_terminal};
 use crate::volumes::{VolumeError, VolumeManager};
 
 /// Upstream `housekeepingPeriod`.
@@ -527,11 +527,16 @@ impl PodSyncer for EngineSyncer {
                 return Err(Box::new(e));
             }
         };
+        let old = shared.statuses.get(&id);
         let api = generate_pod_status(
             pod,
             &status,
             &shared.errors_of(&id),
             &shared.config.node_ips,
+            StatusContext {
+                old: old.as_ref(),
+                terminal: false,
+            },
         );
         let terminal = is_terminal(&api);
         shared.statuses.set(&id, api);
@@ -603,7 +608,17 @@ impl PodSyncer for EngineSyncer {
             .filter_map(|s| s.error.clone().map(|e| (s.target.clone(), e)))
             .collect();
         if shared.set_errors(&id, errors.clone()) {
-            let api = generate_pod_status(pod, &status, &errors, &shared.config.node_ips);
+            let old = shared.statuses.get(&id);
+            let api = generate_pod_status(
+                pod,
+                &status,
+                &errors,
+                &shared.config.node_ips,
+                StatusContext {
+                    old: old.as_ref(),
+                    terminal: false,
+                },
+            );
             shared.statuses.set(&id, api);
         }
         Ok(SyncOutcome::Continue(match result.retry_after {
@@ -641,8 +656,17 @@ impl PodSyncer for EngineSyncer {
         {
             return Err("detected running containers after a successful KillPod".into());
         }
-        let mut api =
-            generate_pod_status(pod, &after, &shared.errors_of(&id), &shared.config.node_ips);
+        let old = shared.statuses.get(&id);
+        let mut api = generate_pod_status(
+            pod,
+            &after,
+            &shared.errors_of(&id),
+            &shared.config.node_ips,
+            StatusContext {
+                old: old.as_ref(),
+                terminal: true,
+            },
+        );
         if !shared.pods.contains(&id) && !is_terminal(&api) {
             api.phase = Some("Failed".into());
         }

@@ -31,6 +31,34 @@ pub mod reasons {
     pub const CONTAINER_CREATING: &str = "ContainerCreating";
     /// Waiting reason of regular containers while init containers run.
     pub const POD_INITIALIZING: &str = "PodInitializing";
+    /// Ready false: a readiness gate's condition is missing or not true.
+    pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
+}
+
+/// Why the pod's readiness gates hold it back, in upstream's words; `None` when every gate's
+/// condition (set on the pod by others) is true.
+fn readiness_gates_not_ready(pod: &Pod) -> Option<String> {
+    let gates = pod.spec.as_ref()?.readiness_gates.as_deref()?;
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let mut all = Vec::new();
+    for gate in gates {
+        match conditions.iter().find(|c| c.type_ == gate.condition_type) {
+            None => all.push(format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                gate.condition_type
+            )),
+            Some(c) if c.status != "True" => all.push(format!(
+                "the status of pod readiness gate \"{}\" is not \"True\", but {}.",
+                gate.condition_type, c.status
+            )),
+            Some(_) => {}
+        }
+    }
+    (!all.is_empty()).then(|| all.join(", "))
 }
 
 fn time(t: Option<Timestamp>) -> Option<Time> {
@@ -136,11 +164,18 @@ fn container_status(
     out
 }
 
-/// The phase, as upstream's `getPhase`.
+/// The phase, as upstream's `getPhase`: regular init containers pending (or sidecars not
+/// started before the pod initialized) keep the pod Pending; a failed init container fails a
+/// `restartPolicy: Never` pod; a pod the kubelet terminated (`pod_is_terminal`, not static)
+/// ends Succeeded when every container exited 0 and Failed otherwise, whatever its restart
+/// policy. `has_initialized`: a regular container runs (upstream
+/// `HasAnyActiveRegularContainerStarted`).
 pub fn phase(
     pod: &Pod,
     init: &[ApiContainerStatus],
     regular: &[ApiContainerStatus],
+    pod_is_terminal: bool,
+    has_initialized: bool,
 ) -> &'static str {
     let spec = pod.spec.as_ref();
     let policy = spec
@@ -150,49 +185,63 @@ pub fn phase(
         .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default();
     let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
-    fn terminated(s: &ApiContainerStatus) -> Option<&ContainerStateTerminated> {
-        s.state.as_ref().and_then(|st| st.terminated.as_ref())
+    fn state(s: &ApiContainerStatus) -> (bool, Option<&ContainerStateTerminated>, bool) {
+        let st = s.state.as_ref();
+        (
+            st.is_some_and(|st| st.running.is_some()),
+            st.and_then(|st| st.terminated.as_ref()),
+            st.is_some_and(|st| st.waiting.is_some()),
+        )
     }
     fn last_terminated(s: &ApiContainerStatus) -> Option<&ContainerStateTerminated> {
         s.last_state.as_ref().and_then(|st| st.terminated.as_ref())
     }
-    let running = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.running.is_some());
-    let waiting = |s: &ApiContainerStatus| s.state.as_ref().is_some_and(|st| st.waiting.is_some());
 
-    let mut pending_init = 0;
-    let mut failed_init = 0;
-    let (mut n_running, mut n_waiting, mut stopped, mut succeeded, mut unknown) = (0, 0, 0, 0, 0);
-    for spec in init_specs {
+    let (mut pending_regular_init, mut pending_sidecars, mut failed_init) = (0, 0, 0);
+    for spec in init_specs.iter().filter(|c| !is_sidecar(c)) {
         let Some(s) = init.iter().find(|s| s.name == spec.name) else {
-            if is_sidecar(spec) {
-                unknown += 1;
-            } else {
-                pending_init += 1;
-            }
+            pending_regular_init += 1;
             continue;
         };
-        if is_sidecar(spec) {
-            if running(s) {
-                if s.started == Some(true) {
-                    n_running += 1;
-                } else {
-                    pending_init += 1;
-                }
-            } else if waiting(s) && last_terminated(s).is_none() {
-                pending_init += 1;
-                n_waiting += 1;
-            }
-            continue;
-        }
-        match terminated(s) {
-            Some(t) if t.exit_code == 0 => {}
-            Some(_) => failed_init += 1,
-            None => {
-                if waiting(s) && last_terminated(s).is_some_and(|t| t.exit_code != 0) {
+        match state(s) {
+            (true, _, _) => pending_regular_init += 1,
+            (_, Some(t), _) => {
+                if t.exit_code != 0 {
                     failed_init += 1;
-                } else {
-                    pending_init += 1;
                 }
+            }
+            (_, _, true) => match last_terminated(s) {
+                Some(t) if t.exit_code != 0 => failed_init += 1,
+                Some(_) => {}
+                None => pending_regular_init += 1,
+            },
+            _ => pending_regular_init += 1,
+        }
+    }
+    let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    for spec in init_specs.iter().filter(|c| is_sidecar(c)) {
+        let Some(s) = init.iter().find(|s| s.name == spec.name) else {
+            unknown += 1;
+            continue;
+        };
+        match state(s) {
+            (true, _, _) => {
+                if s.started != Some(true) {
+                    pending_sidecars += 1;
+                }
+                running += 1;
+            }
+            // Stopped sidecars do not count for the phase.
+            (_, Some(_), _) => {}
+            (_, _, true) => {
+                if last_terminated(s).is_none() {
+                    pending_sidecars += 1;
+                    waiting += 1;
+                }
+            }
+            _ => {
+                pending_sidecars += 1;
+                unknown += 1;
             }
         }
     }
@@ -201,42 +250,44 @@ pub fn phase(
             unknown += 1;
             continue;
         };
-        if running(s) {
-            n_running += 1;
-        } else if let Some(t) = terminated(s) {
-            stopped += 1;
-            if t.exit_code == 0 {
-                succeeded += 1;
-            }
-        } else if waiting(s) {
-            if let Some(t) = last_terminated(s) {
+        match state(s) {
+            (true, _, _) => running += 1,
+            (_, Some(t), _) => {
                 stopped += 1;
                 if t.exit_code == 0 {
                     succeeded += 1;
                 }
-            } else {
-                n_waiting += 1;
             }
-        } else {
-            unknown += 1;
+            (_, _, true) => {
+                if last_terminated(s).is_some() {
+                    stopped += 1;
+                } else {
+                    waiting += 1;
+                }
+            }
+            _ => unknown += 1,
         }
     }
-    let regular_started = regular
-        .iter()
-        .any(|s| running(s) || terminated(s).is_some() || last_terminated(s).is_some());
     if failed_init > 0 && policy == "Never" {
         return "Failed";
     }
-    if (pending_init > 0 && !regular_started) || failed_init > 0 {
+    if pending_regular_init > 0 || (pending_sidecars > 0 && !has_initialized) {
         return "Pending";
     }
-    if n_waiting > 0 {
+    if waiting > 0 {
         return "Pending";
     }
-    if n_running > 0 && unknown == 0 {
+    if running > 0 && unknown == 0 {
         return "Running";
     }
-    if n_running == 0 && stopped > 0 && unknown == 0 {
+    if running == 0 && stopped > 0 && unknown == 0 {
+        if pod_is_terminal && !crate::pod_workers::is_static_pod(pod) {
+            return if stopped == succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+        }
         return match policy {
             "Always" => "Running",
             _ if stopped == succeeded => "Succeeded",
@@ -245,6 +296,34 @@ pub fn phase(
         };
     }
     "Pending"
+}
+
+/// Upstream's reason and message for a container the runtime no longer knows after it ran.
+const STATUS_UNKNOWN_REASON: &str = "ContainerStatusUnknown";
+const STATUS_UNKNOWN_MESSAGE: &str =
+    "The container could not be located when the pod was terminated";
+
+fn status_unknown() -> ApiContainerState {
+    ApiContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: 137,
+            reason: Some(STATUS_UNKNOWN_REASON.into()),
+            message: Some(STATUS_UNKNOWN_MESSAGE.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What status generation needs besides the pod and the runtime: the previous status, and
+/// whether the pod is terminated by the kubelet (its final status).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusContext<'a> {
+    /// The pod's previous status.
+    pub old: Option<&'a ApiPodStatus>,
+    /// The final status of a pod whose containers the kubelet stopped (upstream
+    /// `podIsTerminal`, then `TerminatePod`).
+    pub terminal: bool,
 }
 
 fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
@@ -268,6 +347,7 @@ pub fn generate_pod_status(
     runtime: &PodStatus,
     errors: &HashMap<String, SyncError>,
     node_ips: &[String],
+    ctx: StatusContext<'_>,
 ) -> ApiPodStatus {
     let spec = pod.spec.as_ref();
     let policy = spec
@@ -280,7 +360,7 @@ pub fn generate_pod_status(
     let host_network = spec.and_then(|s| s.host_network) == Some(true);
     let statuses_of =
         |name: &str| -> Vec<&ContainerStatus> { runtime.containers_named(name).take(2).collect() };
-    let init: Vec<ApiContainerStatus> = init_specs
+    let mut init: Vec<ApiContainerStatus> = init_specs
         .iter()
         .map(|c| {
             container_status(
@@ -313,7 +393,68 @@ pub fn generate_pod_status(
         .collect();
     regular.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let phase = phase(pod, &init, &regular);
+    // A container the runtime no longer knows after it ran was not "never started": it ended
+    // in an unknown state (upstream keeps run-once pods from running twice that way).
+    let old_running = |name: &str, init: bool| -> Option<i32> {
+        let old = ctx.old?;
+        let list = if init {
+            old.init_container_statuses.as_deref()
+        } else {
+            old.container_statuses.as_deref()
+        };
+        list?
+            .iter()
+            .find(|s| s.name == name)
+            .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+            .map(|s| s.restart_count)
+    };
+    for (list, is_init) in [(&mut init, true), (&mut regular, false)] {
+        for status in list.iter_mut() {
+            if runtime.containers_named(&status.name).next().is_none()
+                && let Some(restarts) = old_running(&status.name, is_init)
+            {
+                status.state = Some(status_unknown());
+                status.restart_count = restarts.saturating_add(1);
+                status.ready = false;
+                status.started = Some(false);
+            }
+        }
+    }
+    let has_initialized = runtime
+        .containers
+        .iter()
+        .any(|c| c.state == ContainerState::Running && containers.iter().any(|s| s.name == c.name));
+    if ctx.terminal {
+        // Upstream's TerminatePod: once the pod initialized, a container without a final
+        // state ended in an unknown one; so did started init containers.
+        let initialized = has_initialized
+            || regular.iter().any(|s| {
+                s.state.as_ref().is_some_and(|st| st.waiting.is_none()) || s.last_state.is_some()
+            });
+        let mark = |s: &mut ApiContainerStatus| {
+            if s.state.as_ref().is_none_or(|st| st.terminated.is_none()) {
+                s.state = Some(status_unknown());
+                s.ready = false;
+                s.started = Some(false);
+            }
+        };
+        if initialized {
+            regular.iter_mut().for_each(mark);
+        }
+        init.iter_mut()
+            .filter(|s| {
+                s.state.as_ref().is_some_and(|st| st.running.is_some()) || s.last_state.is_some()
+            })
+            .for_each(mark);
+    }
+
+    let mut phase = phase(pod, &init, &regular, ctx.terminal, has_initialized);
+    if ctx.terminal
+        && !crate::pod_workers::is_static_pod(pod)
+        && !matches!(phase, "Succeeded" | "Failed")
+    {
+        phase = "Failed";
+    }
 
     // ContainersReady covers sidecars and regular containers.
     let mut unready: Vec<String> = init_specs
@@ -347,6 +488,16 @@ pub fn generate_pod_status(
     };
     let mut ready = containers_ready.clone();
     ready.type_ = "Ready".into();
+    if ready.status == "True"
+        && let Some(message) = readiness_gates_not_ready(pod)
+    {
+        ready = condition(
+            "Ready",
+            false,
+            Some(reasons::READINESS_GATES_NOT_READY),
+            Some(message),
+        );
+    }
 
     let regular_started = regular.iter().any(|s| {
         s.state
@@ -393,13 +544,17 @@ pub fn generate_pod_status(
         .first()
         .is_some_and(|s| s.state == crate::runtime::SandboxState::Ready)
         && (!runtime.ips.is_empty() || host_network);
-    let conditions = vec![
+    let generation = pod.metadata.generation;
+    let mut conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, None),
         initialized,
         ready,
         containers_ready,
         condition("PodScheduled", true, None, None),
     ];
+    for c in &mut conditions {
+        c.observed_generation = generation;
+    }
 
     let ips: Vec<String> = if host_network {
         node_ips.to_vec()
@@ -419,6 +574,7 @@ pub fn generate_pod_status(
                 .collect()
         }),
         qos_class: Some(pod_qos(pod).as_str().into()),
+        observed_generation: generation,
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(regular),
         ..Default::default()
@@ -458,6 +614,13 @@ impl StatusManager {
         {
             status.phase = old.phase.clone();
         }
+        // The pod's IPs stay once its sandbox is gone (a stopped pod keeps its podIP).
+        if status.pod_ips.is_none()
+            && let Some(old) = old
+        {
+            status.pod_ip = old.pod_ip.clone();
+            status.pod_ips = old.pod_ips.clone();
+        }
         if let Some(conditions) = status.conditions.as_mut() {
             for c in conditions.iter_mut() {
                 let previous = old
@@ -491,3 +654,6 @@ impl StatusManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
