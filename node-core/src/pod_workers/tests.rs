@@ -527,3 +527,52 @@ fn grace_period_as_upstream_computes_it() {
     assert_eq!(effective_grace_period(Some(5), &d, Some(2)), 2);
     assert_eq!(effective_grace_period(Some(5), &pod("a", "u"), None), 5);
 }
+
+/// Panics in its first sync, then behaves.
+#[derive(Default)]
+struct PanicsOnce {
+    syncs: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl PodSyncer for PanicsOnce {
+    async fn sync_pod(&self, _: UpdateType, _: &Pod, _: &Cancel) -> Result<SyncOutcome, SyncError> {
+        if self.syncs.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("a bug in the syncer");
+        }
+        Ok(SyncOutcome::Continue(None))
+    }
+    async fn sync_terminating_pod(
+        &self,
+        _: &Pod,
+        _: i64,
+        _: Option<&StatusFn>,
+        _: &Cancel,
+    ) -> Result<(), SyncError> {
+        Ok(())
+    }
+    async fn sync_terminating_runtime_pod(&self, _: &RuntimePod) -> Result<(), SyncError> {
+        Ok(())
+    }
+    async fn sync_terminated_pod(&self, _: &Pod) -> Result<(), SyncError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_died_is_started_again_while_its_pod_is_wanted() {
+    let syncer = Arc::new(PanicsOnce::default());
+    let w = PodWorkers::new(syncer.clone(), TIMING);
+    w.update_pod(UpdatePodOptions::new(UpdateType::Create, pod("a", "ua")));
+    run_for(0.1).await;
+    assert_eq!(syncer.syncs.load(Ordering::SeqCst), 1);
+    assert_eq!(w.state("ua"), Some(PodWorkerState::Syncing), "still known");
+    let gone = w.sync_known_pods(&["ua".to_string()].into());
+    assert!(gone.is_empty());
+    run_for(0.1).await;
+    assert_eq!(
+        syncer.syncs.load(Ordering::SeqCst),
+        2,
+        "housekeeping started the worker again and it synced"
+    );
+}
