@@ -576,7 +576,7 @@ impl PodSyncer for EngineSyncer {
             };
             if let Err(e) = mounted {
                 // A timeout was preceded by an event per failed set-up; other errors get one.
-                if let VolumeError::PodDirs(_) = e {
+                if let VolumeError::PodDirs { .. } = e {
                     shared.recorder.record(
                         &EventObject::pod(pod),
                         EventType::Warning,

@@ -89,15 +89,38 @@ pub enum VolumeError {
         reason: String,
     },
     /// The pod's directories could not be made (upstream `FailedToMakePodDataDirectories`).
-    #[error("error making pod data directories: {0}")]
-    PodDirs(String),
+    #[error("error making pod data directories: {reason}")]
+    PodDirs {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The directory that could not be made.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A container's mounts could not be made (an unknown volume, a subPath that escapes its
-    /// volume, ...); the message names the container and the mount.
-    #[error("{0}")]
-    Mounts(String),
-    /// Tearing down failed; the message names the volume.
-    #[error("{0}")]
-    TearDown(String),
+    /// volume, ...); the reason names the container and the mount.
+    #[error("{reason}")]
+    Mounts {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The container.
+        container: String,
+        /// Why, naming the mount.
+        reason: String,
+    },
+    /// Tearing down failed: the first volume that failed, and every failure's message.
+    #[error("{reason}")]
+    TearDown {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The first volume that could not be torn down (empty when a subPath mount failed).
+        volume: String,
+        /// Its directory.
+        path: PathBuf,
+        /// Every failure, joined.
+        reason: String,
+    },
 }
 
 impl VolumeError {

@@ -200,7 +200,7 @@ impl DefaultVolumeManager {
 
     /// Creates the pod's directory with its `volumes` and `plugins` directories (upstream
     /// `makePodDataDirs`, mode 0750).
-    fn make_pod_dirs(&self, uid: &str) -> Result<(), String> {
+    fn make_pod_dirs(&self, uid: &str) -> Result<(), (PathBuf, String)> {
         use std::os::unix::fs::DirBuilderExt;
         let dirs = [
             self.dirs.pod_dir(uid),
@@ -208,12 +208,12 @@ impl DefaultVolumeManager {
             self.dirs.pod_plugins_dir(uid),
         ];
         for dir in dirs {
-            let dir = dir.map_err(|e| e.to_string())?;
+            let dir = dir.map_err(|e| (self.dirs.pods_dir().join(uid), e.to_string()))?;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o750)
                 .create(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|e| (dir.clone(), format!("cannot create {}: {e}", dir.display())))?;
         }
         Ok(())
     }
@@ -391,15 +391,20 @@ impl DefaultVolumeManager {
 
     /// Tears down every volume of the pod `id` that is set up or on disk; `pod` gives the
     /// specs when the pod is known.
-    async fn tear_down_pod(&self, id: &str, pod: Option<&Pod>) -> Result<(), String> {
-        let mut errors = Vec::new();
+    /// Tears down every volume of pod `id`; the failures with their volume and directory.
+    async fn tear_down_pod(
+        &self,
+        id: &str,
+        pod: Option<&Pod>,
+    ) -> Result<(), Vec<(String, PathBuf, String)>> {
+        let mut errors: Vec<(String, PathBuf, String)> = Vec::new();
         // subPath bind mounts first: they pin the volumes.
         let subpaths = self
             .dirs
             .volume_subpaths_dir(id)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| vec![(String::new(), self.dirs.pods_dir().join(id), e.to_string())])?;
         if let Err(e) = subpath::clean_subpaths(&subpaths) {
-            errors.push(e);
+            errors.push((String::new(), subpaths.clone(), e));
         }
         let on_disk = self.dirs.list_volume_dirs(id).unwrap_or_default();
         let known = self.mounted_volumes(id);
@@ -434,8 +439,12 @@ impl DefaultVolumeManager {
                 continue;
             }
             let Some(plugin) = self.plugins.by_name(&plugin_name) else {
-                errors.push(format!(
-                    "volume {name:?} of pod {id} was set up by plugin {plugin_name:?}, which is not registered"
+                errors.push((
+                    name.clone(),
+                    dir.clone(),
+                    format!(
+                        "volume {name:?} of pod {id} was set up by plugin {plugin_name:?}, which is not registered"
+                    ),
                 ));
                 continue;
             };
@@ -454,8 +463,10 @@ impl DefaultVolumeManager {
                         v.remove(&name);
                     }
                 }
-                Err(e) => errors.push(format!(
-                    "UnmountVolume.TearDown failed for volume {name:?}: {e}"
+                Err(e) => errors.push((
+                    name.clone(),
+                    dir.clone(),
+                    format!("UnmountVolume.TearDown failed for volume {name:?}: {e}"),
                 )),
             }
         }
@@ -468,7 +479,7 @@ impl DefaultVolumeManager {
             }
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(errors)
         }
     }
 
@@ -613,6 +624,15 @@ impl DefaultVolumeManager {
     }
 }
 
+/// `namespace/name` of a pod, for errors.
+fn pod_name(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 #[async_trait]
 impl VolumeManager for DefaultVolumeManager {
     async fn wait_for_attach_and_mount(&self, pod: &Pod) -> Result<(), VolumeError> {
@@ -621,7 +641,12 @@ impl VolumeManager for DefaultVolumeManager {
         if let Ok(mut desired) = self.desired.lock() {
             desired.insert(uid(pod).to_owned());
         }
-        self.make_pod_dirs(uid(pod)).map_err(VolumeError::PodDirs)?;
+        self.make_pod_dirs(uid(pod))
+            .map_err(|(path, reason)| VolumeError::PodDirs {
+                pod: pod_name(pod),
+                path,
+                reason,
+            })?;
         if used_volumes(pod).is_empty() {
             return Ok(());
         }
@@ -658,7 +683,22 @@ impl VolumeManager for DefaultVolumeManager {
         let _guard = lock.lock().await;
         self.tear_down_pod(&id, Some(pod))
             .await
-            .map_err(VolumeError::TearDown)?;
+            .map_err(|failures| {
+                let (volume, path) = failures
+                    .first()
+                    .map(|(v, p, _)| (v.clone(), p.clone()))
+                    .unwrap_or_default();
+                VolumeError::TearDown {
+                    pod: pod_name(pod),
+                    volume,
+                    path,
+                    reason: failures
+                        .iter()
+                        .map(|(_, _, r)| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                }
+            })?;
         if let Ok(mut desired) = self.desired.lock() {
             desired.remove(&id);
         }
@@ -671,13 +711,18 @@ impl VolumeManager for DefaultVolumeManager {
         container: &Container,
         context: &ContainerContext<'_>,
     ) -> Result<ContainerOptions, VolumeError> {
+        let mounts_error = |reason: String| VolumeError::Mounts {
+            pod: pod_name(pod),
+            container: container.name.clone(),
+            reason,
+        };
         let mounts = self
             .mounts_for(pod, container, context)
-            .map_err(VolumeError::Mounts)?;
+            .map_err(mounts_error)?;
         let pod_container_dir = self
             .dirs
             .pod_container_dir(uid(pod), &container.name)
-            .map_err(|e| VolumeError::Mounts(e.to_string()))?;
+            .map_err(|e| mounts_error(e.to_string()))?;
         Ok(ContainerOptions {
             mounts,
             pod_container_dir: Some(pod_container_dir),
@@ -700,8 +745,10 @@ impl VolumeManager for DefaultVolumeManager {
             if self.desired.lock().map(|d| d.contains(&id)).unwrap_or(true) {
                 continue;
             }
-            if let Err(e) = self.tear_down_pod(&id, None).await {
-                warn!(uid = %id, error = %e, "orphaned pod found, but its volumes could not be torn down");
+            if let Err(failures) = self.tear_down_pod(&id, None).await {
+                for (volume, path, reason) in failures {
+                    warn!(uid = %id, volume = %volume, path = %path.display(), error = %reason, "orphaned pod found, but its volumes could not be torn down");
+                }
                 continue;
             }
             let Ok(dir) = self.dirs.pod_dir(&id) else {
@@ -836,6 +883,43 @@ mod tests {
             name: name.into(),
             mount_path: path.into(),
             ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn volume_errors_name_the_pod_the_container_and_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The pods directory is a file: the pod's directories cannot be made.
+        std::fs::write(dir.path().join("pods"), "").unwrap();
+        let m = manager(dir.path());
+        let p = pod("u-err", vec![], vec![mount("missing", "/data")]);
+        match m.wait_for_attach_and_mount(&p).await {
+            Err(VolumeError::PodDirs { pod, path, reason }) => {
+                assert_eq!(pod, "default/p");
+                assert!(
+                    path.starts_with(dir.path().join("pods")),
+                    "{}",
+                    path.display()
+                );
+                assert!(reason.contains(&path.display().to_string()), "{reason}");
+            }
+            other => panic!("expected PodDirs, got {other:?}"),
+        }
+        std::fs::remove_file(dir.path().join("pods")).unwrap();
+        m.wait_for_attach_and_mount(&p).await.unwrap();
+        let env = BTreeMap::new();
+        let ips = Vec::new();
+        let container = &p.spec.as_ref().unwrap().containers[0];
+        match m.container_options(&p, container, &context(&env, &ips)) {
+            Err(VolumeError::Mounts {
+                pod,
+                container,
+                reason,
+            }) => {
+                assert_eq!((pod.as_str(), container.as_str()), ("default/p", "c"));
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            other => panic!("expected Mounts, got {other:?}"),
         }
     }
 

@@ -495,9 +495,11 @@ impl VolumeManager for FakeVolumeManager {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&id)
         {
-            return Err(VolumeError::Mounts(format!(
-                "volume data of pod {id}: no such source"
-            )));
+            return Err(VolumeError::Mounts {
+                pod: id.clone(),
+                container: String::new(),
+                reason: format!("volume data of pod {id}: no such source"),
+            });
         }
         Ok(())
     }
