@@ -478,7 +478,16 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
             PodOperation::Remove => {
                 shared.pods.remove(&id);
                 if workers.state(&id).is_some() {
-                    workers.update_pod(UpdatePodOptions::kill(pod, KillPodOptions::default()));
+                    // An API pod leaves the API server before the kubelet deleted it only when
+                    // it was force-deleted (grace period 0): it stops at once.
+                    let forced = is_api_source(&pod).then_some(1);
+                    workers.update_pod(UpdatePodOptions::kill(
+                        pod,
+                        KillPodOptions {
+                            grace_period_override: forced,
+                            ..Default::default()
+                        },
+                    ));
                 } else {
                     shared.forget(&id);
                 }
@@ -694,6 +703,14 @@ impl PodSyncer for EngineSyncer {
         info!(pod = %full_name(pod), "pod terminated");
         Ok(())
     }
+}
+
+fn is_api_source(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::config::CONFIG_SOURCE_ANNOTATION))
+        .is_some_and(|s| s == crate::config::API_SOURCE)
 }
 
 fn is_host_network(pod: &Pod) -> bool {

@@ -9,6 +9,8 @@
 //! of them.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "api")]
+pub mod api_status;
 pub mod config;
 pub mod downward;
 pub mod events;

@@ -591,6 +591,8 @@ pub fn is_terminal(status: &ApiPodStatus) -> bool {
 #[derive(Debug, Default)]
 pub struct StatusManager {
     statuses: Mutex<BTreeMap<String, ApiPodStatus>>,
+    /// Woken when a status changes (the API status sync waits on it).
+    changed: tokio::sync::Notify,
 }
 
 impl StatusManager {
@@ -632,7 +634,17 @@ impl StatusManager {
                 };
             }
         }
+        let changed = map.get(uid) != Some(&status);
         map.insert(uid.to_string(), status);
+        drop(map);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Completes when a status changed since the last call (or at once if one did).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Whether pod `uid` reached a terminal phase (without copying its status).

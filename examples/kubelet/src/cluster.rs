@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use node_config::KubeletConfiguration;
 use node_config::cli::NodeFlags;
+use node_core::api_status::ApiStatusSync;
 use node_core::runtime::Runtime;
 use node_images::service::ImageService;
 use node_status::certificate::{bootstrap_client_certificate, kubeconfig_still_valid};
@@ -54,6 +55,16 @@ pub(crate) struct Node<'a> {
     pub(crate) images: Arc<dyn ImageService>,
     /// The engine's health: PLEG's goes into the Ready condition.
     pub(crate) health: Arc<node_core::kubelet::Health>,
+    /// The engine, for its pods from and statuses to the API server (with `--kubeconfig`).
+    pub(crate) engine: Option<Engine>,
+}
+
+/// What the API pod source and the status sync need of the engine.
+pub(crate) struct Engine {
+    pub(crate) source: node_core::config::SourceSender,
+    pub(crate) pods: Arc<node_core::pod_manager::PodManager>,
+    pub(crate) statuses: Arc<node_core::status::StatusManager>,
+    pub(crate) workers: Arc<node_core::pod_workers::PodWorkers>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -142,6 +153,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let lease_seconds = i32::try_from(config.node_lease_duration_seconds).unwrap_or(40);
     let (kubeconfig, cert_dir) = (kubeconfig.clone(), node.flags.cert_dir.clone());
     let rotate = config.rotate_certificates;
+    let engine = node.engine;
     let (qps, burst) = (config.kube_api_qps, config.kube_api_burst);
     tokio::spawn(async move {
         let config = match credentials {
@@ -167,6 +179,19 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
                 return;
             }
         };
+        if let Some(Engine {
+            source,
+            pods,
+            statuses,
+            workers,
+        }) = engine
+        {
+            let (source_client, source_node) = (client.clone(), name.clone());
+            tokio::spawn(async move {
+                node_core::config::api::run_api_source(source_client, &source_node, source).await;
+            });
+            tokio::spawn(ApiStatusSync::new(client.clone(), pods, statuses, workers).run());
+        }
         let lease = NodeLease::new(client.clone(), &name, lease_seconds);
         tokio::spawn(lease.run(std::future::pending()));
         let updater = NodeStatusUpdater::new(

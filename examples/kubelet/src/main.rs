@@ -411,6 +411,7 @@ async fn run(
         },
     )
     .with_volume_manager(volumes);
+    let (sources, updates) = PodConfig::new(&node_name);
     cluster::start(cluster::Node {
         flags,
         config: &config,
@@ -420,9 +421,14 @@ async fn run(
         runtime: cri_runtime.clone(),
         health: kubelet.health(),
         images: image_service.clone(),
+        engine: flags.kubeconfig.is_some().then(|| cluster::Engine {
+            source: sources.source(node_core::config::API_SOURCE),
+            pods: kubelet.pod_manager(),
+            statuses: kubelet.status_manager(),
+            workers: kubelet.pod_workers(),
+        }),
     })
     .await?;
-    let (sources, updates) = PodConfig::new(&node_name);
     let _file = static_pod_path
         .as_ref()
         .map(|path| sources.file_source(path, config.file_check_frequency));

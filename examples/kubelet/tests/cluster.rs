@@ -378,3 +378,195 @@ async fn the_kubelet_rides_out_an_api_server_outage() {
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A busybox pod bound to the node, without a service-account token (the API-backed volume
+/// sources come later), sleeping as PID 1 (it ignores SIGTERM: stopping takes the grace).
+fn api_pod(name: &str, grace: i64) -> k8s_openapi::api::core::v1::Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": grace,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"]
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+/// The pod once `check` holds, within `secs` (else the kubelet's log in the panic).
+async fn wait_pod(
+    pods: &Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    secs: u64,
+    kubelet: &mut Kubelet,
+    what: &str,
+    check: impl Fn(Option<&k8s_openapi::api::core::v1::Pod>) -> bool,
+) -> Option<k8s_openapi::api::core::v1::Pod> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let pod = pods.get_opt(name).await.unwrap();
+        if check(pod.as_ref()) {
+            return pod;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "pod {name} never {what} within {secs} s; last: {}\n{}",
+                serde_json::to_string_pretty(&pod).unwrap_or_default(),
+                kubelet.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phase_of(pod: Option<&k8s_openapi::api::core::v1::Pod>) -> Option<&str> {
+    pod?.status.as_ref()?.phase.as_deref()
+}
+
+#[tokio::test]
+async fn api_pods_run_report_their_status_and_are_deleted_gracefully_or_at_once() {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::{DeleteParams, PostParams};
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-apipods", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n",
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ]);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let node = wait_until_ready(&nodes, &mut kubelet).await;
+    let internal_ip = node
+        .status
+        .and_then(|s| s.addresses)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address);
+    // The ServiceAccount admission plugin wants the namespace's default service account.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+
+    // Created with nodeName: it runs, and its status reaches the API server.
+    pods.create(&PostParams::default(), &api_pod("web", 5))
+        .await
+        .unwrap();
+    let pod = wait_pod(&pods, "web", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await
+    .unwrap();
+    let status = pod.status.unwrap();
+    let ip: std::net::IpAddr = status.pod_ip.as_deref().expect("podIP").parse().unwrap();
+    assert!(!ip.is_loopback(), "a pod network address: {ip}");
+    assert_eq!(
+        status.host_ip, internal_ip,
+        "hostIP is the node's InternalIP"
+    );
+    let main = &status.container_statuses.unwrap()[0];
+    assert_eq!(main.name, "main");
+    assert!(main.state.as_ref().unwrap().running.is_some());
+    let conditions = status.conditions.unwrap();
+    for kind in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
+        let c = conditions.iter().find(|c| c.type_ == kind).unwrap();
+        assert_eq!(c.status, "True", "{kind}");
+    }
+    assert!(
+        conditions.iter().any(|c| c.type_ == "PodScheduled"),
+        "the scheduler's condition is kept"
+    );
+
+    // kubectl delete --grace-period 5: the container is stopped within the grace period (sleep
+    // ignores SIGTERM, so it takes the 5 s), the final status is written, then the kubelet
+    // deletes the object.
+    let started = Instant::now();
+    pods.delete("web", &DeleteParams::default().grace_period(5))
+        .await
+        .unwrap();
+    wait_pod(&pods, "web", 30, &mut kubelet, "went away", |p| p.is_none()).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+        "the graceful deletion took {took:?}"
+    );
+
+    // --force --grace-period 0: the object goes at once and the container stops at once.
+    pods.create(&PostParams::default(), &api_pod("fast", 30))
+        .await
+        .unwrap();
+    wait_pod(&pods, "fast", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    let endpoint = format!("unix://{}/containerd/containerd.sock", root.display());
+    let cri = node_cri::CriClient::connect(&endpoint, Default::default())
+        .await
+        .unwrap();
+    let fast_running = || async {
+        cri.list_containers(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| {
+                c.state == node_cri::cri::ContainerState::ContainerRunning as i32
+                    && c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("fast")
+            })
+            .count()
+    };
+    assert_eq!(fast_running().await, 1);
+    let started = Instant::now();
+    pods.delete("fast", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    while fast_running().await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the force-deleted pod's container still runs:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pods.get_opt("fast").await.unwrap().is_none());
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -35,6 +35,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "api")]
+pub mod api;
 mod defaults;
 mod error;
 mod file;
