@@ -32,6 +32,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod atomic_writer;
 pub mod host_path;
 pub mod hosts;

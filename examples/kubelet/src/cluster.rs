@@ -65,6 +65,8 @@ pub(crate) struct Engine {
     pub(crate) pods: Arc<node_core::pod_manager::PodManager>,
     pub(crate) statuses: Arc<node_core::status::StatusManager>,
     pub(crate) workers: Arc<node_core::pod_workers::PodWorkers>,
+    /// The volumes' object source, set to the API once the client exists.
+    pub(crate) objects: Option<Arc<node_volumes::api::DeferredSource>>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -184,8 +186,14 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             pods,
             statuses,
             workers,
+            objects,
         }) = engine
         {
+            if let Some(objects) = objects {
+                objects.set(Arc::new(node_volumes::api::ApiObjectSource::new(
+                    client.clone(),
+                )));
+            }
             let (source_client, source_node) = (client.clone(), name.clone());
             tokio::spawn(async move {
                 node_core::config::api::run_api_source(source_client, &source_node, source).await;

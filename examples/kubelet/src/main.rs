@@ -30,9 +30,10 @@ use node_images::manager::{ImageManager, PullConcurrency};
 use node_images::oci::{DEFAULT_BUSYBOX_PATH, LocalImages};
 use node_status::machine;
 use node_status::stats::{LinuxStatsConfig, LinuxStatsProvider};
+use node_volumes::api::DeferredSource;
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
 use node_volumes::plugin::{NodeAllocatable, PluginRegistry};
-use node_volumes::source::Standalone;
+use node_volumes::source::{ObjectSource, Standalone};
 use tracing::{info, warn};
 
 /// The demo static pod of the embedded default: busybox serving a page on port 8080.
@@ -272,8 +273,10 @@ async fn run(
         memory_bytes: memory,
     };
     let recorder = Arc::new(LogRecorder);
+    let api_objects = flags.kubeconfig.is_some().then(DeferredSource::new);
     // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
-    // secret and projected volumes (they fail to mount unless optional). The root directory
+    // secret and projected volumes (they fail to mount unless optional); a cluster node reads
+    // them from the API server once its client exists. The root directory
     // is set up first, as upstream's setupDataDirs: a shared mount (for volume mount
     // propagation) before a managed containerd mounts anything below it.
     let volumes = Arc::new(DefaultVolumeManager::new(
@@ -282,7 +285,10 @@ async fn run(
             ..VolumeManagerConfig::new(&flags.root_dir)
         },
         PluginRegistry::with_defaults(),
-        Arc::new(Standalone),
+        match &api_objects {
+            Some(deferred) => deferred.clone() as Arc<dyn ObjectSource>,
+            None => Arc::new(Standalone),
+        },
         recorder.clone(),
     ));
     volumes
@@ -426,6 +432,7 @@ async fn run(
             pods: kubelet.pod_manager(),
             statuses: kubelet.status_manager(),
             workers: kubelet.pod_workers(),
+            objects: api_objects.clone(),
         }),
     })
     .await?;

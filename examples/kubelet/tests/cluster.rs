@@ -570,3 +570,195 @@ async fn api_pods_run_report_their_status_and_are_deleted_gracefully_or_at_once(
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The files of the pod's volume `name` of `plugin` (`kubernetes.io~configmap`, ...), whose
+/// directory starts with `prefix`, under the kubelet's root directory.
+fn volume_dir(
+    root: &std::path::Path,
+    uid: &str,
+    plugin: &str,
+    prefix: &str,
+) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(root.join("pods").join(uid).join("volumes").join(plugin))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+}
+
+#[tokio::test]
+async fn pods_mount_their_service_account_token_and_configmaps_that_follow_updates() {
+    use base64::Engine as _;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-apiobjects", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    // A short resync: configMap updates reach volumes at the pod's next sync.
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+         syncFrequency: 5s\n",
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ]);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until_ready(&nodes, &mut kubelet).await;
+    // What kube-controller-manager would have made: the default service account and the
+    // namespace's root CA configMap.
+    let post = PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    maps.create(
+        &post,
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-root-ca.crt"},
+            "data": {"ca.crt": cp.ca_pem()}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    // This API server's service-account admission also projects a service CA configMap
+    // into kube-api-access volumes; publish it as its cluster would.
+    maps.create(
+        &post,
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "openshift-service-ca.crt"},
+            "data": {"service-ca.crt": cp.ca_pem()}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    maps.create(
+        &post,
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cfg"}, "data": {"greeting": "hello-1"}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    // The service-account admission plugin adds the kube-api-access projected volume.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "reader", "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]
+            }]
+        }
+    }))
+    .unwrap();
+    let created = pods.create(&post, &pod).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    wait_pod(&pods, "reader", 90, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+
+    // The token: a JWT the API server issued for this pod's service account, bound to the pod.
+    let access = volume_dir(&root, &uid, "kubernetes.io~projected", "kube-api-access-")
+        .expect("the kube-api-access volume");
+    let token = std::fs::read_to_string(access.join("token")).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {token}");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "reader");
+    assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str());
+    assert_eq!(
+        std::fs::read_to_string(access.join("ca.crt")).unwrap(),
+        cp.ca_pem()
+    );
+    assert_eq!(
+        std::fs::read_to_string(access.join("namespace")).unwrap(),
+        "default"
+    );
+    let requests = cp
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.user == format!("system:node:{NODE}")
+                && e.resource.as_deref() == Some("serviceaccounts")
+                && e.subresource.as_deref() == Some("token")
+                && e.code == Some(201)
+        })
+        .count();
+    assert!(
+        requests >= 1,
+        "the token came from a TokenRequest by the node"
+    );
+
+    // The configMap volume, and its update reaching the running pod.
+    let cfg = volume_dir(&root, &uid, "kubernetes.io~configmap", "cfg").expect("cfg volume");
+    assert_eq!(
+        std::fs::read_to_string(cfg.join("greeting")).unwrap(),
+        "hello-1"
+    );
+    maps.patch(
+        "cfg",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"data": {"greeting": "hello-2"}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while std::fs::read_to_string(cfg.join("greeting"))
+        .ok()
+        .as_deref()
+        != Some("hello-2")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the configMap update did not reach the volume:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}
