@@ -9,6 +9,13 @@
 //! (DisruptionTarget, readiness gates) are left alone by the merge. Once a pod with a
 //! deletion timestamp has terminated and its volumes are torn down (its worker finished), the
 //! pod object is deleted with grace period 0 and the UID precondition, as upstream.
+//!
+//! Static pods get mirror pods (upstream `mirror_client.go`): a copy of the static pod on the
+//! API server, annotated `kubernetes.io/config.mirror` with the static pod's hash and owned
+//! by the Node (NodeRestriction wants that), created when missing, replaced when stale (an
+//! older hash, or being deleted), deleted when its static pod goes; the static pod's status
+//! is written to its mirror (the mirror's UID as precondition). Mirror pods never run: the
+//! engine only records them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,9 +27,11 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
-use crate::config::{API_SOURCE, CONFIG_SOURCE_ANNOTATION};
+use crate::config::{
+    API_SOURCE, CONFIG_HASH_ANNOTATION, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION,
+};
 use crate::pod_manager::{PodManager, full_name, uid};
-use crate::pod_workers::{PodWorkerState, PodWorkers};
+use crate::pod_workers::{PodWorkerState, PodWorkers, is_static_pod};
 use crate::status::StatusManager;
 
 /// Upstream `syncPeriod` of the status manager: a full pass this often.
@@ -40,6 +49,7 @@ pub fn is_api_pod(pod: &Pod) -> bool {
 /// Sends the statuses of API pods and deletes terminated ones.
 pub struct ApiStatusSync {
     client: Client,
+    node_name: String,
     pods: Arc<PodManager>,
     statuses: Arc<StatusManager>,
     workers: Arc<PodWorkers>,
@@ -48,6 +58,60 @@ pub struct ApiStatusSync {
 impl std::fmt::Debug for ApiStatusSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiStatusSync").finish_non_exhaustive()
+    }
+}
+
+/// The static pod's hash (`kubernetes.io/config.hash`, else its UID).
+fn config_hash(pod: &Pod) -> String {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_else(|| uid(pod).to_string())
+}
+
+fn mirror_hash(mirror: &Pod) -> Option<&str> {
+    mirror
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CONFIG_MIRROR_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// The mirror pod of static pod `pod`: its name, namespace, labels and annotations (with
+/// `kubernetes.io/config.mirror` set to `hash`, the kubelet's local ones left out), its spec
+/// bound to the node, owned by the Node.
+pub fn mirror_pod(pod: &Pod, hash: &str, node_name: &str, node_uid: Option<String>) -> Pod {
+    let mut annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    annotations.remove(CONFIG_SOURCE_ANNOTATION);
+    annotations.remove(crate::config::CONFIG_SEEN_ANNOTATION);
+    annotations.insert(CONFIG_MIRROR_ANNOTATION.into(), hash.into());
+    let mut spec = pod.spec.clone().unwrap_or_default();
+    spec.node_name = Some(node_name.into());
+    Pod {
+        metadata: ObjectMeta {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            labels: pod.metadata.labels.clone(),
+            annotations: Some(annotations),
+            owner_references: node_uid.map(|uid| {
+                vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "v1".into(),
+                        kind: "Node".into(),
+                        name: node_name.into(),
+                        uid,
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    },
+                ]
+            }),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        ..Default::default()
     }
 }
 
@@ -67,12 +131,14 @@ impl ApiStatusSync {
     /// A sync over the engine's pods, statuses and workers.
     pub fn new(
         client: Client,
+        node_name: &str,
         pods: Arc<PodManager>,
         statuses: Arc<StatusManager>,
         workers: Arc<PodWorkers>,
     ) -> Self {
         ApiStatusSync {
             client,
+            node_name: node_name.to_string(),
             pods,
             statuses,
             workers,
@@ -92,9 +158,11 @@ impl ApiStatusSync {
                 _ = tick.tick() => {}
             }
             let pods: Vec<Pod> = self.pods.pods().into_iter().filter(is_api_pod).collect();
-            let wanted: HashSet<String> = pods.iter().map(|p| uid(p).to_string()).collect();
+            let mut wanted: HashSet<String> = pods.iter().map(|p| uid(p).to_string()).collect();
+            wanted.extend(self.pods.mirrors().iter().map(|m| uid(m).to_string()));
             sent.retain(|u, _| wanted.contains(u));
             deleted.retain(|u| wanted.contains(u));
+            self.sync_mirrors(&mut sent).await;
             for pod in pods {
                 let id = uid(&pod).to_string();
                 if deleted.contains(&id) {
@@ -113,6 +181,89 @@ impl ApiStatusSync {
                 {
                     deleted.insert(id);
                 }
+            }
+        }
+    }
+
+    /// Creates, replaces and deletes mirror pods, and writes static pods' statuses to them.
+    async fn sync_mirrors(&self, sent: &mut HashMap<String, ApiPodStatus>) {
+        let statics: Vec<Pod> = self.pods.pods().into_iter().filter(is_static_pod).collect();
+        let names: HashSet<String> = statics.iter().map(full_name).collect();
+        for mirror in self.pods.mirrors() {
+            if !names.contains(&full_name(&mirror)) {
+                info!(pod = %full_name(&mirror), "deleting the mirror pod of a static pod that is gone");
+                self.delete_mirror(&mirror).await;
+            }
+        }
+        for pod in statics {
+            let id = uid(&pod).to_string();
+            let hash = config_hash(&pod);
+            match self.pods.mirror_of(&full_name(&pod)) {
+                // Deleted by someone (it waits for the node to confirm), or from an older
+                // manifest: removed at once, and created afresh once the watch saw it go.
+                Some(mirror)
+                    if mirror.metadata.deletion_timestamp.is_some()
+                        || mirror_hash(&mirror) != Some(hash.as_str()) =>
+                {
+                    info!(pod = %full_name(&pod), "replacing a deleted or stale mirror pod");
+                    self.delete_mirror(&mirror).await;
+                }
+                Some(mirror) => {
+                    let mirror_uid = uid(&mirror).to_string();
+                    if let Some(status) = self.statuses.get(&id)
+                        && sent.get(&mirror_uid) != Some(&status)
+                        && self.patch(&mirror, &status).await
+                    {
+                        sent.insert(mirror_uid, status);
+                    }
+                }
+                None if !self.workers.is_pod_termination_requested(&id) => {
+                    self.create_mirror(&pod, &hash).await;
+                }
+                None => {}
+            }
+        }
+    }
+
+    async fn create_mirror(&self, pod: &Pod, hash: &str) {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let node_uid = match nodes.get(&self.node_name).await {
+            Ok(node) => node.metadata.uid,
+            Err(e) => {
+                debug!(node = %self.node_name, error = %e, "the node is not registered yet: no mirror pod");
+                return;
+            }
+        };
+        let mirror = mirror_pod(pod, hash, &self.node_name, node_uid);
+        match self
+            .api(pod)
+            .create(&kube::api::PostParams::default(), &mirror)
+            .await
+        {
+            Ok(_) => info!(pod = %full_name(pod), "mirror pod created"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                warn!(pod = %full_name(pod), error = %e, "creating the mirror pod failed; retrying")
+            }
+        }
+    }
+
+    async fn delete_mirror(&self, mirror: &Pod) {
+        let name = mirror.metadata.name.as_deref().unwrap_or_default();
+        // Grace 0: a mirror pod has nothing to stop (upstream `DeleteMirrorPod`).
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: mirror.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match self.api(mirror).delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                warn!(pod = %full_name(mirror), error = %e, "deleting the mirror pod failed; retrying")
             }
         }
     }
@@ -177,6 +328,47 @@ impl ApiStatusSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_pod_copies_the_static_pod_bound_to_and_owned_by_the_node() {
+        let static_pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("etcd-n1".into()),
+                namespace: Some("kube-system".into()),
+                uid: Some("hash-1".into()),
+                labels: Some([("component".to_string(), "etcd".to_string())].into()),
+                annotations: Some(
+                    [
+                        (CONFIG_SOURCE_ANNOTATION.to_string(), "file".to_string()),
+                        (CONFIG_HASH_ANNOTATION.to_string(), "hash-1".to_string()),
+                        ("team".to_string(), "infra".to_string()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(Default::default()),
+            ..Default::default()
+        };
+        assert_eq!(config_hash(&static_pod), "hash-1");
+        let mirror = mirror_pod(&static_pod, "hash-1", "n1", Some("node-uid".into()));
+        assert_eq!(
+            mirror.metadata.uid, None,
+            "the API server gives it its own UID"
+        );
+        assert_eq!(mirror_hash(&mirror), Some("hash-1"));
+        let annotations = mirror.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["team"], "infra");
+        assert!(!annotations.contains_key(CONFIG_SOURCE_ANNOTATION));
+        assert_eq!(mirror.metadata.labels, static_pod.metadata.labels);
+        assert_eq!(mirror.spec.unwrap().node_name.as_deref(), Some("n1"));
+        let owner = &mirror.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("Node", "node-uid")
+        );
+        assert_eq!(owner.controller, Some(true));
+    }
 
     #[test]
     fn the_patch_carries_the_uid_precondition_and_the_status_only() {

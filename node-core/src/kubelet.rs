@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType, reasons};
-use crate::pod_manager::{PodManager, full_name, uid};
+use crate::pod_manager::{PodManager, full_name, is_mirror_pod, uid};
 use crate::pod_workers::{
     Cancel, KillPodOptions, PodSyncer, PodWorkers, RUNTIME_POD_GRACE_PERIOD, StatusFn,
     SyncError as WorkerError, SyncOutcome, UpdatePodOptions, UpdateType, WorkerTiming, jitter,
@@ -440,6 +440,15 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
     }
     for pod in update.pods {
         let id = uid(&pod).to_string();
+        // Mirror pods are the API server's view of static pods: recorded, never run.
+        if is_mirror_pod(&pod) {
+            match op {
+                PodOperation::Remove => shared.pods.remove_mirror(&id),
+                PodOperation::Reconcile => {}
+                _ => shared.pods.set_mirror(pod),
+            }
+            continue;
+        }
         match op {
             PodOperation::Add => {
                 if shared.pods.contains(&id) {

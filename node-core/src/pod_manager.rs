@@ -29,6 +29,16 @@ pub fn uid(pod: &Pod) -> &str {
 #[derive(Debug, Default)]
 pub struct PodManager {
     pods: RwLock<BTreeMap<String, Pod>>,
+    /// Mirror pods (the API server's copies of static pods), by full name: never run.
+    mirrors: RwLock<BTreeMap<String, Pod>>,
+}
+
+/// Whether the pod is a mirror pod (it carries `kubernetes.io/config.mirror`).
+pub fn is_mirror_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::config::CONFIG_MIRROR_ANNOTATION))
 }
 
 impl PodManager {
@@ -64,6 +74,33 @@ impl PodManager {
         self.pods
             .read()
             .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records a mirror pod seen on the API server.
+    pub fn set_mirror(&self, pod: Pod) {
+        if let Ok(mut mirrors) = self.mirrors.write() {
+            mirrors.insert(full_name(&pod), pod);
+        }
+    }
+
+    /// Forgets the mirror pod with this UID (gone from the API server).
+    pub fn remove_mirror(&self, uid_: &str) {
+        if let Ok(mut mirrors) = self.mirrors.write() {
+            mirrors.retain(|_, p| uid(p) != uid_);
+        }
+    }
+
+    /// The mirror pod of the static pod named `full_name`.
+    pub fn mirror_of(&self, full_name: &str) -> Option<Pod> {
+        self.mirrors.read().ok()?.get(full_name).cloned()
+    }
+
+    /// Every mirror pod.
+    pub fn mirrors(&self) -> Vec<Pod> {
+        self.mirrors
+            .read()
+            .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 

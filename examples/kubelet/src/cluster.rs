@@ -198,7 +198,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             tokio::spawn(async move {
                 node_core::config::api::run_api_source(source_client, &source_node, source).await;
             });
-            tokio::spawn(ApiStatusSync::new(client.clone(), pods, statuses, workers).run());
+            tokio::spawn(ApiStatusSync::new(client.clone(), &name, pods, statuses, workers).run());
         }
         let lease = NodeLease::new(client.clone(), &name, lease_seconds);
         tokio::spawn(lease.run(std::future::pending()));

@@ -762,3 +762,79 @@ async fn pods_mount_their_service_account_token_and_configmaps_that_follow_updat
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn a_static_pod_gets_a_mirror_pod_that_comes_back_when_deleted() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::DeleteParams;
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-mirror", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n",
+    )
+    .unwrap();
+    // The embedded default's demo pod is a static pod from <root>/manifests.
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ]);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    let node = wait_until_ready(&nodes, &mut kubelet).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let name = format!("demo-{NODE}");
+    let mirror = wait_pod(
+        &pods,
+        &name,
+        60,
+        &mut kubelet,
+        "got a running mirror",
+        |p| phase_of(p) == Some("Running"),
+    )
+    .await
+    .unwrap();
+    let annotations = mirror.metadata.annotations.clone().unwrap();
+    assert!(annotations.contains_key("kubernetes.io/config.mirror"));
+    let owner = &mirror.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", NODE));
+    assert_eq!(Some(owner.uid.clone()), node.metadata.uid);
+    let status = mirror.status.clone().unwrap();
+    let container = &status.container_statuses.unwrap()[0];
+    let container_id = container.container_id.clone().unwrap();
+    assert_eq!(container.restart_count, 0);
+
+    // Deleted: it comes back (a new object), and the static pod's container runs on untouched.
+    pods.delete(&name, &DeleteParams::default()).await.unwrap();
+    let old_uid = mirror.metadata.uid.clone();
+    let back = wait_pod(&pods, &name, 60, &mut kubelet, "came back", |p| {
+        p.is_some_and(|p| p.metadata.uid != old_uid && p.metadata.deletion_timestamp.is_none())
+            && phase_of(p) == Some("Running")
+    })
+    .await
+    .unwrap();
+    let again = &back.status.unwrap().container_statuses.unwrap()[0];
+    assert_eq!(again.container_id.as_deref(), Some(container_id.as_str()));
+    assert_eq!(again.restart_count, 0, "the static pod was not restarted");
+
+    // The static pod removed: its mirror goes.
+    std::fs::remove_file(root.join("manifests/demo.yaml")).unwrap();
+    wait_pod(&pods, &name, 60, &mut kubelet, "went away", |p| p.is_none()).await;
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}
