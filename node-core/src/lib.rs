@@ -16,6 +16,7 @@ pub mod downward;
 pub mod events;
 pub mod expansion;
 pub mod kubelet;
+pub mod objects;
 pub mod pod_manager;
 pub mod pod_workers;
 pub mod qos;

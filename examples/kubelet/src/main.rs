@@ -396,9 +396,13 @@ async fn run(
         ..LinuxStatsConfig::new(&node_name, &flags.root_dir)
     };
     let cri_runtime = Arc::new(
-        CriRuntime::new(client.clone(), node, recorder.clone())
-            .with_image_manager(images)
-            .with_volume_manager(volumes.clone()),
+        match &api_objects {
+            Some(objects) => CriRuntime::new(client.clone(), node, recorder.clone())
+                .with_object_source(objects.clone()),
+            None => CriRuntime::new(client.clone(), node, recorder.clone()),
+        }
+        .with_image_manager(images)
+        .with_volume_manager(volumes.clone()),
     );
     info!(
         cgroup_version = stats_config.cgroups.version(),

@@ -591,7 +591,8 @@ fn volume_dir(
 }
 
 #[tokio::test]
-async fn pods_mount_their_service_account_token_and_configmaps_that_follow_updates() {
+async fn pods_get_their_service_account_token_configmap_and_secret_env_and_volumes_that_follow_updates()
+ {
     use base64::Engine as _;
     use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
     use kube::api::{Patch, PatchParams, PostParams};
@@ -665,8 +666,21 @@ async fn pods_mount_their_service_account_token_and_configmaps_that_follow_updat
     )
     .await
     .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(admin.clone(), "default");
+    secrets
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-    // The service-account admission plugin adds the kube-api-access projected volume.
+    // The service-account admission plugin adds the kube-api-access projected volume. The
+    // environment comes from the configMap and the secret too.
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "reader", "namespace": "default"},
         "spec": {
@@ -679,17 +693,51 @@ async fn pods_mount_their_service_account_token_and_configmaps_that_follow_updat
                 "image": "docker.io/library/busybox:1.35",
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["sleep", "3600"],
-                "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]
+                "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}],
+                "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+                "env": [
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                    {"name": "ABSENT", "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "k", "optional": true}}}
+                ]
             }]
         }
     }))
     .unwrap();
     let created = pods.create(&post, &pod).await.unwrap();
     let uid = created.metadata.uid.clone().unwrap();
-    wait_pod(&pods, "reader", 90, &mut kubelet, "ran", |p| {
+    let running = wait_pod(&pods, "reader", 90, &mut kubelet, "ran", |p| {
         phase_of(p) == Some("Running")
     })
-    .await;
+    .await
+    .unwrap();
+
+    // The environment, as the container sees it.
+    let id = running.status.unwrap().container_statuses.unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let id = id.trim_start_matches("containerd://");
+    let endpoint = format!("unix://{}/containerd/containerd.sock", root.display());
+    let cri = node_cri::CriClient::connect(&endpoint, Default::default())
+        .await
+        .unwrap();
+    let out = cri
+        .exec_sync(id, vec!["env".into()], Duration::from_secs(10))
+        .await
+        .unwrap();
+    let env = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        "CFG_greeting=hello-1",
+        "PASSWORD=s3cret",
+        "GREETING=hello-1",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in:\n{env}");
+    }
+    assert!(
+        !env.contains("ABSENT="),
+        "an optional absent reference is skipped"
+    );
 
     // The token: a JWT the API server issued for this pod's service account, bound to the pod.
     let access = volume_dir(&root, &uid, "kubernetes.io~projected", "kube-api-access-")

@@ -31,6 +31,11 @@ impl Drop for Engine {
 
 /// An engine on the fakes, fed by one API source.
 fn engine() -> Engine {
+    engine_with(crate::config::API_SOURCE)
+}
+
+/// An engine on the fakes, fed by one source named `source` (`file` for static pods).
+fn engine_with(source: &str) -> Engine {
     let runtime = FakeRuntime::new();
     let volumes = FakeVolumeManager::new();
     let events = Arc::new(MemoryRecorder::default());
@@ -48,7 +53,7 @@ fn engine() -> Engine {
     .with_volume_manager(volumes.clone());
     let statuses = kubelet.status_manager();
     let (sources, updates) = PodConfig::new("node");
-    let source = sources.source(crate::config::API_SOURCE);
+    let source = sources.source(source);
     let task = tokio::spawn(async move {
         let _sources = sources;
         kubelet.run(updates, std::future::pending()).await;
@@ -102,7 +107,8 @@ fn phase(e: &Engine, uid: &str) -> Option<String> {
 
 #[tokio::test(start_paused = true)]
 async fn a_removed_pod_is_killed_with_its_grace_period_then_unmounted_and_forgotten() {
-    let mut e = engine();
+    // A static pod whose manifest goes: stopped with its own grace period.
+    let mut e = engine_with(crate::config::FILE_SOURCE);
     e.source.send(vec![pod("web", 7, "Always")]).await.unwrap();
     // Started at the first sync; Running once PLEG's relist reports the new containers.
     run_for(3.0).await;
@@ -206,7 +212,7 @@ async fn pods_only_the_runtime_runs_are_stopped_with_grace_1_once_sources_are_se
 
 #[tokio::test(start_paused = true)]
 async fn a_removal_cancels_a_volume_set_up_that_hangs() {
-    let mut e = engine();
+    let mut e = engine_with(crate::config::FILE_SOURCE);
     e.volumes.hang("u-stuck");
     e.source
         .send(vec![pod("stuck", 5, "Always")])
@@ -269,4 +275,16 @@ async fn pods_on_the_pod_network_wait_for_the_network_and_host_network_pods_do_n
     // Seen within the 5 s status period; the pod's worker retries after its back-off.
     run_for(21.0).await;
     assert!(e.runtime.is_running("u-web"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_api_pod_gone_from_the_api_server_was_force_deleted_and_stops_at_once() {
+    let mut e = engine();
+    e.runtime.set_ignore_sigterm(true);
+    e.source.send(vec![pod("web", 30, "Always")]).await.unwrap();
+    run_for(1.0).await;
+    e.source.send(vec![]).await.unwrap();
+    run_for(2.0).await;
+    assert_eq!(e.runtime.kills_of("u-web"), [Some(1)]);
+    assert!(!e.runtime.is_running("u-web"));
 }

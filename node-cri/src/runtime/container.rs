@@ -30,15 +30,17 @@
 //! # let _ = config; Ok(()) }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
-    AppArmorProfile, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, SecurityContext,
+    AppArmorProfile, ConfigMap, Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret,
+    SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 use node_core::config::{API_SOURCE, CONFIG_MIRROR_ANNOTATION, CONFIG_SOURCE_ANNOTATION};
 use node_core::downward::{self, parse_quantity};
+use node_core::objects::{ObjectSource, SourceError};
 use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::debug;
 
@@ -211,6 +213,18 @@ pub enum ContainerConfigError {
         /// The key (`None` for `envFrom`).
         key: Option<String>,
     },
+    /// A configMap or secret an environment variable (or `envFrom`) refers to could not be
+    /// had, or lacks the key: upstream's message (`couldn't get configMap ns/name: ...`,
+    /// `couldn't find key k in ConfigMap ns/name`).
+    #[error("{message}")]
+    EnvObject {
+        /// The pod.
+        pod: Box<PodRef>,
+        /// The container.
+        container: String,
+        /// What went wrong.
+        message: String,
+    },
     /// An environment variable's source cannot be evaluated.
     #[error("pod {pod} container {container}: environment variable {variable}: {reason}")]
     InvalidEnv {
@@ -267,7 +281,13 @@ pub fn container_config(
     inputs: &ContainerInputs<'_>,
     ctx: &NodeContext,
 ) -> Result<cri::ContainerConfig, ContainerConfigError> {
-    let envs = make_environment(inputs.pod, inputs.container, inputs.pod_ips, ctx)?;
+    let envs = make_environment(
+        inputs.pod,
+        inputs.container,
+        inputs.pod_ips,
+        ctx,
+        &EnvObjects::default(),
+    )?;
     container_config_with_env(inputs, envs, ctx)
 }
 
@@ -724,6 +744,97 @@ fn apparmor_profile(
 
 pub use node_core::expansion::expand;
 
+/// The configMaps and secrets a container's environment refers to, as the node's object
+/// source answered for each (fetched before the environment is made, which stays pure). A
+/// name missing here means the node has no object source (standalone).
+#[derive(Clone, Debug, Default)]
+pub struct EnvObjects {
+    /// configMaps by name.
+    pub config_maps: HashMap<String, Result<ConfigMap, SourceError>>,
+    /// Secrets by name.
+    pub secrets: HashMap<String, Result<Secret, SourceError>>,
+}
+
+impl EnvObjects {
+    /// The names of the configMaps and secrets `container`'s environment refers to.
+    pub fn references(container: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
+        let (mut maps, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+        for source in container.env_from.iter().flatten() {
+            if let Some(r) = &source.config_map_ref {
+                maps.insert(r.name.clone());
+            }
+            if let Some(r) = &source.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        for from in container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|v| v.value_from.as_ref())
+        {
+            if let Some(r) = &from.config_map_key_ref {
+                maps.insert(r.name.clone());
+            }
+            if let Some(r) = &from.secret_key_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        (maps, secrets)
+    }
+
+    /// Reads what `container` refers to from `source`, in `namespace`.
+    pub async fn fetch(source: &dyn ObjectSource, namespace: &str, container: &Container) -> Self {
+        let (maps, secrets) = EnvObjects::references(container);
+        let mut out = EnvObjects::default();
+        for name in maps {
+            let got = source.config_map(namespace, &name).await;
+            out.config_maps.insert(name, got);
+        }
+        for name in secrets {
+            let got = source.secret(namespace, &name).await;
+            out.secrets.insert(name, got);
+        }
+        out
+    }
+}
+
+/// One object's data as strings: a configMap's `data`, or a secret's decoded `data`.
+enum EnvData<'a> {
+    ConfigMap(&'a ConfigMap),
+    Secret(&'a Secret),
+}
+
+impl EnvData<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        match self {
+            EnvData::ConfigMap(cm) => cm.data.as_ref()?.get(key).cloned(),
+            EnvData::Secret(s) => s
+                .data
+                .as_ref()?
+                .get(key)
+                .map(|v| String::from_utf8_lossy(&v.0).into_owned()),
+        }
+    }
+
+    fn entries(&self) -> Vec<(String, String)> {
+        match self {
+            EnvData::ConfigMap(cm) => cm
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            EnvData::Secret(s) => s
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// The container's environment (upstream `makeEnvironmentVariables`, standalone: no service
 /// variables).
 ///
@@ -740,6 +851,7 @@ pub fn make_environment(
     container: &Container,
     pod_ips: &[String],
     ctx: &NodeContext,
+    objects: &EnvObjects,
 ) -> Result<Vec<cri::KeyValue>, ContainerConfigError> {
     let key = Box::new(PodRef::of(pod));
     let mut env: Vec<cri::KeyValue> = Vec::new();
@@ -772,6 +884,40 @@ pub fn make_environment(
         }
     };
 
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let env_object = |message: String| ContainerConfigError::EnvObject {
+        pod: key.clone(),
+        container: container.name.clone(),
+        message,
+    };
+    // The object `name` of `kind`: `Ok(None)` when it is absent and the reference optional.
+    let lookup = |kind: &'static str,
+                  name: &str,
+                  optional: bool,
+                  variable: Option<&str>,
+                  key_name: Option<&str>|
+     -> Result<Option<EnvData<'_>>, ContainerConfigError> {
+        let found = match kind {
+            "configMap" => objects
+                .config_maps
+                .get(name)
+                .map(|r| r.as_ref().map(EnvData::ConfigMap)),
+            _ => objects
+                .secrets
+                .get(name)
+                .map(|r| r.as_ref().map(EnvData::Secret)),
+        };
+        match found {
+            None if optional => Ok(None),
+            None => Err(unresolvable(variable, kind, name, key_name)),
+            Some(Ok(data)) => Ok(Some(data)),
+            Some(Err(e)) if optional && e.is_absent() => Ok(None),
+            Some(Err(e)) => Err(env_object(format!(
+                "couldn't get {kind} {namespace}/{name}: {e}"
+            ))),
+        }
+    };
+
     for source in container.env_from.iter().flatten() {
         let (kind, name, optional) = if let Some(cm) = &source.config_map_ref {
             ("configMap", cm.name.as_str(), cm.optional)
@@ -780,11 +926,16 @@ pub fn make_environment(
         } else {
             continue;
         };
-        if optional == Some(true) {
-            debug!(pod = %key, container = %container.name, kind, name, "skipping optional envFrom source: no API server");
+        let Some(data) = lookup(kind, name, optional == Some(true), None, None)? else {
+            debug!(pod = %key, container = %container.name, kind, name, "skipping an optional envFrom source that is absent");
             continue;
+        };
+        let prefix = source.prefix.as_deref().unwrap_or_default();
+        let mut entries = data.entries();
+        entries.sort();
+        for (k, v) in entries {
+            set(&mut env, &mut index, &format!("{prefix}{k}"), v);
         }
-        return Err(unresolvable(None, kind, name, None));
     }
 
     for var in container.env.iter().flatten() {
@@ -812,28 +963,30 @@ pub fn make_environment(
                     field_value(field, pod, pod_ips, ctx).map_err(invalid)?
                 } else if let Some(resource) = &from.resource_field_ref {
                     resource_value(resource, container, ctx).map_err(invalid)?
-                } else if let Some(r) = &from.config_map_key_ref {
-                    if r.optional == Some(true) {
-                        debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional configMap reference: no API server");
+                } else if let Some((kind, label, name, k, optional)) = from
+                    .config_map_key_ref
+                    .as_ref()
+                    .map(|r| ("configMap", "ConfigMap", &r.name, &r.key, r.optional))
+                    .or_else(|| {
+                        from.secret_key_ref
+                            .as_ref()
+                            .map(|r| ("secret", "Secret", &r.name, &r.key, r.optional))
+                    })
+                {
+                    let optional = optional == Some(true);
+                    let Some(data) = lookup(kind, name, optional, Some(&var.name), Some(k))? else {
+                        debug!(pod = %key, container = %container.name, variable = %var.name, "skipping an optional reference that is absent");
                         continue;
+                    };
+                    match data.get(k) {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => {
+                            return Err(env_object(format!(
+                                "couldn't find key {k} in {label} {namespace}/{name}"
+                            )));
+                        }
                     }
-                    return Err(unresolvable(
-                        Some(&var.name),
-                        "configMap",
-                        &r.name,
-                        Some(&r.key),
-                    ));
-                } else if let Some(r) = &from.secret_key_ref {
-                    if r.optional == Some(true) {
-                        debug!(pod = %key, container = %container.name, variable = %var.name, "skipping optional secret reference: no API server");
-                        continue;
-                    }
-                    return Err(unresolvable(
-                        Some(&var.name),
-                        "secret",
-                        &r.name,
-                        Some(&r.key),
-                    ));
                 } else {
                     String::new()
                 }
@@ -1066,7 +1219,7 @@ mod tests {
 
     fn env_of(pod: &Pod, pod_ips: &[String]) -> Vec<(String, String)> {
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        make_environment(pod, c, pod_ips, &ctx())
+        make_environment(pod, c, pod_ips, &ctx(), &EnvObjects::default())
             .unwrap()
             .into_iter()
             .map(|kv| (kv.key, kv.value))
@@ -1176,8 +1329,14 @@ mod tests {
         let mut c = app();
         c.env = Some(vec![field("X", "spec.schedulerName")]);
         let pod = pod_with(vec![c]);
-        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
-            .unwrap_err();
+        let err = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &EnvObjects::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "pod prod/web container app: environment variable X: unsupported fieldPath: spec.schedulerName"
@@ -1226,7 +1385,14 @@ mod tests {
         c.env = Some(vec![resource("BAD", "limits.gpu", None)]);
         let pod = pod_with(vec![c]);
         assert!(
-            make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx()).is_err()
+            make_environment(
+                &pod,
+                &pod.spec.as_ref().unwrap().containers[0],
+                &[],
+                &ctx(),
+                &EnvObjects::default()
+            )
+            .is_err()
         );
     }
 
@@ -1247,8 +1413,14 @@ mod tests {
         let mut c = app();
         c.env = Some(vec![env_var("A", "1"), key_ref(None)]);
         let pod = pod_with(vec![c]);
-        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
-            .unwrap_err();
+        let err = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &EnvObjects::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "pod prod/web container app: environment variable CFG refers to configMap prod/settings key \"k\", which cannot be read without an API server"
@@ -1303,11 +1475,149 @@ mod tests {
             .unwrap()
             .optional = None;
         let pod = pod_with(vec![c]);
-        let err = make_environment(&pod, &pod.spec.as_ref().unwrap().containers[0], &[], &ctx())
-            .unwrap_err();
+        let err = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &EnvObjects::default(),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "pod prod/web container app: envFrom refers to configMap prod/all, which cannot be read without an API server"
+        );
+    }
+
+    #[test]
+    fn env_from_api_objects_as_upstream() {
+        use k8s_openapi::ByteString;
+        let map = ConfigMap {
+            data: Some(
+                [
+                    ("k".to_string(), "from-map".to_string()),
+                    ("B".to_string(), "b".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let secret = Secret {
+            data: Some([("password".to_string(), ByteString(b"s3cret".to_vec()))].into()),
+            ..Default::default()
+        };
+        let mut objects = EnvObjects::default();
+        objects.config_maps.insert("settings".into(), Ok(map));
+        objects.secrets.insert("creds".into(), Ok(secret));
+        objects.config_maps.insert(
+            "gone".into(),
+            Err(SourceError::NotFound {
+                resource: "configmap",
+                name: "gone".into(),
+            }),
+        );
+        let mut c = app();
+        c.env_from = Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: "settings".into(),
+                optional: None,
+            }),
+            prefix: Some("CFG_".into()),
+            ..Default::default()
+        }]);
+        c.env = Some(vec![
+            EnvVar {
+                name: "PASSWORD".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        key: "password".into(),
+                        name: "creds".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            EnvVar {
+                name: "K".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        key: "k".into(),
+                        name: "settings".into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            },
+            EnvVar {
+                name: "MAYBE".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        key: "k".into(),
+                        name: "gone".into(),
+                        optional: Some(true),
+                    }),
+                    ..Default::default()
+                }),
+            },
+        ]);
+        let pod = pod_with(vec![c.clone()]);
+        let env: Vec<(String, String)> = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &objects,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+        assert_eq!(
+            env,
+            [
+                ("CFG_B".to_string(), "b".to_string()),
+                ("CFG_k".to_string(), "from-map".to_string()),
+                ("PASSWORD".to_string(), "s3cret".to_string()),
+                ("K".to_string(), "from-map".to_string()),
+            ]
+        );
+
+        // A missing key, and a missing required object, fail with upstream's messages.
+        let missing_key = |name: &str, key: &str| {
+            let mut c = app();
+            c.env = Some(vec![EnvVar {
+                name: "X".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        key: key.into(),
+                        name: name.into(),
+                        optional: None,
+                    }),
+                    ..Default::default()
+                }),
+            }]);
+            let pod = pod_with(vec![c]);
+            make_environment(
+                &pod,
+                &pod.spec.as_ref().unwrap().containers[0],
+                &[],
+                &ctx(),
+                &objects,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        assert_eq!(
+            missing_key("settings", "nope"),
+            "couldn't find key nope in ConfigMap prod/settings"
+        );
+        assert_eq!(
+            missing_key("gone", "k"),
+            "couldn't get configMap prod/gone: configmap \"gone\" not found"
         );
     }
 

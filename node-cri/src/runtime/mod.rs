@@ -59,6 +59,8 @@ pub struct CriRuntime {
     runtime_handler: String,
     type_name: String,
     volumes: Option<Arc<dyn VolumeManager>>,
+    /// Where configMaps and secrets for environment variables come from (none: standalone).
+    objects: Option<Arc<dyn node_core::objects::ObjectSource>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -135,7 +137,18 @@ impl CriRuntime {
             runtime_handler: String::new(),
             type_name: "containerd".into(),
             volumes: None,
+            objects: None,
         }
+    }
+
+    /// Reads the configMaps and secrets environment variables refer to from `objects` (a
+    /// cluster node's API source). Without one, such references fail unless optional.
+    pub fn with_object_source(
+        mut self,
+        objects: Arc<dyn node_core::objects::ObjectSource>,
+    ) -> Self {
+        self.objects = Some(objects);
+        self
     }
 
     /// Uses `images` to ensure images before containers start (default: serialized pulls on
@@ -289,7 +302,14 @@ impl CriRuntime {
             );
             sync_error("CreateContainerConfigError", message)
         };
-        let envs = container::make_environment(pod, container, pod_ips, &self.node)
+        let objects = match &self.objects {
+            Some(source) => {
+                let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+                container::EnvObjects::fetch(source.as_ref(), namespace, container).await
+            }
+            None => container::EnvObjects::default(),
+        };
+        let envs = container::make_environment(pod, container, pod_ips, &self.node, &objects)
             .map_err(|e| config_error(e.to_string()))?;
         let mounts = self
             .container_mounts(pod, container, target, &envs)
