@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "api")]
+#[cfg(feature = "api")]
+pub mod api_events;
+#[cfg(feature = "api")]
 pub mod api_status;
 pub mod config;
 pub mod downward;

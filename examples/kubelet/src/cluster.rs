@@ -67,6 +67,8 @@ pub(crate) struct Engine {
     pub(crate) workers: Arc<node_core::pod_workers::PodWorkers>,
     /// The volumes' object source, set to the API once the client exists.
     pub(crate) objects: Option<Arc<node_volumes::api::DeferredSource>>,
+    /// The event recorder, to post through the client once it exists.
+    pub(crate) events: Option<Arc<node_core::api_events::ApiEventRecorder>>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -187,8 +189,12 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             statuses,
             workers,
             objects,
+            events,
         }) = engine
         {
+            if let Some(events) = events {
+                events.set_client(client.clone());
+            }
             if let Some(objects) = objects {
                 objects.set(Arc::new(node_volumes::api::ApiObjectSource::new(
                     client.clone(),

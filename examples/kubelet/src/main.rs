@@ -13,8 +13,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use node_config::cli::{self, Action, CommandLine, NodeFlags};
 use node_config::{ConfigLoader, KubeletConfiguration};
+use node_core::api_events::ApiEventRecorder;
 use node_core::config::PodConfig;
-use node_core::events::LogRecorder;
+use node_core::events::{EventRecorder, LogRecorder};
 use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::runtime::GcPolicy;
 use node_core::volumes::VolumeManager;
@@ -272,7 +273,16 @@ async fn run(
         cpu_millis: machine::cpu_capacity_millis(),
         memory_bytes: memory,
     };
-    let recorder = Arc::new(LogRecorder);
+    // Events: logged on a standalone node, also posted to the API server on a cluster node
+    // (once the API client exists).
+    let api_events = flags
+        .kubeconfig
+        .is_some()
+        .then(|| ApiEventRecorder::new(&node_name, config.event_record_qps, config.event_burst));
+    let recorder: Arc<dyn EventRecorder> = match &api_events {
+        Some(events) => events.clone(),
+        None => Arc::new(LogRecorder),
+    };
     let api_objects = flags.kubeconfig.is_some().then(DeferredSource::new);
     // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
     // secret and projected volumes (they fail to mount unless optional); a cluster node reads
@@ -437,6 +447,7 @@ async fn run(
             statuses: kubelet.status_manager(),
             workers: kubelet.pod_workers(),
             objects: api_objects.clone(),
+            events: api_events.clone(),
         }),
     })
     .await?;

@@ -513,6 +513,46 @@ async fn api_pods_run_report_their_status_and_are_deleted_gracefully_or_at_once(
         "the scheduler's condition is kept"
     );
 
+    // The kubelet's events about it, on the API server (kubectl describe shows them).
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let about_web: Vec<_> = list
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some("web"))
+            .collect();
+        let reasons: Vec<&str> = about_web
+            .iter()
+            .filter_map(|e| e.reason.as_deref())
+            .collect();
+        if ["Pulled", "Created", "Started"]
+            .iter()
+            .all(|r| reasons.contains(r))
+        {
+            let started = about_web
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("Started"))
+                .unwrap();
+            assert_eq!(
+                started.involved_object.field_path.as_deref(),
+                Some("spec.containers{main}")
+            );
+            let source = started.source.clone().unwrap();
+            assert_eq!(source.component.as_deref(), Some("kubelet"));
+            assert_eq!(source.host.as_deref(), Some(NODE));
+            assert_eq!(started.type_.as_deref(), Some("Normal"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet's events did not reach the API server: {reasons:?}\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // kubectl delete --grace-period 5: the container is stopped within the grace period (sleep
     // ignores SIGTERM, so it takes the 5 s), the final status is written, then the kubelet
     // deletes the object.
