@@ -167,6 +167,8 @@ pub mod reasons {
     pub const INVALID_DISK_CAPACITY: &str = "InvalidDiskCapacity";
     /// Image garbage collection failed repeatedly.
     pub const IMAGE_GC_FAILED: &str = "ImageGCFailed";
+    /// The pod ran past its `activeDeadlineSeconds`.
+    pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Admission rejected the pod: too many pods.
     pub const OUT_OF_PODS: &str = "OutOfpods";
 }

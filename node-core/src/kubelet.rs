@@ -408,8 +408,29 @@ impl Kubelet {
     }
 }
 
-/// Admission: the number of pods that are not finished must stay within maxPods.
+/// Admission: the pod's OS is the node's (its `spec.os` and its `kubernetes.io/os` node
+/// selector), and the number of pods that are not finished stays within maxPods.
 fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
+    let os = std::env::consts::OS;
+    let spec = pod.spec.as_ref();
+    if let Some(selected) = spec
+        .and_then(|s| s.node_selector.as_ref())
+        .and_then(|s| s.get("kubernetes.io/os"))
+        && selected != os
+    {
+        return Err((
+            "PodOSSelectorNodeLabelDoesNotMatch".into(),
+            "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
+        ));
+    }
+    if let Some(wanted) = spec.and_then(|s| s.os.as_ref())
+        && wanted.name != os
+    {
+        return Err((
+            "PodOSNotSupported".into(),
+            "Failed to admit pod as the OS field doesn't match node OS".into(),
+        ));
+    }
     let active = shared
         .pods
         .uids()
@@ -546,7 +567,7 @@ impl PodSyncer for EngineSyncer {
             }
         };
         let old = shared.statuses.get(&id);
-        let api = generate_pod_status(
+        let mut api = generate_pod_status(
             pod,
             &status,
             &shared.errors_of(&id),
@@ -556,6 +577,19 @@ impl PodSyncer for EngineSyncer {
                 terminal: false,
             },
         );
+        // activeDeadlineSeconds: past it, the pod fails (upstream's active deadline handler).
+        let deadline_left = active_deadline_left(pod, old.as_ref());
+        if deadline_left == Some(Duration::ZERO) && !is_terminal(&api) {
+            api.phase = Some("Failed".into());
+            api.reason = Some(reasons::DEADLINE_EXCEEDED.into());
+            api.message = Some(ACTIVE_DEADLINE_MESSAGE.into());
+            shared.recorder.record(
+                &EventObject::pod(pod),
+                EventType::Normal,
+                reasons::DEADLINE_EXCEEDED,
+                ACTIVE_DEADLINE_MESSAGE,
+            );
+        }
         let terminal = is_terminal(&api);
         shared.statuses.set(&id, api);
         if terminal {
@@ -639,10 +673,16 @@ impl PodSyncer for EngineSyncer {
             );
             shared.statuses.set(&id, api);
         }
-        Ok(SyncOutcome::Continue(match result.retry_after {
+        let next = match result.retry_after {
             Some(d) => Some(d),
             None if result.error().is_some() => Some(jitter(BACKOFF_PERIOD)),
             None => None,
+        };
+        // Synced again when the active deadline passes.
+        Ok(SyncOutcome::Continue(match (next, deadline_left) {
+            (Some(d), Some(left)) => Some(d.min(left)),
+            (None, Some(left)) => Some(left.min(jitter(shared.config.sync_frequency))),
+            (next, None) => next,
         }))
     }
 
@@ -712,6 +752,20 @@ impl PodSyncer for EngineSyncer {
         info!(pod = %full_name(pod), "pod terminated");
         Ok(())
     }
+}
+
+/// Upstream's message for a pod past its `activeDeadlineSeconds`.
+pub const ACTIVE_DEADLINE_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
+/// How long the pod may still be active under `activeDeadlineSeconds`, counted from its
+/// status's start time (`Duration::ZERO` once past); `None` without a deadline or a start.
+fn active_deadline_left(pod: &Pod, status: Option<&ApiPodStatus>) -> Option<Duration> {
+    let deadline = pod.spec.as_ref()?.active_deadline_seconds?;
+    let start = status?.start_time.as_ref()?.0;
+    let allowed = Duration::from_secs(u64::try_from(deadline).unwrap_or(0));
+    let active = Timestamp::now().duration_since(start).unsigned_abs();
+    Some(allowed.saturating_sub(active))
 }
 
 fn is_api_source(pod: &Pod) -> bool {

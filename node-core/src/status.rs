@@ -611,10 +611,15 @@ impl StatusManager {
         status.start_time = old
             .and_then(|o| o.start_time.clone())
             .or_else(|| Some(now.clone()));
-        if let Some(old) = old.filter(|o| is_terminal(o))
-            && status.phase != old.phase
-        {
-            status.phase = old.phase.clone();
+        if let Some(old) = old.filter(|o| is_terminal(o)) {
+            if status.phase != old.phase {
+                status.phase = old.phase.clone();
+            }
+            // Why it ended (DeadlineExceeded, Evicted) stays with the terminal phase.
+            if status.reason.is_none() {
+                status.reason = old.reason.clone();
+                status.message = old.message.clone();
+            }
         }
         // The pod's IPs stay once its sandbox is gone (a stopped pod keeps its podIP).
         if status.pod_ips.is_none()

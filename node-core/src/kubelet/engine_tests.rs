@@ -288,3 +288,61 @@ async fn an_api_pod_gone_from_the_api_server_was_force_deleted_and_stops_at_once
     assert_eq!(e.runtime.kills_of("u-web"), [Some(1)]);
     assert!(!e.runtime.is_running("u-web"));
 }
+
+/// Real time: the deadline counts from the status's start time, a wall-clock time.
+#[tokio::test]
+async fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let mut e = engine();
+    let mut p = pod("job", 30, "Never");
+    p.spec.as_mut().unwrap().active_deadline_seconds = Some(2);
+    e.source.send(vec![p]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(e.runtime.is_running("u-job"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = e.statuses.get("u-job").unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was active on the node longer than the specified deadline")
+    );
+    assert_eq!(
+        e.runtime.kills_of("u-job").len(),
+        1,
+        "its containers stopped"
+    );
+    assert!(!e.runtime.is_running("u-job"));
+    assert!(
+        e.events
+            .events()
+            .iter()
+            .any(|ev| ev.reason == "DeadlineExceeded" && ev.event_type == EventType::Normal)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_for_another_os_are_rejected_and_never_started() {
+    let mut e = engine();
+    let mut windows = pod("win", 30, "Always");
+    windows.spec.as_mut().unwrap().os = Some(k8s_openapi::api::core::v1::PodOS {
+        name: "windows".into(),
+    });
+    let mut selected = pod("sel", 30, "Always");
+    selected.spec.as_mut().unwrap().node_selector =
+        Some([("kubernetes.io/os".to_string(), "windows".to_string())].into());
+    e.source.send(vec![windows, selected]).await.unwrap();
+    run_for(2.0).await;
+    assert_eq!(e.runtime.syncs_of("u-win") + e.runtime.syncs_of("u-sel"), 0);
+    let win = e.statuses.get("u-win").unwrap();
+    assert_eq!(win.phase.as_deref(), Some("Failed"));
+    assert_eq!(win.reason.as_deref(), Some("PodOSNotSupported"));
+    assert_eq!(
+        win.message.as_deref(),
+        Some("Pod was rejected: Failed to admit pod as the OS field doesn't match node OS")
+    );
+    let sel = e.statuses.get("u-sel").unwrap();
+    assert_eq!(
+        sel.reason.as_deref(),
+        Some("PodOSSelectorNodeLabelDoesNotMatch")
+    );
+}
