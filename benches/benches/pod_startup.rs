@@ -287,6 +287,7 @@ impl BenchKubelet {
                 sync_frequency: Duration::from_secs(60),
                 max_pods: MANY,
                 gc_policy: GcPolicy::default(),
+                allocatable: None,
             },
         )
         .with_volume_manager(volumes);

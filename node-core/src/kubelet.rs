@@ -69,6 +69,9 @@ pub struct EngineConfig {
     pub max_pods: usize,
     /// Container garbage collection policy.
     pub gc_policy: GcPolicy,
+    /// The node's allocatable cpu and memory: pods whose requests do not fit are rejected
+    /// (`OutOfcpu`, `OutOfmemory`); `None` checks nothing.
+    pub allocatable: Option<crate::downward::NodeAllocatable>,
 }
 
 /// Upstream `relistThreshold`: PLEG is unhealthy when its last successful relist is older.
@@ -445,6 +448,16 @@ fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
                 "Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {capacity}"
             ),
         ));
+    }
+    if let Some(allocatable) = shared.config.allocatable {
+        let used = shared
+            .pods
+            .pods()
+            .iter()
+            .filter(|p| uid(p) != uid(pod) && !shared.statuses.is_terminal(uid(p)))
+            .map(crate::admission::pod_requests)
+            .fold(crate::admission::Requests::default(), |a, b| a + b);
+        crate::admission::fit(pod, used, allocatable)?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! of them.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 #[cfg(feature = "api")]
 #[cfg(feature = "api")]
 pub mod api_events;

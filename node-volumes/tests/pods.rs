@@ -193,6 +193,7 @@ impl Node {
                 sync_frequency: Duration::from_secs(1),
                 max_pods: 110,
                 gc_policy: GcPolicy::default(),
+                allocatable: None,
             },
         )
         .with_volume_manager(volumes);

@@ -428,6 +428,7 @@ async fn run(
             sync_frequency: config.sync_frequency,
             max_pods: usize::try_from(config.max_pods).unwrap_or(0),
             gc_policy: GcPolicy::default(),
+            allocatable: Some(allocatable),
         },
     )
     .with_volume_manager(volumes);

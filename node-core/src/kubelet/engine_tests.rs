@@ -48,6 +48,10 @@ fn engine_with(source: &str) -> Engine {
             sync_frequency: Duration::from_secs(60),
             max_pods: 110,
             gc_policy: GcPolicy::default(),
+            allocatable: Some(crate::downward::NodeAllocatable {
+                cpu_millis: 2000,
+                memory_bytes: 4 << 30,
+            }),
         },
     )
     .with_volume_manager(volumes.clone());
@@ -344,5 +348,38 @@ async fn pods_for_another_os_are_rejected_and_never_started() {
     assert_eq!(
         sel.reason.as_deref(),
         Some("PodOSSelectorNodeLabelDoesNotMatch")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_larger_than_the_node_is_rejected_out_of_memory() {
+    let mut e = engine();
+    let mut big = pod("big", 30, "Always");
+    big.spec.as_mut().unwrap().containers[0].resources =
+        Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(
+                [(
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("8Gi".into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+    e.source
+        .send(vec![pod("small", 30, "Always"), big])
+        .await
+        .unwrap();
+    run_for(2.0).await;
+    assert!(e.runtime.is_running("u-small"));
+    assert_eq!(e.runtime.syncs_of("u-big"), 0);
+    let status = e.statuses.get("u-big").unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Failed"));
+    assert_eq!(status.reason.as_deref(), Some("OutOfmemory"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some(
+            "Pod was rejected: Node didn't have enough resource: memory, requested: 8589934592, used: 0, capacity: 4294967296"
+        )
     );
 }
