@@ -26,6 +26,8 @@ pub mod pod_workers;
 pub mod qos;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "api")]
+pub mod services;
 pub mod stats;
 pub mod status;
 #[cfg(any(test, feature = "testing", feature = "control-plane"))]

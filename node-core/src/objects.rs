@@ -57,3 +57,16 @@ pub trait ObjectSource: Send + Sync {
         projection: &ServiceAccountTokenProjection,
     ) -> Result<Vec<u8>, SourceError>;
 }
+
+/// The service environment variables of a pod (`enableServiceLinks`): upstream's
+/// `getServiceEnvVarMap`, from the node's view of the cluster's Services.
+pub trait ServiceEnvSource: Send + Sync {
+    /// The variables for a pod in `namespace`: the master service (`kubernetes` in `default`)
+    /// always, the namespace's services with `enable_service_links`. An error when the
+    /// services were not read yet (upstream fails the container start then, and retries).
+    fn service_env(
+        &self,
+        namespace: &str,
+        enable_service_links: bool,
+    ) -> Result<std::collections::BTreeMap<String, String>, String>;
+}

@@ -69,6 +69,8 @@ pub(crate) struct Engine {
     pub(crate) objects: Option<Arc<node_volumes::api::DeferredSource>>,
     /// The event recorder, to post through the client once it exists.
     pub(crate) events: Option<Arc<node_core::api_events::ApiEventRecorder>>,
+    /// The services containers' environment variables come from.
+    pub(crate) services: Option<Arc<node_core::services::ServiceLister>>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -190,8 +192,12 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             workers,
             objects,
             events,
+            services,
         }) = engine
         {
+            if let Some(services) = services {
+                services.start(client.clone());
+            }
             if let Some(events) = events {
                 events.set_client(client.clone());
             }

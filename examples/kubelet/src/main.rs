@@ -18,6 +18,7 @@ use node_core::config::PodConfig;
 use node_core::events::{EventRecorder, LogRecorder};
 use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::runtime::GcPolicy;
+use node_core::services::ServiceLister;
 use node_core::volumes::VolumeManager;
 use node_cri::runtime::CriRuntime;
 use node_cri::runtime::sandbox::NodeContext;
@@ -284,6 +285,7 @@ async fn run(
         None => Arc::new(LogRecorder),
     };
     let api_objects = flags.kubeconfig.is_some().then(DeferredSource::new);
+    let services = flags.kubeconfig.is_some().then(ServiceLister::new);
     // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
     // secret and projected volumes (they fail to mount unless optional); a cluster node reads
     // them from the API server once its client exists. The root directory
@@ -406,10 +408,13 @@ async fn run(
         ..LinuxStatsConfig::new(&node_name, &flags.root_dir)
     };
     let cri_runtime = Arc::new(
-        match &api_objects {
-            Some(objects) => CriRuntime::new(client.clone(), node, recorder.clone())
-                .with_object_source(objects.clone()),
-            None => CriRuntime::new(client.clone(), node, recorder.clone()),
+        match (&api_objects, &services) {
+            (Some(objects), Some(services)) => {
+                CriRuntime::new(client.clone(), node, recorder.clone())
+                    .with_object_source(objects.clone())
+                    .with_service_env(services.clone())
+            }
+            _ => CriRuntime::new(client.clone(), node, recorder.clone()),
         }
         .with_image_manager(images)
         .with_volume_manager(volumes.clone()),
@@ -449,6 +454,7 @@ async fn run(
             workers: kubelet.pod_workers(),
             objects: api_objects.clone(),
             events: api_events.clone(),
+            services: services.clone(),
         }),
     })
     .await?;

@@ -718,6 +718,28 @@ async fn pods_get_their_service_account_token_configmap_and_secret_env_and_volum
         )
         .await
         .unwrap();
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(admin.clone(), "default");
+    let web_svc = services
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-svc"},
+                "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let web_ip = web_svc.spec.unwrap().cluster_ip.unwrap();
+    let master_ip = services
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     // The service-account admission plugin adds the kube-api-access projected volume. The
     // environment comes from the configMap and the secret too.
@@ -778,6 +800,15 @@ async fn pods_get_their_service_account_token_configmap_and_secret_env_and_volum
         !env.contains("ABSENT="),
         "an optional absent reference is skipped"
     );
+    // Service links: the namespace's services and the master service.
+    for line in [
+        format!("WEB_SVC_SERVICE_HOST={web_ip}"),
+        "WEB_SVC_SERVICE_PORT_HTTP=80".to_string(),
+        format!("WEB_SVC_PORT=tcp://{web_ip}:80"),
+        format!("KUBERNETES_SERVICE_HOST={master_ip}"),
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in:\n{env}");
+    }
 
     // The token: a JWT the API server issued for this pod's service account, bound to the pod.
     let access = volume_dir(&root, &uid, "kubernetes.io~projected", "kube-api-access-")

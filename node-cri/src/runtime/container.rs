@@ -753,6 +753,8 @@ pub struct EnvObjects {
     pub config_maps: HashMap<String, Result<ConfigMap, SourceError>>,
     /// Secrets by name.
     pub secrets: HashMap<String, Result<Secret, SourceError>>,
+    /// The service environment variables (`None` on a node without services: standalone).
+    pub services: Option<Result<BTreeMap<String, String>, String>>,
 }
 
 impl EnvObjects {
@@ -918,6 +920,14 @@ pub fn make_environment(
         }
     };
 
+    // Service variables: seen by `$(VAR)` expansion, added last where the container does not
+    // set them (upstream's order).
+    let service_env: BTreeMap<String, String> = match &objects.services {
+        None => BTreeMap::new(),
+        Some(Ok(env)) => env.clone(),
+        Some(Err(e)) => return Err(env_object(e.clone())),
+    };
+
     for source in container.env_from.iter().flatten() {
         let (kind, name, optional) = if let Some(cm) = &source.config_map_ref {
             ("configMap", cm.name.as_str(), cm.optional)
@@ -946,9 +956,12 @@ pub fn make_environment(
             reason,
         };
         let value = match (var.value.as_deref(), var.value_from.as_ref()) {
-            (Some(v), _) if !v.is_empty() => {
-                expand(v, |name| index.get(name).map(|&i| env[i].value.clone()))
-            }
+            (Some(v), _) if !v.is_empty() => expand(v, |name| {
+                index
+                    .get(name)
+                    .map(|&i| env[i].value.clone())
+                    .or_else(|| service_env.get(name).cloned())
+            }),
             (_, Some(from)) => {
                 k8s_openapi::k8s_if_ge_1_34! {
                     if from.file_key_ref.is_some() {
@@ -994,6 +1007,11 @@ pub fn make_environment(
             _ => String::new(),
         };
         set(&mut env, &mut index, &var.name, value);
+    }
+    for (name, value) in service_env {
+        if !index.contains_key(&name) {
+            set(&mut env, &mut index, &name, value);
+        }
     }
     Ok(env)
 }
@@ -1618,6 +1636,58 @@ mod tests {
         assert_eq!(
             missing_key("gone", "k"),
             "couldn't get configMap prod/gone: configmap \"gone\" not found"
+        );
+    }
+
+    #[test]
+    fn service_variables_come_last_without_overriding_and_expand() {
+        let mut objects = EnvObjects {
+            services: Some(Ok([
+                ("WEB_SERVICE_HOST".to_string(), "10.0.0.9".to_string()),
+                ("OVERRIDDEN".to_string(), "from-service".to_string()),
+            ]
+            .into())),
+            ..Default::default()
+        };
+        let mut c = app();
+        c.env = Some(vec![
+            env_var("OVERRIDDEN", "mine"),
+            env_var("URL", "http://$(WEB_SERVICE_HOST)/"),
+        ]);
+        let pod = pod_with(vec![c.clone()]);
+        let env: Vec<(String, String)> = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &objects,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+        assert_eq!(
+            env,
+            [
+                ("OVERRIDDEN".to_string(), "mine".to_string()),
+                ("URL".to_string(), "http://10.0.0.9/".to_string()),
+                ("WEB_SERVICE_HOST".to_string(), "10.0.0.9".to_string()),
+            ]
+        );
+        objects.services = Some(Err(
+            "services have not yet been read at least once, cannot construct envvars".into(),
+        ));
+        let err = make_environment(
+            &pod,
+            &pod.spec.as_ref().unwrap().containers[0],
+            &[],
+            &ctx(),
+            &objects,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("services have not yet been read"),
+            "{err}"
         );
     }
 

@@ -61,6 +61,8 @@ pub struct CriRuntime {
     volumes: Option<Arc<dyn VolumeManager>>,
     /// Where configMaps and secrets for environment variables come from (none: standalone).
     objects: Option<Arc<dyn node_core::objects::ObjectSource>>,
+    /// Where service environment variables come from (none: standalone).
+    services: Option<Arc<dyn node_core::objects::ServiceEnvSource>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -138,7 +140,17 @@ impl CriRuntime {
             type_name: "containerd".into(),
             volumes: None,
             objects: None,
+            services: None,
         }
+    }
+
+    /// Gives containers the service environment variables from `services`.
+    pub fn with_service_env(
+        mut self,
+        services: Arc<dyn node_core::objects::ServiceEnvSource>,
+    ) -> Self {
+        self.services = Some(services);
+        self
     }
 
     /// Reads the configMaps and secrets environment variables refer to from `objects` (a
@@ -302,13 +314,21 @@ impl CriRuntime {
             );
             sync_error("CreateContainerConfigError", message)
         };
-        let objects = match &self.objects {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut objects = match &self.objects {
             Some(source) => {
-                let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
                 container::EnvObjects::fetch(source.as_ref(), namespace, container).await
             }
             None => container::EnvObjects::default(),
         };
+        if let Some(services) = &self.services {
+            let links = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.enable_service_links)
+                .unwrap_or(true);
+            objects.services = Some(services.service_env(namespace, links));
+        }
         let envs = container::make_environment(pod, container, pod_ips, &self.node, &objects)
             .map_err(|e| config_error(e.to_string()))?;
         let mounts = self
