@@ -167,6 +167,8 @@ pub mod reasons {
     pub const INVALID_DISK_CAPACITY: &str = "InvalidDiskCapacity";
     /// Image garbage collection failed repeatedly.
     pub const IMAGE_GC_FAILED: &str = "ImageGCFailed";
+    /// Some of the pod's `imagePullSecrets` could not be read.
+    pub const FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET: &str = "FailedToRetrieveImagePullSecret";
     /// The pod ran past its `activeDeadlineSeconds`.
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Admission rejected the pod: too many pods.

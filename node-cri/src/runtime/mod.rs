@@ -13,6 +13,7 @@ mod gate;
 mod gc;
 pub mod labels;
 mod mounts;
+pub mod pull_secrets;
 pub mod sandbox;
 pub mod stats;
 mod status;
@@ -300,9 +301,24 @@ impl CriRuntime {
             None => self.restart_count_from_logs(pod, &container.name),
         };
 
+        let keyring = match &self.objects {
+            Some(source) => {
+                let (keyring, failed) = pull_secrets::pull_keyring(source.as_ref(), pod).await;
+                if !failed.is_empty() {
+                    self.event(
+                        &EventObject::pod(pod),
+                        EventType::Warning,
+                        reasons::FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET,
+                        &pull_secrets::failed_message(&failed),
+                    );
+                }
+                keyring
+            }
+            None => Keyring::new(),
+        };
         let image = self
             .images
-            .ensure_image_exists_then(pod, container, &Keyring::new(), || drop(place.take()))
+            .ensure_image_exists_then(pod, container, &keyring, || drop(place.take()))
             .await
             .map_err(|e| sync_error(e.reason, e.message))?;
         let config_error = |message: String| {
