@@ -287,7 +287,8 @@ impl BenchKubelet {
                 sync_frequency: Duration::from_secs(60),
                 max_pods: MANY,
                 gc_policy: GcPolicy::default(),
-                allocatable: None,
+                node: None,
+                allowed_unsafe_sysctls: Vec::new(),
             },
         )
         .with_volume_manager(volumes);

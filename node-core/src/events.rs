@@ -173,4 +173,6 @@ pub mod reasons {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Admission rejected the pod: too many pods.
     pub const OUT_OF_PODS: &str = "OutOfpods";
+    /// The pod was stopped to admit a critical pod (upstream `PreemptContainer`).
+    pub const PREEMPTING: &str = "Preempting";
 }

@@ -14,16 +14,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, PodStatus as ApiPodStatus};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodCondition, PodStatus as ApiPodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::admission::{
+    AdmissionFailureHandler, AdmitAttributes, NodeView, PodAdmitHandler, PredicateAdmitHandler,
+    PredicateFailure, Rejection, SysctlAllowlist, is_critical_pod, pods_to_preempt,
+    preemption_requirements,
+};
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType, reasons};
 use crate::pod_manager::{PodManager, full_name, is_mirror_pod, uid};
@@ -69,9 +75,55 @@ pub struct EngineConfig {
     pub max_pods: usize,
     /// Container garbage collection policy.
     pub gc_policy: GcPolicy,
-    /// The node's allocatable cpu and memory: pods whose requests do not fit are rejected
-    /// (`OutOfcpu`, `OutOfmemory`); `None` checks nothing.
-    pub allocatable: Option<crate::downward::NodeAllocatable>,
+    /// The Node as admission sees it (labels, taints, allocatable); the binary keeps it up
+    /// to date from the API server. `None`: a node named `node_name` with the default labels
+    /// and `pods` = `max_pods` as its only allocatable (so resources are not checked).
+    pub node: Option<Arc<NodeView>>,
+    /// `allowedUnsafeSysctls`: sysctls (or `prefix*` patterns) pods may set beside the safe
+    /// ones. One not known to be namespaced is logged and ignored (validate it first with
+    /// [`SysctlAllowlist::new`]).
+    pub allowed_unsafe_sysctls: Vec<String>,
+}
+
+impl EngineConfig {
+    /// The Node the engine starts from when none is given: its name, the kubelet's default
+    /// labels (hostname, os, arch) and `pods` allocatable.
+    pub fn initial_node(&self) -> Node {
+        let os = std::env::consts::OS;
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let labels = [
+            ("kubernetes.io/hostname", self.node_name.as_str()),
+            ("kubernetes.io/os", os),
+            ("kubernetes.io/arch", arch),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Node {
+            metadata: ObjectMeta {
+                name: Some(self.node_name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                allocatable: Some(
+                    [(
+                        "pods".to_string(),
+                        k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+                            self.max_pods.to_string(),
+                        ),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// Upstream `relistThreshold`: PLEG is unhealthy when its last successful relist is older.
@@ -212,6 +264,10 @@ struct Shared {
     /// The errors of each pod's last sync, by container (upstream's reason cache): kept in
     /// its status until the next sync's result replaces them.
     errors: Mutex<HashMap<String, HashMap<String, SyncError>>>,
+    /// The admission chain, in order.
+    admit_handlers: RwLock<Vec<Arc<dyn PodAdmitHandler>>>,
+    /// The node admission checks pods against.
+    node: Arc<NodeView>,
     config: EngineConfig,
 }
 
@@ -246,6 +302,13 @@ impl Shared {
             all.insert(uid.to_string(), errors);
         }
         changed
+    }
+
+    fn add_admit_handler(&self, handler: Arc<dyn PodAdmitHandler>) {
+        self.admit_handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handler);
     }
 
     /// Forgets a pod the workers forgot.
@@ -289,6 +352,14 @@ impl Kubelet {
             resync: config.sync_frequency,
             backoff: BACKOFF_PERIOD,
         };
+        let node = config
+            .node
+            .clone()
+            .unwrap_or_else(|| NodeView::new(config.initial_node()));
+        let sysctls = SysctlAllowlist::new(&config.allowed_unsafe_sysctls).unwrap_or_else(|e| {
+            error!(error = %e, "allowedUnsafeSysctls: ignored; only the safe sysctls are allowed");
+            SysctlAllowlist::new(&[]).unwrap_or_default()
+        });
         let shared = Arc::new(Shared {
             readiness: watch::Sender::new(None),
             runtime,
@@ -298,6 +369,8 @@ impl Kubelet {
             pods: Arc::new(PodManager::new()),
             statuses: Arc::new(StatusManager::new()),
             errors: Mutex::default(),
+            admit_handlers: RwLock::default(),
+            node: node.clone(),
             config,
         });
         let workers = PodWorkers::new(
@@ -306,6 +379,12 @@ impl Kubelet {
             }),
             timing,
         );
+        let preemption = Arc::new(CriticalPodPreemption {
+            workers: Arc::downgrade(&workers),
+            recorder: shared.recorder.clone(),
+        });
+        shared.add_admit_handler(Arc::new(sysctls));
+        shared.add_admit_handler(Arc::new(PredicateAdmitHandler::new(node, Some(preemption))));
         Kubelet {
             shared,
             workers,
@@ -321,6 +400,17 @@ impl Kubelet {
             warn!("the engine has a volume manager already; keeping the first");
         }
         self
+    }
+
+    /// Adds a handler at the end of the admission chain (after the sysctl and predicate
+    /// handlers).
+    pub fn add_admit_handler(&self, handler: Arc<dyn PodAdmitHandler>) {
+        self.shared.add_admit_handler(handler);
+    }
+
+    /// The Node admission checks pods against; set it when the API server's copy changes.
+    pub fn node_view(&self) -> Arc<NodeView> {
+        self.shared.node.clone()
     }
 
     /// The desired pods.
@@ -411,55 +501,105 @@ impl Kubelet {
     }
 }
 
-/// Admission: the pod's OS is the node's (its `spec.os` and its `kubernetes.io/os` node
-/// selector), and the number of pods that are not finished stays within maxPods.
-fn admit(shared: &Shared, pod: &Pod) -> Result<(), (String, String)> {
-    let os = std::env::consts::OS;
-    let spec = pod.spec.as_ref();
-    if let Some(selected) = spec
-        .and_then(|s| s.node_selector.as_ref())
-        .and_then(|s| s.get("kubernetes.io/os"))
-        && selected != os
-    {
-        return Err((
-            "PodOSSelectorNodeLabelDoesNotMatch".into(),
-            "Failed to admit pod as the `kubernetes.io/os` label doesn't match node label".into(),
-        ));
-    }
-    if let Some(wanted) = spec.and_then(|s| s.os.as_ref())
-        && wanted.name != os
-    {
-        return Err((
-            "PodOSNotSupported".into(),
-            "Failed to admit pod as the OS field doesn't match node OS".into(),
-        ));
-    }
-    let active = shared
+/// The pods admitted and still active, but `pod` (upstream `filterOutInactivePods`): not
+/// known terminated, and not terminal unless still terminating.
+fn active_pods(shared: &Shared, workers: &PodWorkers, pod: &Pod) -> Vec<Pod> {
+    shared
         .pods
-        .uids()
-        .iter()
-        .filter(|u| u.as_str() != uid(pod) && !shared.statuses.is_terminal(u))
-        .count();
-    let capacity = shared.config.max_pods;
-    if active >= capacity {
-        return Err((
-            reasons::OUT_OF_PODS.into(),
-            format!(
-                "Node didn't have enough resource: pods, requested: 1, used: {active}, capacity: {capacity}"
-            ),
-        ));
+        .pods()
+        .into_iter()
+        .filter(|p| {
+            let id = uid(p);
+            id != uid(pod)
+                && !workers.is_pod_known_terminated(id)
+                && (!shared.statuses.is_terminal(id) || workers.is_pod_termination_requested(id))
+        })
+        .collect()
+}
+
+/// Runs the admission chain on `pod`: the first handler that refuses it rejects it.
+fn admit(shared: &Shared, workers: &PodWorkers, pod: &Pod) -> Result<(), Rejection> {
+    let others = active_pods(shared, workers, pod);
+    let attrs = AdmitAttributes {
+        pod,
+        other_pods: &others,
+    };
+    let handlers = shared
+        .admit_handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    handlers.iter().try_for_each(|h| h.admit(&attrs))
+}
+
+/// Upstream's `CriticalPodAdmissionHandler`: a critical pod (static, mirror, system critical
+/// priority) that lacks only resources is admitted after the pods that free them are evicted
+/// (Failed, `Preempting`, with a `DisruptionTarget` condition). Unlike upstream the kill is
+/// not awaited: the sync loop never blocks on a pod's grace period.
+struct CriticalPodPreemption {
+    workers: std::sync::Weak<PodWorkers>,
+    recorder: Arc<dyn EventRecorder>,
+}
+
+/// Upstream preemption's message.
+const PREEMPTION_MESSAGE: &str = "Preempted in order to admit critical pod";
+
+impl AdmissionFailureHandler for CriticalPodPreemption {
+    fn handle_admission_failure(
+        &self,
+        pod: &Pod,
+        other_pods: &[Pod],
+        failures: Vec<PredicateFailure>,
+    ) -> Result<Vec<PredicateFailure>, String> {
+        if !is_critical_pod(pod) {
+            return Ok(failures);
+        }
+        let Some(requirements) = preemption_requirements(&failures) else {
+            // Only the reasons preemption cannot help with.
+            return Ok(failures
+                .into_iter()
+                .filter(|f| matches!(f, PredicateFailure::Predicate { .. }))
+                .collect());
+        };
+        let victims = pods_to_preempt(pod, other_pods, &requirements)
+            .map_err(|e| format!("preemption: error finding a set of pods to preempt: {e}"))?;
+        let Some(workers) = self.workers.upgrade() else {
+            return Err("the pod workers are gone".into());
+        };
+        for victim in victims {
+            info!(pod = %full_name(victim), critical = %full_name(pod), "evicting a pod to admit a critical pod");
+            self.recorder.record(
+                &EventObject::pod(victim),
+                EventType::Warning,
+                reasons::PREEMPTING,
+                PREEMPTION_MESSAGE,
+            );
+            let status_fn: crate::pod_workers::StatusFn = Arc::new(|status: &mut ApiPodStatus| {
+                status.phase = Some("Failed".into());
+                status.reason = Some(reasons::PREEMPTING.into());
+                status.message = Some(PREEMPTION_MESSAGE.into());
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                conditions.retain(|c| c.type_ != "DisruptionTarget");
+                conditions.push(PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some("TerminationByKubelet".into()),
+                    message: Some(PREEMPTION_MESSAGE.into()),
+                    last_transition_time: Some(Time(Timestamp::now())),
+                    ..Default::default()
+                });
+            });
+            workers.update_pod(UpdatePodOptions::kill(
+                victim.clone(),
+                KillPodOptions {
+                    status_fn: Some(status_fn),
+                    evict: true,
+                    ..Default::default()
+                },
+            ));
+        }
+        Ok(Vec::new())
     }
-    if let Some(allocatable) = shared.config.allocatable {
-        let used = shared
-            .pods
-            .pods()
-            .iter()
-            .filter(|p| uid(p) != uid(pod) && !shared.statuses.is_terminal(uid(p)))
-            .map(crate::admission::pod_requests)
-            .fold(crate::admission::Requests::default(), |a, b| a + b);
-        crate::admission::fit(pod, used, allocatable)?;
-    }
-    Ok(())
 }
 
 fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpdate) {
@@ -472,7 +612,15 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
             "SyncLoop update"
         );
     }
-    for pod in update.pods {
+    let mut pods = update.pods;
+    if op == PodOperation::Add {
+        // Upstream admits new pods oldest first.
+        pods.sort_by(|a, b| {
+            let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(a).cmp(&created(b))
+        });
+    }
+    for pod in pods {
         let id = uid(&pod).to_string();
         // Mirror pods are the API server's view of static pods: recorded, never run.
         if is_mirror_pod(&pod) {
@@ -490,7 +638,7 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
                     workers.update_pod(UpdatePodOptions::new(UpdateType::Update, pod));
                     continue;
                 }
-                if let Err((reason, message)) = admit(shared, &pod) {
+                if let Err(Rejection { reason, message }) = admit(shared, workers, &pod) {
                     shared.recorder.record(
                         &EventObject::pod(&pod),
                         EventType::Warning,

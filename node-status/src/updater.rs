@@ -38,7 +38,17 @@ fn owned_conditions_differ(server: &NodeStatus, computed: &NodeStatus) -> bool {
 
 /// Keeps `server` up to date with the Node as the API server has it: a read, then a watch of
 /// that one object (re-read after `410 Gone`), re-opened when it ends or fails.
-async fn watch_node(nodes: Api<Node>, name: String, server: Arc<Mutex<Option<NodeStatus>>>) {
+async fn watch_node(
+    nodes: Api<Node>,
+    name: String,
+    server: Arc<Mutex<Option<NodeStatus>>>,
+    observer: Option<NodeObserver>,
+) {
+    let seen = |node: &Node| {
+        if let Some(observe) = &observer {
+            observe(node);
+        }
+    };
     let set = |status: Option<NodeStatus>| {
         if let Ok(mut server) = server.lock() {
             *server = status;
@@ -50,6 +60,7 @@ async fn watch_node(nodes: Api<Node>, name: String, server: Arc<Mutex<Option<Nod
             match nodes.get_opt(&name).await {
                 Ok(Some(node)) => {
                     version = node.metadata.resource_version.clone();
+                    seen(&node);
                     set(node.status);
                 }
                 Ok(None) => set(None),
@@ -76,6 +87,7 @@ async fn watch_node(nodes: Api<Node>, name: String, server: Arc<Mutex<Option<Nod
             match event {
                 Ok(WatchEvent::Added(node) | WatchEvent::Modified(node)) => {
                     version = node.metadata.resource_version.clone();
+                    seen(&node);
                     set(node.status);
                 }
                 Ok(WatchEvent::Deleted(node)) => {
@@ -164,7 +176,13 @@ pub struct NodeStatusUpdater {
     /// the kubelet owns (the node lifecycle controller marking them Unknown), the status is
     /// sent again at once, as upstream compares against its informer's copy.
     server: Arc<Mutex<Option<NodeStatus>>>,
+    /// Told of every copy of the Node the watch receives.
+    observer: Option<NodeObserver>,
 }
+
+/// Called with each copy of the Node the updater's watch receives (the engine's admission
+/// follows the node's labels, taints and allocatable this way, as upstream's node informer).
+pub type NodeObserver = Arc<dyn Fn(&Node) + Send + Sync>;
 
 impl NodeStatusUpdater {
     /// An updater of `node`'s status every `update_frequency`, reporting an unchanged status
@@ -185,7 +203,14 @@ impl NodeStatusUpdater {
             previous: None,
             sent: None,
             server: Arc::new(Mutex::new(None)),
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of each copy of the Node the watch receives.
+    pub fn with_node_observer(mut self, observer: NodeObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Starts from the Node as registered, so that a restarted kubelet keeps the conditions'
@@ -274,6 +299,7 @@ impl NodeStatusUpdater {
             self.nodes.clone(),
             self.node.clone(),
             self.server.clone(),
+            self.observer.clone(),
         ));
         self.run_updates(stop).await;
         watch.abort();

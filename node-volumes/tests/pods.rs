@@ -193,7 +193,8 @@ impl Node {
                 sync_frequency: Duration::from_secs(1),
                 max_pods: 110,
                 gc_policy: GcPolicy::default(),
-                allocatable: None,
+                node: None,
+                allowed_unsafe_sysctls: Vec::new(),
             },
         )
         .with_volume_manager(volumes);

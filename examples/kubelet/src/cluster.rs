@@ -71,6 +71,8 @@ pub(crate) struct Engine {
     pub(crate) events: Option<Arc<node_core::api_events::ApiEventRecorder>>,
     /// The services containers' environment variables come from.
     pub(crate) services: Option<Arc<node_core::services::ServiceLister>>,
+    /// The Node admission checks pods against: the API server's copy replaces it.
+    pub(crate) node: Arc<node_core::admission::NodeView>,
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -108,49 +110,13 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let config = node.config;
     info!(kubeconfig = %kubeconfig.display(), node = %node.name, "cluster mode: joining the API server");
 
-    let machine = machine_info(&HostPaths::default(), &node.flags.root_dir);
-    let reserved = Reserved::from_config(
-        config,
-        &machine,
-        node.flags.experimental_allocatable_ignore_eviction,
-    )
-    .context("node allocatable")?;
-    let mut max_pods = i64::from(config.max_pods);
-    if config.pods_per_core > 0 {
-        max_pods = max_pods.min(i64::from(config.pods_per_core) * machine.cpu_millis / 1000);
-    }
-    let base = NodeStatusInputs {
-        hostname: node.name.to_string(),
-        node_ips: node.ips.to_vec(),
-        machine,
-        max_pods,
-        reserved,
-        kubelet_version: node.version.to_string(),
-        kubelet_port: i32::from(config.port),
-        max_images: config.node_status_max_images,
-        ..Default::default()
-    };
+    let base = status_base(node.flags, config, node.name, node.ips, node.version)?;
     let source = RuntimeStatusSource::new(base, node.runtime.clone())
         .with_images(Arc::new(Images(node.images.clone())))
         .with_health(node.health.clone());
-    let registration = config.register_node.then(|| NodeRegistration {
-        name: node.name.to_string(),
-        hostname: node.name.to_string(),
-        labels: node.flags.node_labels.clone(),
-        taints: config
-            .register_with_taints
-            .iter()
-            .map(|t| k8s_openapi::api::core::v1::Taint {
-                key: t.key.clone(),
-                value: t.value.clone(),
-                effect: t.effect.as_str().to_string(),
-                time_added: None,
-            })
-            .collect(),
-        provider_id: config.provider_id.clone(),
-        external_cloud_provider: node.flags.cloud_provider == "external",
-        controller_attach_detach: config.enable_controller_attach_detach,
-    });
+    let registration = config
+        .register_node
+        .then(|| registration_of(node.flags, config, node.name));
     let name = node.name.to_string();
     let (update_frequency, report_frequency) = (
         config.node_status_update_frequency,
@@ -185,6 +151,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
                 return;
             }
         };
+        let mut node_view = None;
         if let Some(Engine {
             source,
             pods,
@@ -193,8 +160,10 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             objects,
             events,
             services,
+            node,
         }) = engine
         {
+            node_view = Some(node);
             if let Some(services) = services {
                 services.start(client.clone());
             }
@@ -221,6 +190,10 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             update_frequency,
             report_frequency,
         );
+        let updater = match node_view {
+            Some(view) => updater.with_node_observer(Arc::new(move |node| view.set(node.clone()))),
+            None => updater,
+        };
         let updater = match &registration {
             Some(registration) => updater.with_registered(&register(&client, registration).await),
             None => updater,
@@ -228,6 +201,85 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
         updater.run(std::future::pending()).await;
     });
     Ok(())
+}
+
+/// The node status inputs that do not change while the kubelet runs: machine, reservations,
+/// maxPods (capped by podsPerCore), version, port.
+fn status_base(
+    flags: &NodeFlags,
+    config: &KubeletConfiguration,
+    name: &str,
+    ips: &[IpAddr],
+    version: &str,
+) -> Result<NodeStatusInputs> {
+    let machine = machine_info(&HostPaths::default(), &flags.root_dir);
+    let reserved = Reserved::from_config(
+        config,
+        &machine,
+        flags.experimental_allocatable_ignore_eviction,
+    )
+    .context("node allocatable")?;
+    let mut max_pods = i64::from(config.max_pods);
+    if config.pods_per_core > 0 {
+        max_pods = max_pods.min(i64::from(config.pods_per_core) * machine.cpu_millis / 1000);
+    }
+    Ok(NodeStatusInputs {
+        hostname: name.to_string(),
+        node_ips: ips.to_vec(),
+        machine,
+        max_pods,
+        reserved,
+        kubelet_version: version.to_string(),
+        kubelet_port: i32::from(config.port),
+        max_images: config.node_status_max_images,
+        ..Default::default()
+    })
+}
+
+/// What the node registers as: labels, taints, provider ID, attach/detach annotation.
+fn registration_of(
+    flags: &NodeFlags,
+    config: &KubeletConfiguration,
+    name: &str,
+) -> NodeRegistration {
+    NodeRegistration {
+        name: name.to_string(),
+        hostname: name.to_string(),
+        labels: flags.node_labels.clone(),
+        taints: config
+            .register_with_taints
+            .iter()
+            .map(|t| k8s_openapi::api::core::v1::Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.as_str().to_string(),
+                time_added: None,
+            })
+            .collect(),
+        provider_id: config.provider_id.clone(),
+        external_cloud_provider: flags.cloud_provider == "external",
+        controller_attach_detach: config.enable_controller_attach_detach,
+    }
+}
+
+/// The Node admission starts from (upstream `initialNode` with its capacity and allocatable):
+/// on a cluster node the API server's copy replaces it once registered.
+pub(crate) fn initial_node(
+    flags: &NodeFlags,
+    config: &KubeletConfiguration,
+    name: &str,
+    ips: &[IpAddr],
+    version: &str,
+) -> Result<k8s_openapi::api::core::v1::Node> {
+    let base = status_base(flags, config, name, ips, version)?;
+    let mut node = registration_of(flags, config, name).initial_node();
+    let (capacity, allocatable) = node_status::status::capacity_and_allocatable(&base);
+    node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
+        ..Default::default()
+    });
+    Ok(node)
 }
 
 /// The TLS bootstrap, retried with back-off (each attempt waits up to 15 minutes for its

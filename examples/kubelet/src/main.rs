@@ -13,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use node_config::cli::{self, Action, CommandLine, NodeFlags};
 use node_config::{ConfigLoader, KubeletConfiguration};
+use node_core::admission::{NodeView, SysctlAllowlist};
 use node_core::api_events::ApiEventRecorder;
 use node_core::config::PodConfig;
 use node_core::events::{EventRecorder, LogRecorder};
@@ -268,6 +269,9 @@ async fn run(
     let node_name = node_name(flags)?;
     info!(node = %node_name, %version, "starting kubelet");
     tracing::debug!(config = %config.to_yaml()?, "effective configuration");
+    // Upstream refuses to start with an allowedUnsafeSysctls entry that is not namespaced.
+    SysctlAllowlist::new(&config.allowed_unsafe_sysctls)
+        .map_err(|e| anyhow::anyhow!("allowedUnsafeSysctls: {e}"))?;
 
     let memory = machine::memory_capacity_bytes(Path::new(machine::MEMINFO_PATH));
     let allocatable = NodeAllocatable {
@@ -433,7 +437,10 @@ async fn run(
             sync_frequency: config.sync_frequency,
             max_pods: usize::try_from(config.max_pods).unwrap_or(0),
             gc_policy: GcPolicy::default(),
-            allocatable: Some(allocatable),
+            node: Some(NodeView::new(cluster::initial_node(
+                flags, &config, &node_name, &node_ips, &version,
+            )?)),
+            allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
         },
     )
     .with_volume_manager(volumes);
@@ -455,6 +462,7 @@ async fn run(
             objects: api_objects.clone(),
             events: api_events.clone(),
             services: services.clone(),
+            node: kubelet.node_view(),
         }),
     })
     .await?;

@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Node, NodeStatus, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::{EngineConfig, Kubelet};
+use crate::admission::NodeView;
 use crate::config::{PodConfig, SourceSender};
 use crate::events::{EventType, MemoryRecorder};
 use crate::runtime::GcPolicy;
@@ -20,6 +21,8 @@ struct Engine {
     volumes: Arc<FakeVolumeManager>,
     statuses: Arc<StatusManager>,
     source: SourceSender,
+    others: Vec<SourceSender>,
+    node: Arc<NodeView>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -36,6 +39,13 @@ fn engine() -> Engine {
 
 /// An engine on the fakes, fed by one source named `source` (`file` for static pods).
 fn engine_with(source: &str) -> Engine {
+    engine_from(&[source])
+}
+
+/// An engine on the fakes, fed by the sources `names` (the first is `Engine::source`, the
+/// others `Engine::others`).
+fn engine_from(names: &[&str]) -> Engine {
+    let node = NodeView::new(test_node());
     let runtime = FakeRuntime::new();
     let volumes = FakeVolumeManager::new();
     let events = Arc::new(MemoryRecorder::default());
@@ -48,16 +58,16 @@ fn engine_with(source: &str) -> Engine {
             sync_frequency: Duration::from_secs(60),
             max_pods: 110,
             gc_policy: GcPolicy::default(),
-            allocatable: Some(crate::downward::NodeAllocatable {
-                cpu_millis: 2000,
-                memory_bytes: 4 << 30,
-            }),
+            node: Some(node.clone()),
+            allowed_unsafe_sysctls: Vec::new(),
         },
     )
     .with_volume_manager(volumes.clone());
     let statuses = kubelet.status_manager();
     let (sources, updates) = PodConfig::new("node");
-    let source = sources.source(source);
+    let mut senders = names.iter().map(|n| sources.source(n));
+    let source = senders.next().expect("a source");
+    let others = senders.collect();
     let task = tokio::spawn(async move {
         let _sources = sources;
         kubelet.run(updates, std::future::pending()).await;
@@ -68,7 +78,38 @@ fn engine_with(source: &str) -> Engine {
         volumes,
         statuses,
         source,
+        others,
+        node,
         task,
+    }
+}
+
+/// The node the engine admits pods to: 2 cpus, 4 GiB, 110 pods, Linux, zone a.
+fn test_node() -> Node {
+    let quantity = |q: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(q.into());
+    Node {
+        metadata: ObjectMeta {
+            name: Some("node".into()),
+            labels: Some(
+                [("kubernetes.io/os", "linux"), ("zone", "a")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        status: Some(NodeStatus {
+            allocatable: Some(
+                [
+                    ("cpu".to_string(), quantity("2")),
+                    ("memory".to_string(), quantity("4Gi")),
+                    ("pods".to_string(), quantity("110")),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -331,12 +372,31 @@ async fn pods_for_another_os_are_rejected_and_never_started() {
     windows.spec.as_mut().unwrap().os = Some(k8s_openapi::api::core::v1::PodOS {
         name: "windows".into(),
     });
-    let mut selected = pod("sel", 30, "Always");
+    // Upstream compares the pod's `kubernetes.io/os` label with the node's.
+    let mut labelled = pod("sel", 30, "Always");
+    labelled.metadata.labels =
+        Some([("kubernetes.io/os".to_string(), "windows".to_string())].into());
+    // A node selector for another OS is a node affinity mismatch.
+    let mut selected = pod("aff", 30, "Always");
     selected.spec.as_mut().unwrap().node_selector =
         Some([("kubernetes.io/os".to_string(), "windows".to_string())].into());
-    e.source.send(vec![windows, selected]).await.unwrap();
+    e.source
+        .send(vec![windows, labelled, selected])
+        .await
+        .unwrap();
     run_for(2.0).await;
-    assert_eq!(e.runtime.syncs_of("u-win") + e.runtime.syncs_of("u-sel"), 0);
+    assert_eq!(
+        e.runtime.syncs_of("u-win") + e.runtime.syncs_of("u-sel") + e.runtime.syncs_of("u-aff"),
+        0
+    );
+    let aff = e.statuses.get("u-aff").unwrap();
+    assert_eq!(aff.reason.as_deref(), Some("NodeAffinity"));
+    assert_eq!(
+        aff.message.as_deref(),
+        Some(
+            "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector"
+        )
+    );
     let win = e.statuses.get("u-win").unwrap();
     assert_eq!(win.phase.as_deref(), Some("Failed"));
     assert_eq!(win.reason.as_deref(), Some("PodOSNotSupported"));
@@ -381,5 +441,141 @@ async fn a_pod_larger_than_the_node_is_rejected_out_of_memory() {
         Some(
             "Pod was rejected: Node didn't have enough resource: memory, requested: 8589934592, used: 0, capacity: 4294967296"
         )
+    );
+}
+
+fn requesting(mut p: Pod, memory: &str, created: i64) -> Pod {
+    p.spec.as_mut().unwrap().containers[0].resources =
+        Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(
+                [(
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(memory.into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+    p.metadata.creation_timestamp = Some(Time(
+        k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+    ));
+    p
+}
+
+#[tokio::test(start_paused = true)]
+async fn pods_arriving_together_are_admitted_oldest_first() {
+    let mut e = engine();
+    // Only one of the two fits; the older one wins though it comes second.
+    let newer = requesting(pod("newer", 30, "Always"), "3Gi", 2_000);
+    let older = requesting(pod("older", 30, "Always"), "3Gi", 1_000);
+    e.source.send(vec![newer, older]).await.unwrap();
+    run_for(2.0).await;
+    assert!(e.runtime.is_running("u-older"));
+    assert_eq!(e.runtime.syncs_of("u-newer"), 0);
+    assert_eq!(
+        e.statuses.get("u-newer").and_then(|s| s.reason).as_deref(),
+        Some("OutOfmemory")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_static_pod_that_lacks_memory_preempts_an_api_pod_as_upstream() {
+    let mut e = engine_from(&[crate::config::API_SOURCE, crate::config::FILE_SOURCE]);
+    e.source
+        .send(vec![requesting(pod("api", 30, "Always"), "3Gi", 1_000)])
+        .await
+        .unwrap();
+    run_for(3.0).await;
+    assert!(e.runtime.is_running("u-api"));
+    let mut critical = requesting(pod("static", 30, "Always"), "2Gi", 2_000);
+    critical.metadata.annotations = Some(
+        [(
+            crate::config::CONFIG_SOURCE_ANNOTATION.to_string(),
+            crate::config::FILE_SOURCE.to_string(),
+        )]
+        .into(),
+    );
+    e.others[0].send(vec![critical]).await.unwrap();
+    run_for(40.0).await;
+    assert!(e.runtime.is_running("u-static"), "the critical pod runs");
+    assert!(!e.runtime.is_running("u-api"), "the API pod was stopped");
+    let victim = e.statuses.get("u-api").unwrap();
+    assert_eq!(victim.phase.as_deref(), Some("Failed"));
+    assert_eq!(victim.reason.as_deref(), Some("Preempting"));
+    assert_eq!(
+        victim.message.as_deref(),
+        Some("Preempted in order to admit critical pod")
+    );
+    let disruption = victim
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("a DisruptionTarget condition");
+    assert_eq!(disruption.reason.as_deref(), Some("TerminationByKubelet"));
+    assert!(e.events.events().iter().any(|ev| ev.reason == "Preempting"
+        && ev.event_type == EventType::Warning
+        && ev.message == "Preempted in order to admit critical pod"));
+    // An ordinary pod that lacks memory preempts nothing.
+    e.source
+        .send(vec![requesting(pod("late", 30, "Always"), "3Gi", 3_000)])
+        .await
+        .unwrap();
+    run_for(2.0).await;
+    assert!(e.runtime.is_running("u-static"));
+    assert_eq!(
+        e.statuses.get("u-late").and_then(|s| s.reason).as_deref(),
+        Some("OutOfmemory")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn admission_follows_the_node_as_its_view_changes() {
+    let mut e = engine();
+    let mut gpu = pod("gpu", 30, "Always");
+    gpu.spec.as_mut().unwrap().node_selector =
+        Some([("accelerator".to_string(), "yes".to_string())].into());
+    e.source.send(vec![gpu.clone()]).await.unwrap();
+    run_for(1.0).await;
+    assert_eq!(
+        e.statuses.get("u-gpu").and_then(|s| s.reason).as_deref(),
+        Some("NodeAffinity")
+    );
+    // The node gains the label (and a NoExecute taint): a new pod with the selector runs,
+    // one that does not tolerate the taint is refused.
+    let mut node = test_node();
+    node.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("accelerator".into(), "yes".into());
+    node.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+        taints: Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: "dedicated".into(),
+            value: Some("gpu".into()),
+            effect: "NoExecute".into(),
+            time_added: None,
+        }]),
+        ..Default::default()
+    });
+    e.node.set(node);
+    let mut tolerating = gpu.clone();
+    tolerating.metadata.name = Some("gpu2".into());
+    tolerating.metadata.uid = Some("u-gpu2".into());
+    tolerating.spec.as_mut().unwrap().tolerations =
+        Some(vec![k8s_openapi::api::core::v1::Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
+    let mut intolerant = gpu;
+    intolerant.metadata.name = Some("gpu3".into());
+    intolerant.metadata.uid = Some("u-gpu3".into());
+    e.source.send(vec![tolerating, intolerant]).await.unwrap();
+    run_for(2.0).await;
+    assert!(e.runtime.is_running("u-gpu2"));
+    assert_eq!(
+        e.statuses.get("u-gpu3").and_then(|s| s.reason).as_deref(),
+        Some("TaintToleration")
     );
 }
