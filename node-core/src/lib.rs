@@ -20,6 +20,8 @@ pub mod downward;
 pub mod events;
 pub mod expansion;
 pub mod kubelet;
+#[cfg(feature = "api")]
+pub mod listers;
 pub mod objects;
 pub mod pod_manager;
 pub mod pod_workers;

@@ -70,3 +70,11 @@ pub trait ServiceEnvSource: Send + Sync {
         enable_service_links: bool,
     ) -> Result<std::collections::BTreeMap<String, String>, String>;
 }
+
+/// Where a pod's `runtimeClassName` is resolved to the CRI handler its sandbox runs with
+/// (upstream `LookupRuntimeHandler`; a cluster node's lister of RuntimeClasses).
+pub trait RuntimeHandlerSource: Send + Sync {
+    /// The handler of RuntimeClass `class`; an error in upstream's words when there is none
+    /// (`runtimeclass.node.k8s.io "x" not found`).
+    fn runtime_handler(&self, class: &str) -> Result<String, String>;
+}

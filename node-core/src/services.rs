@@ -3,16 +3,11 @@
 //! `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT>]` and docker-link `<NAME>_PORT...`
 //! variables of the services a pod sees.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use tracing::warn;
+use kube::Client;
+use std::collections::BTreeMap;
 
+use crate::listers::WatchedStore;
 use crate::objects::ServiceEnvSource;
 
 /// The namespace and name of the master service every pod sees.
@@ -82,19 +77,9 @@ pub fn service_env_vars(services: &[&Service]) -> BTreeMap<String, String> {
 }
 
 /// The node's view of the cluster's Services, once its API client exists.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ServiceLister {
-    store: OnceLock<Store<Service>>,
-    /// Set once the first list is in the store.
-    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl std::fmt::Debug for ServiceLister {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServiceLister")
-            .field("started", &self.store.get().is_some())
-            .finish()
-    }
+    services: WatchedStore<Service>,
 }
 
 impl ServiceLister {
@@ -105,27 +90,7 @@ impl ServiceLister {
 
     /// Starts watching every Service through `client` (the first call wins).
     pub fn start(&self, client: Client) {
-        let (store, writer) = reflector::store::<Service>();
-        if self.store.set(store).is_err() {
-            return;
-        }
-        let stream = reflector(
-            writer,
-            watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff(),
-        );
-        let ready = self.ready.clone();
-        tokio::spawn(async move {
-            futures::pin_mut!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::InitDone) => {
-                        ready.store(true, std::sync::atomic::Ordering::Release);
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "watching the cluster's services failed; retrying"),
-                }
-            }
-        });
+        self.services.start(client, "services");
     }
 }
 
@@ -135,12 +100,10 @@ impl ServiceEnvSource for ServiceLister {
         namespace: &str,
         enable_service_links: bool,
     ) -> Result<BTreeMap<String, String>, String> {
-        let store = self
-            .store
-            .get()
-            .filter(|_| self.ready.load(std::sync::atomic::Ordering::Acquire))
+        let all = self
+            .services
+            .state()
             .ok_or("services have not yet been read at least once, cannot construct envvars")?;
-        let all = store.state();
         let mut seen: BTreeMap<String, &Service> = BTreeMap::new();
         for service in &all {
             let ns = service.metadata.namespace.as_deref().unwrap_or_default();

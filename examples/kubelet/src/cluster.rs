@@ -71,6 +71,8 @@ pub(crate) struct Engine {
     pub(crate) events: Option<Arc<node_core::api_events::ApiEventRecorder>>,
     /// The services containers' environment variables come from.
     pub(crate) services: Option<Arc<node_core::services::ServiceLister>>,
+    /// The RuntimeClasses pods' sandboxes take their handler from.
+    pub(crate) runtime_classes: Option<Arc<node_core::listers::RuntimeClassLister>>,
     /// The Node admission checks pods against: the API server's copy replaces it.
     pub(crate) node: Arc<node_core::admission::NodeView>,
 }
@@ -160,9 +162,13 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             objects,
             events,
             services,
+            runtime_classes,
             node,
         }) = engine
         {
+            if let Some(classes) = runtime_classes {
+                classes.start(client.clone());
+            }
             node_view = Some(node);
             if let Some(services) = services {
                 services.start(client.clone());

@@ -18,6 +18,7 @@ use node_core::api_events::ApiEventRecorder;
 use node_core::config::PodConfig;
 use node_core::events::{EventRecorder, LogRecorder};
 use node_core::kubelet::{EngineConfig, Kubelet};
+use node_core::listers::RuntimeClassLister;
 use node_core::runtime::GcPolicy;
 use node_core::services::ServiceLister;
 use node_core::volumes::VolumeManager;
@@ -290,6 +291,7 @@ async fn run(
     };
     let api_objects = flags.kubeconfig.is_some().then(DeferredSource::new);
     let services = flags.kubeconfig.is_some().then(ServiceLister::new);
+    let runtime_classes = flags.kubeconfig.is_some().then(RuntimeClassLister::new);
     // Volumes under <root-dir>/pods; a standalone node has no API objects for configMap,
     // secret and projected volumes (they fail to mount unless optional); a cluster node reads
     // them from the API server once its client exists. The root directory
@@ -412,11 +414,12 @@ async fn run(
         ..LinuxStatsConfig::new(&node_name, &flags.root_dir)
     };
     let cri_runtime = Arc::new(
-        match (&api_objects, &services) {
-            (Some(objects), Some(services)) => {
+        match (&api_objects, &services, &runtime_classes) {
+            (Some(objects), Some(services), Some(classes)) => {
                 CriRuntime::new(client.clone(), node, recorder.clone())
                     .with_object_source(objects.clone())
                     .with_service_env(services.clone())
+                    .with_runtime_classes(classes.clone())
             }
             _ => CriRuntime::new(client.clone(), node, recorder.clone()),
         }
@@ -462,6 +465,7 @@ async fn run(
             objects: api_objects.clone(),
             events: api_events.clone(),
             services: services.clone(),
+            runtime_classes: runtime_classes.clone(),
             node: kubelet.node_view(),
         }),
     })

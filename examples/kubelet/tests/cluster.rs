@@ -957,3 +957,334 @@ async fn a_static_pod_gets_a_mirror_pod_that_comes_back_when_deleted() {
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The running containers of the pods named `prefix…`, by CRI id.
+async fn running_containers_of(cri: &node_cri::CriClient, prefix: &str) -> Vec<String> {
+    let mut ids: Vec<String> = cri
+        .list_containers(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| {
+            c.state == node_cri::cri::ContainerState::ContainerRunning as i32
+                && c.labels
+                    .get("io.kubernetes.pod.name")
+                    .is_some_and(|n| n.starts_with(prefix))
+        })
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn deployments_and_jobs_run_through_the_real_scheduler_admission_rejects_and_a_restarted_kubelet_adopts_its_pods()
+ {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    use kube::api::{ListParams, PostParams};
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::builder()
+        .controller_manager(true)
+        .controllers("serviceaccount,serviceaccount-token,deployment,replicaset,job,nodelifecycle")
+        .scheduler(true)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-workloads", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("manifests")).unwrap();
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n",
+    )
+    .unwrap();
+    // A static pod of a RuntimeClass nobody defined (the API server refuses such API pods).
+    std::fs::write(
+        root.join("manifests/classy.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: classy\n  namespace: default\nspec:\n  \
+         runtimeClassName: nope\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    \
+         imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    let args = [
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ];
+    let mut kubelet = Kubelet::start(&args);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until_ready(&nodes, &mut kubelet).await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let post = PostParams::default();
+    let classes: Api<RuntimeClass> = Api::all(admin.clone());
+    classes
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                "metadata": {"name": "plain"}, "handler": "runc"
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let template = |class: Option<&str>, restart: &str, command: &[&str]| {
+        serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {
+                "automountServiceAccountToken": false,
+                "terminationGracePeriodSeconds": 1,
+                "restartPolicy": restart,
+                "runtimeClassName": class,
+                "containers": [{
+                    "name": "main",
+                    "image": "docker.io/library/busybox:1.35",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": command
+                }]
+            }
+        })
+    };
+
+    // A Deployment of two replicas: the scheduler binds them to our node, which runs them
+    // with their RuntimeClass's handler.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
+    deployments
+        .create(
+            &post,
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": "web"}},
+                    "template": template(Some("plain"), "Always", &["sleep", "3600"])
+                }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let web = loop {
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .unwrap();
+        let running: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| phase_of(Some(p)) == Some("Running"))
+            .collect();
+        if running.len() == 2 {
+            break running;
+        }
+        if Instant::now() > deadline {
+            let all = pods.list(&ListParams::default()).await.unwrap();
+            let d = deployments.get("web").await.unwrap();
+            panic!(
+                "the deployment's pods did not run: {:?}\npods: {}\ncontroller-manager: {}\nscheduler: {}\n{}",
+                d.status,
+                serde_json::to_string_pretty(&all.items).unwrap_or_default(),
+                std::fs::read_to_string(cp.log_path("kube-controller-manager"))
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                std::fs::read_to_string(cp.log_path("kube-scheduler"))
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                kubelet.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for p in &web {
+        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+    }
+    let endpoint = format!("unix://{}/containerd/containerd.sock", root.display());
+    let cri = node_cri::CriClient::connect(&endpoint, Default::default())
+        .await
+        .unwrap();
+    let sandboxes = cri.list_pod_sandbox(None).await.unwrap();
+    let web_sandbox = sandboxes
+        .iter()
+        .find(|s| {
+            s.metadata
+                .as_ref()
+                .is_some_and(|m| m.name.starts_with("web-"))
+        })
+        .expect("a sandbox of the deployment");
+    assert_eq!(
+        web_sandbox.runtime_handler, "runc",
+        "the RuntimeClass's handler"
+    );
+
+    // A Job: its pod runs to completion, Succeeded in the API, and the Job completes.
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), "default");
+    let mut job_template = template(None, "Never", &["sh", "-c", "echo done"]);
+    job_template["metadata"]["labels"] = serde_json::json!({"app": "once"});
+    jobs.create(
+        &post,
+        &serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "once"},
+            "spec": {"backoffLimit": 0, "template": job_template}
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let job = jobs.get("once").await.unwrap();
+        if job.status.as_ref().and_then(|s| s.succeeded) == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not succeed: {:?}\n{}",
+            job.status,
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let job_pods = pods
+        .list(&ListParams::default().labels("app=once"))
+        .await
+        .unwrap();
+    assert_eq!(phase_of(job_pods.items.first()), Some("Succeeded"));
+
+    // Pods bound to the node that do not fit it are rejected, with upstream's reasons.
+    let mut huge = api_pod("huge", 1);
+    huge.spec.as_mut().unwrap().containers[0].resources =
+        Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(
+                [(
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("1000Gi".into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+    pods.create(&post, &huge).await.unwrap();
+    let mut elsewhere = api_pod("elsewhere", 1);
+    elsewhere.spec.as_mut().unwrap().node_selector =
+        Some([("disktype".to_string(), "ssd".to_string())].into());
+    pods.create(&post, &elsewhere).await.unwrap();
+    let huge = wait_pod(&pods, "huge", 30, &mut kubelet, "was rejected", |p| {
+        phase_of(p) == Some("Failed")
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap();
+    assert_eq!(huge.reason.as_deref(), Some("OutOfmemory"));
+    let message = huge.message.unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "Pod was rejected: Node didn't have enough resource: memory, requested: 1073741824000, used: "
+        ),
+        "{message}"
+    );
+    let elsewhere = wait_pod(&pods, "elsewhere", 30, &mut kubelet, "was rejected", |p| {
+        phase_of(p) == Some("Failed")
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap();
+    assert_eq!(elsewhere.reason.as_deref(), Some("NodeAffinity"));
+
+    // The static pod of an unknown RuntimeClass never gets a sandbox; the event says why.
+    let events: Api<Event> = Api::namespaced(admin.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("FailedCreatePodSandBox")
+                && e.message.as_deref()
+                    == Some(
+                        "Failed to create pod sandbox: runtimeclass.node.k8s.io \"nope\" not found",
+                    )
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no FailedCreatePodSandBox event for the unknown RuntimeClass:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !cri.list_pod_sandbox(None).await.unwrap().iter().any(|s| s
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.name == "classy-localhost")),
+        "no sandbox for the pod of an unknown class"
+    );
+
+    // A restarted kubelet adopts the API pods: the same containers, not restarted, statuses
+    // unchanged in the API.
+    let before = running_containers_of(&cri, "web-").await;
+    assert_eq!(before.len(), 2);
+    drop(kubelet);
+    let mut kubelet = Kubelet::start(&args);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(
+        kubelet.child.try_wait().unwrap().is_none(),
+        "the restarted kubelet exited:\n{}",
+        kubelet.log()
+    );
+    assert_eq!(
+        running_containers_of(&cri, "web-").await,
+        before,
+        "the deployment's containers run on, untouched:\n{}",
+        kubelet.log()
+    );
+    let list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 2, "no replica replaced");
+    for p in &list.items {
+        let status = p.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let c = &status.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(c.restart_count, 0);
+        assert!(c.ready);
+        assert!(
+            before
+                .iter()
+                .any(|id| c.container_id.as_deref() == Some(&format!("containerd://{id}")))
+        );
+    }
+    // Housekeeping after the restart did not take the rejected or finished pods for new ones.
+    assert_eq!(
+        phase_of(pods.get_opt("huge").await.unwrap().as_ref()),
+        Some("Failed")
+    );
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -64,6 +64,8 @@ pub struct CriRuntime {
     objects: Option<Arc<dyn node_core::objects::ObjectSource>>,
     /// Where service environment variables come from (none: standalone).
     services: Option<Arc<dyn node_core::objects::ServiceEnvSource>>,
+    /// Where `runtimeClassName`s are resolved (none: standalone, where upstream ignores them).
+    runtime_classes: Option<Arc<dyn node_core::objects::RuntimeHandlerSource>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -142,6 +144,30 @@ impl CriRuntime {
             volumes: None,
             objects: None,
             services: None,
+            runtime_classes: None,
+        }
+    }
+
+    /// Resolves pods' `runtimeClassName` through `classes` to the handler their sandbox runs
+    /// with (without it, as upstream without an API client, the class is not looked up).
+    pub fn with_runtime_classes(
+        mut self,
+        classes: Arc<dyn node_core::objects::RuntimeHandlerSource>,
+    ) -> Self {
+        self.runtime_classes = Some(classes);
+        self
+    }
+
+    /// The CRI handler for the pod's sandbox: its RuntimeClass's, else the default.
+    fn runtime_handler_of(&self, pod: &Pod) -> Result<String, String> {
+        let class = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .filter(|c| !c.is_empty());
+        match (class, &self.runtime_classes) {
+            (Some(class), Some(classes)) => classes.runtime_handler(class),
+            _ => Ok(self.runtime_handler.clone()),
         }
     }
 
@@ -781,6 +807,29 @@ impl Runtime for CriRuntime {
             if pod.metadata.deletion_timestamp.is_some() {
                 return result;
             }
+            let handler = match self.runtime_handler_of(pod) {
+                Ok(handler) => handler,
+                Err(e) => {
+                    self.event(
+                        &pod_object,
+                        EventType::Warning,
+                        reasons::FAILED_CREATE_POD_SANDBOX,
+                        &format!("Failed to create pod sandbox: {e}"),
+                    );
+                    result.push(
+                        SyncAction::CreatePodSandbox,
+                        format_pod(pod),
+                        Some(sync_error(
+                            "CreatePodSandboxError",
+                            format!(
+                                "Failed to create sandbox for pod {:?}: {e}",
+                                format_pod(pod)
+                            ),
+                        )),
+                    );
+                    return result;
+                }
+            };
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
                 warn!(dir = %config.log_directory, error = %e, "cannot create the pod log directory");
             }
@@ -788,11 +837,7 @@ impl Runtime for CriRuntime {
             place = Some(self.gate.enter(gate::Work::Sandbox).await);
             // Every container instance the pod has so far is older than the new sandbox.
             sandbox_created = Some(SystemTime::now());
-            match self
-                .client
-                .run_pod_sandbox(config.clone(), &self.runtime_handler)
-                .await
-            {
+            match self.client.run_pod_sandbox(config.clone(), &handler).await {
                 Ok(id) => {
                     result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
                     if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
