@@ -626,7 +626,6 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
         if is_mirror_pod(&pod) {
             match op {
                 PodOperation::Remove => shared.pods.remove_mirror(&id),
-                PodOperation::Reconcile => {}
                 _ => shared.pods.set_mirror(pod),
             }
             continue;
@@ -683,7 +682,18 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
                     shared.forget(&id);
                 }
             }
-            PodOperation::Reconcile => {}
+            PodOperation::Reconcile => {
+                // The status alone changed (conditions set by others): the pod manager keeps
+                // it, and a pod whose readiness gates now say otherwise syncs at once
+                // (upstream `HandlePodReconcile`).
+                if !shared.pods.contains(&id) {
+                    continue;
+                }
+                shared.pods.add(pod.clone());
+                if crate::status::need_to_reconcile_readiness(&pod) {
+                    workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
+                }
+            }
         }
     }
 }

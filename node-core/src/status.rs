@@ -61,6 +61,41 @@ fn readiness_gates_not_ready(pod: &Pod) -> Option<String> {
     (!all.is_empty()).then(|| all.join(", "))
 }
 
+/// Whether the pod's Ready condition, as its status has it, disagrees with its readiness
+/// gates (upstream `NeedToReconcilePodReadiness`): a pod with gates whose containers are
+/// ready is Ready exactly when every gate's condition is true.
+pub fn need_to_reconcile_readiness(pod: &Pod) -> bool {
+    let has_gates = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|g| !g.is_empty());
+    if !has_gates {
+        return false;
+    }
+    let conditions = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let status_of = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| (c.status.as_str(), c.message.as_deref()))
+    };
+    let Some((ready, message)) = status_of("Ready") else {
+        return false;
+    };
+    if status_of("ContainersReady").map(|c| c.0) != Some("True") {
+        return false;
+    }
+    match readiness_gates_not_ready(pod) {
+        None => ready != "True",
+        Some(expected) => ready == "True" || message != Some(expected.as_str()),
+    }
+}
+
 fn time(t: Option<Timestamp>) -> Option<Time> {
     t.map(Time)
 }

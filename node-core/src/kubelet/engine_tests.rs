@@ -579,3 +579,46 @@ async fn admission_follows_the_node_as_its_view_changes() {
         Some("TaintToleration")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_readiness_gate_set_by_another_component_makes_the_pod_ready() {
+    use k8s_openapi::api::core::v1::{PodCondition, PodReadinessGate, PodStatus};
+    let mut e = engine();
+    let mut gated = pod("gated", 30, "Always");
+    gated.spec.as_mut().unwrap().readiness_gates = Some(vec![PodReadinessGate {
+        condition_type: "example.com/lb".into(),
+    }]);
+    e.source.send(vec![gated.clone()]).await.unwrap();
+    run_for(3.0).await;
+    let ready_of = |e: &Engine| {
+        e.statuses
+            .get("u-gated")
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+    };
+    let before = ready_of(&e);
+    assert_eq!(before.status, "False");
+    assert_eq!(before.reason.as_deref(), Some("ReadinessGatesNotReady"));
+    // The load balancer controller sets its condition: the API server's copy of the pod now
+    // carries it beside the kubelet's conditions; only the status changed.
+    let mut conditions = e
+        .statuses
+        .get("u-gated")
+        .and_then(|s| s.conditions)
+        .unwrap();
+    conditions.push(PodCondition {
+        type_: "example.com/lb".into(),
+        status: "True".into(),
+        ..Default::default()
+    });
+    gated.status = Some(PodStatus {
+        conditions: Some(conditions),
+        ..e.statuses.get("u-gated").unwrap()
+    });
+    e.source.send(vec![gated]).await.unwrap();
+    run_for(0.5).await;
+    assert_eq!(ready_of(&e).status, "True", "Ready follows the gate at once");
+}
