@@ -315,30 +315,75 @@ async fn the_kubelet_rides_out_an_api_server_outage() {
             .map(|c| c.id)
             .collect::<Vec<_>>()
     };
+    // An API pod beside the demo static pod.
+    let admin = cp.admin_client();
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), "default");
+    pods.create(&Default::default(), &api_pod("steady", 1))
+        .await
+        .unwrap();
+    wait_pod(&pods, "steady", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let before = loop {
         let ids = running().await;
-        if !ids.is_empty() {
+        if ids.len() == 2 {
             break ids;
         }
         assert!(
             Instant::now() < deadline,
-            "the demo pod did not start:\n{}",
+            "the demo pod and the API pod did not both start: {ids:?}\n{}",
             kubelet.log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let steady = running_containers_of(&cri, "steady").await;
+    assert_eq!(steady.len(), 1);
 
     cp.stop_apiserver().await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // While the API server is away, the API pod's container dies: the kubelet restarts it
+    // from what it knows, without the API server.
+    cri.stop_container(&steady[0], 0).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(40)).await;
     assert!(
         kubelet.child.try_wait().unwrap().is_none(),
         "the kubelet exited while the API server was away:\n{}",
         kubelet.log()
     );
-    assert_eq!(running().await, before, "the static pod kept running");
+    let now_running = running().await;
+    assert_eq!(now_running.len(), 2, "no pod lost:\n{}", kubelet.log());
+    let demo = before.iter().find(|id| **id != steady[0]).unwrap();
+    assert!(
+        now_running.contains(demo) && !now_running.contains(&steady[0]),
+        "the static pod kept running, only the stopped container was replaced"
+    );
     let back = k8s_openapi::jiff::Timestamp::now();
     cp.start_apiserver_again().await.unwrap();
+    // The API pod's status converges: the restart is reported once the API server is back.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cp.admin_client(), "default");
+    wait_pod(
+        &pods,
+        "steady",
+        60,
+        &mut kubelet,
+        "reported its restart",
+        |p| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| c[0].restart_count == 1 && c[0].ready)
+        },
+    )
+    .await;
 
     // Still Ready (nothing changed: the status is not sent again until it changes or the
     // report is due), and the lease renewed within a few periods.

@@ -620,5 +620,9 @@ async fn a_readiness_gate_set_by_another_component_makes_the_pod_ready() {
     });
     e.source.send(vec![gated]).await.unwrap();
     run_for(0.5).await;
-    assert_eq!(ready_of(&e).status, "True", "Ready follows the gate at once");
+    assert_eq!(
+        ready_of(&e).status,
+        "True",
+        "Ready follows the gate at once"
+    );
 }
