@@ -38,7 +38,8 @@ use crate::pod_workers::{
     SyncError as WorkerError, SyncOutcome, UpdatePodOptions, UpdateType, WorkerTiming, jitter,
 };
 use crate::runtime::{
-    ContainerState, GcPolicy, PodStateProvider, Runtime, RuntimeError, RuntimePod, SyncError,
+    ContainerState, GcPolicy, PodStateProvider, PodUid, Runtime, RuntimeError, RuntimePod,
+    SyncError,
 };
 use crate::status::{StatusContext, StatusManager, generate_pod_status, is_terminal};
 use crate::volumes::{VolumeError, VolumeManager};
@@ -321,8 +322,8 @@ impl Shared {
 }
 
 impl PodStateProvider for PodManager {
-    fn should_pod_content_be_removed(&self, uid: &str) -> bool {
-        !self.contains(uid)
+    fn should_pod_content_be_removed(&self, uid: &PodUid) -> bool {
+        !self.contains(uid.as_str())
     }
 }
 
@@ -446,7 +447,7 @@ impl Kubelet {
             workers,
             health,
         } = self;
-        let (pleg_tx, mut pleg_rx) = mpsc::channel::<String>(1000);
+        let (pleg_tx, mut pleg_rx) = mpsc::channel::<PodUid>(1000);
         let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx, health.clone()));
         let readiness = tokio::spawn(watch_readiness(shared.clone()));
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
@@ -470,7 +471,7 @@ impl Kubelet {
                 }
                 Some(uid) = pleg_rx.recv() => {
                     // Upstream: only pods the configuration holds are synced on PLEG events.
-                    if let Some(pod) = shared.pods.get(&uid) {
+                    if let Some(pod) = shared.pods.get(uid.as_str()) {
                         workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
                     }
                 }
@@ -710,7 +711,7 @@ impl EngineSyncer {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
         self.shared
             .runtime
-            .get_pod_status(uid(pod), name, namespace)
+            .get_pod_status(&PodUid::of(pod), name, namespace)
             .await
     }
 }
@@ -997,9 +998,9 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
         }
     };
     let mut active: HashSet<String> = workers.known().into_iter().collect();
-    active.extend(running.iter().map(|p| p.uid.clone()));
+    active.extend(running.iter().map(|p| p.uid.to_string()));
     for pod in running {
-        if workers.state(&pod.uid).is_none() && !desired.contains(&pod.uid) {
+        if workers.state(pod.uid.as_str()).is_none() && !desired.contains(pod.uid.as_str()) {
             workers.update_pod(UpdatePodOptions::kill_runtime_pod(pod));
         }
     }
@@ -1023,7 +1024,7 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
 /// every [`GENERIC_RELIST_PERIOD`] and tries the stream again with back-off (250 ms doubling to
 /// [`MAX_STREAM_RETRY_DELAY`]), for as long as it takes: a runtime restart does not leave the
 /// node polling. Only a runtime without events at all makes it relist for good.
-async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>, health: Arc<Health>) {
+async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<PodUid>, health: Arc<Health>) {
     let mut relister = Relister {
         health,
         ..Default::default()
@@ -1089,7 +1090,7 @@ async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<String>, health: A
 /// every [`EVENTED_RELIST_PERIOD`]. Whether any event came.
 async fn follow_events(
     runtime: &dyn Runtime,
-    tx: &mpsc::Sender<String>,
+    tx: &mpsc::Sender<PodUid>,
     mut events: futures::stream::BoxStream<'static, crate::runtime::ContainerEvent>,
     relister: &mut Relister,
 ) -> bool {
@@ -1116,7 +1117,7 @@ async fn follow_events(
 /// logged once, not every second).
 #[derive(Default)]
 struct Relister {
-    previous: HashMap<String, (String, ContainerState)>,
+    previous: HashMap<String, (PodUid, ContainerState)>,
     failing: bool,
     health: Arc<Health>,
 }
@@ -1124,7 +1125,7 @@ struct Relister {
 impl Relister {
     /// Lists the runtime's pods and sends the UIDs of pods whose containers changed state
     /// since the previous listing.
-    async fn relist(&mut self, runtime: &dyn Runtime, tx: &mpsc::Sender<String>) {
+    async fn relist(&mut self, runtime: &dyn Runtime, tx: &mpsc::Sender<PodUid>) {
         let pods: Vec<RuntimePod> = match runtime.get_pods(true).await {
             Ok(p) => p,
             Err(e) => {
@@ -1147,7 +1148,7 @@ impl Relister {
                 current.insert(c.id.id.clone(), (pod.uid.clone(), c.state));
             }
         }
-        let mut changed: HashSet<String> = HashSet::new();
+        let mut changed: HashSet<PodUid> = HashSet::new();
         for (id, (uid, state)) in &current {
             if self.previous.get(id).map(|(_, s)| s) != Some(state) {
                 changed.insert(uid.clone());
@@ -1206,7 +1207,7 @@ mod tests {
         }
         async fn get_pod_status(
             &self,
-            _: &str,
+            _: &PodUid,
             _: &str,
             _: &str,
         ) -> Result<PodStatus, RuntimeError> {
@@ -1271,11 +1272,12 @@ mod tests {
         }
     }
 
-    async fn next(rx: &mut mpsc::Receiver<String>) -> Option<String> {
+    async fn next(rx: &mut mpsc::Receiver<PodUid>) -> Option<String> {
         tokio::time::timeout(Duration::from_secs(3), rx.recv())
             .await
             .ok()
             .flatten()
+            .map(String::from)
     }
 
     #[tokio::test]
@@ -1318,7 +1320,10 @@ mod tests {
 
     fn event(uid: &str) -> ContainerEvent {
         ContainerEvent {
-            container_id: format!("{uid}-c"),
+            container_id: ContainerId {
+                runtime: "fake".into(),
+                id: format!("{uid}-c"),
+            },
             pod_uid: uid.into(),
             kind: ContainerEventKind::Stopped,
         }

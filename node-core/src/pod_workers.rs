@@ -549,7 +549,7 @@ impl PodWorkers {
     pub fn update_pod(self: &Arc<Self>, options: UpdatePodOptions) {
         let uid = match (&options.pod, &options.running_pod) {
             (Some(pod), _) => uid(pod).to_string(),
-            (None, Some(running)) => running.uid.clone(),
+            (None, Some(running)) => running.uid.to_string(),
             (None, None) => return,
         };
         if uid.is_empty() {
@@ -770,8 +770,8 @@ impl PodWorkers {
 /// go: a pod that finished but is still wanted keeps its dead containers (their exit codes
 /// are its status).
 impl crate::runtime::PodStateProvider for PodWorkers {
-    fn should_pod_content_be_removed(&self, uid: &str) -> bool {
-        PodWorkers::should_pod_content_be_removed(self, uid)
+    fn should_pod_content_be_removed(&self, uid: &crate::runtime::PodUid) -> bool {
+        PodWorkers::should_pod_content_be_removed(self, uid.as_str())
     }
 }
 

@@ -14,6 +14,82 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 
+/// A pod's UID (`metadata.uid`): what the runtime labels a pod's sandboxes and containers
+/// with, and what the kubelet keys its pods by. Distinct from names and container ids so that
+/// one is never passed for another.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodUid(String);
+
+impl PodUid {
+    /// A UID from its text.
+    pub fn new(uid: impl Into<String>) -> Self {
+        PodUid(uid.into())
+    }
+
+    /// The UID of `pod` (empty when it has none).
+    pub fn of(pod: &Pod) -> Self {
+        PodUid(pod.metadata.uid.clone().unwrap_or_default())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is empty (a pod without a UID).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for PodUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for PodUid {
+    fn from(uid: String) -> Self {
+        PodUid(uid)
+    }
+}
+
+impl From<&str> for PodUid {
+    fn from(uid: &str) -> Self {
+        PodUid(uid.to_string())
+    }
+}
+
+impl From<PodUid> for String {
+    fn from(uid: PodUid) -> Self {
+        uid.0
+    }
+}
+
+impl std::borrow::Borrow<str> for PodUid {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for PodUid {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for PodUid {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PodUid {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// A container's id, qualified by the runtime type (`containerd://<id>` in API statuses).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerId {
@@ -114,7 +190,7 @@ pub struct SandboxStatus {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PodStatus {
     /// The pod's UID.
-    pub uid: String,
+    pub uid: PodUid,
     /// Its name.
     pub name: String,
     /// Its namespace.
@@ -159,7 +235,7 @@ pub struct RuntimeContainer {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimePod {
     /// The pod's UID.
-    pub uid: String,
+    pub uid: PodUid,
     /// Its name.
     pub name: String,
     /// Its namespace.
@@ -283,9 +359,9 @@ pub enum ContainerEventKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerEvent {
     /// The container (or sandbox) id.
-    pub container_id: String,
+    pub container_id: ContainerId,
     /// The UID of the pod it belongs to.
-    pub pod_uid: String,
+    pub pod_uid: PodUid,
     /// What happened.
     pub kind: ContainerEventKind,
 }
@@ -413,7 +489,7 @@ impl RuntimeError {
 pub trait PodStateProvider: Send + Sync {
     /// Whether the pod with this UID is gone or finished so that its containers and sandboxes
     /// may all be removed.
-    fn should_pod_content_be_removed(&self, uid: &str) -> bool;
+    fn should_pod_content_be_removed(&self, uid: &PodUid) -> bool;
 }
 
 /// The container garbage collection policy (upstream defaults: min age 0, 1 dead container
@@ -451,7 +527,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// The detailed status of one pod (its sandboxes and containers, newest first).
     async fn get_pod_status(
         &self,
-        uid: &str,
+        uid: &PodUid,
         name: &str,
         namespace: &str,
     ) -> Result<PodStatus, RuntimeError>;

@@ -184,7 +184,7 @@ async fn pulls_follow_policies_credentials_and_back_off_and_a_pod_runs_the_pulle
         CriRuntime::new(client.clone(), node, recorder.clone()).with_image_manager(manager.clone());
     let p = pod("u6", &public, None);
     let status = runtime
-        .get_pod_status("u6", "img-u6", "default")
+        .get_pod_status(&"u6".into(), "img-u6", "default")
         .await
         .unwrap();
     let result = runtime.sync_pod(&p, &status).await;
@@ -194,7 +194,7 @@ async fn pulls_follow_policies_credentials_and_back_off_and_a_pod_runs_the_pulle
         "the pod's container to run",
         || async {
             let s = runtime
-                .get_pod_status("u6", "img-u6", "default")
+                .get_pod_status(&"u6".into(), "img-u6", "default")
                 .await
                 .ok()?;
             s.containers
@@ -304,7 +304,7 @@ async fn image_gc_deletes_unused_images_first_detected_first_down_to_the_low_thr
         Some("IfNotPresent"),
     );
     let status = runtime
-        .get_pod_status("gc-user", "img-gc-user", "default")
+        .get_pod_status(&"gc-user".into(), "img-gc-user", "default")
         .await
         .unwrap();
     assert!(runtime.sync_pod(&user, &status).await.error().is_none());
@@ -388,7 +388,7 @@ async fn image_gc_deletes_unused_images_first_detected_first_down_to_the_low_thr
     assert!(!gone.is_empty());
 
     let rp = runtime
-        .get_pod_status("gc-user", "img-gc-user", "default")
+        .get_pod_status(&"gc-user".into(), "img-gc-user", "default")
         .await
         .unwrap()
         .running_pod("containerd");

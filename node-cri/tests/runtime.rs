@@ -19,7 +19,7 @@ struct Provider {
 }
 
 impl PodStateProvider for Provider {
-    fn should_pod_content_be_removed(&self, _uid: &str) -> bool {
+    fn should_pod_content_be_removed(&self, _uid: &node_core::runtime::PodUid) -> bool {
         self.removable
     }
 }

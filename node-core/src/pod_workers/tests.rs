@@ -82,7 +82,7 @@ impl PodSyncer for Recorder {
         self.calls
             .lock()
             .unwrap()
-            .push(Call::Runtime(running.uid.clone()));
+            .push(Call::Runtime(running.uid.to_string()));
         Ok(())
     }
 

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use crate::pod_manager::uid;
 use crate::runtime::{
     ContainerId, ContainerState, ContainerStatus, GcPolicy, PodStateProvider, PodStatus,
-    PodSyncResult, Runtime, RuntimeCondition, RuntimeContainer, RuntimeError, RuntimePod,
+    PodSyncResult, PodUid, Runtime, RuntimeCondition, RuntimeContainer, RuntimeError, RuntimePod,
     RuntimeStatus, SandboxState, SandboxStatus, SyncAction,
 };
 use crate::volumes::{ContainerContext, ContainerOptions, VolumeError, VolumeManager};
@@ -207,7 +207,7 @@ impl Runtime for FakeRuntime {
                         .any(|c| c.state == ContainerState::Running)
             })
             .map(|(uid, p)| RuntimePod {
-                uid: uid.clone(),
+                uid: uid.as_str().into(),
                 name: p.name.clone(),
                 namespace: p.namespace.clone(),
                 containers: p
@@ -231,7 +231,7 @@ impl Runtime for FakeRuntime {
 
     async fn get_pod_status(
         &self,
-        uid: &str,
+        uid: &PodUid,
         name: &str,
         namespace: &str,
     ) -> Result<PodStatus, RuntimeError> {
@@ -242,12 +242,12 @@ impl Runtime for FakeRuntime {
         }
         let state = self.lock();
         let mut status = PodStatus {
-            uid: uid.into(),
+            uid: uid.clone(),
             name: name.into(),
             namespace: namespace.into(),
             ..Default::default()
         };
-        if let Some(pod) = state.pods.get(uid) {
+        if let Some(pod) = state.pods.get(uid.as_str()) {
             status.ips = vec!["10.88.0.10".into()];
             status.sandboxes.push(SandboxStatus {
                 id: format!("sandbox-{uid}"),
@@ -349,7 +349,7 @@ impl Runtime for FakeRuntime {
         grace_period_override: Option<i64>,
     ) -> Result<(), RuntimeError> {
         self.lock().calls.push(RuntimeCall::KillPod(
-            running.uid.clone(),
+            running.uid.to_string(),
             grace_period_override,
         ));
         let stubborn = self.ignore_sigterm.load(Ordering::SeqCst);
@@ -358,7 +358,7 @@ impl Runtime for FakeRuntime {
             tokio::time::sleep(Duration::from_secs(grace)).await;
         }
         let mut state = self.lock();
-        if let Some(pod) = state.pods.get_mut(&running.uid) {
+        if let Some(pod) = state.pods.get_mut(running.uid.as_str()) {
             pod.sandbox_ready = false;
             for c in &mut pod.containers {
                 if c.state == ContainerState::Running {
@@ -380,7 +380,7 @@ impl Runtime for FakeRuntime {
         let mut removable: Vec<String> = state
             .pods
             .keys()
-            .filter(|u| pods.should_pod_content_be_removed(u))
+            .filter(|u| pods.should_pod_content_be_removed(&PodUid::new(u.as_str())))
             .cloned()
             .collect();
         removable.sort();

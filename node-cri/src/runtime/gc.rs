@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::SystemTime;
 
-use node_core::runtime::{GcPolicy, PodStateProvider};
+use node_core::runtime::{GcPolicy, PodStateProvider, PodUid};
 use tracing::{debug, info};
 
 use super::labels::ContainerInfo;
@@ -54,7 +54,7 @@ pub(crate) async fn collect(
     let mut removed_containers = 0;
     for ((uid, _), mut dead) in units {
         dead.sort_by_key(|c| std::cmp::Reverse(c.created_at));
-        let keep = if all_sources_ready && pods.should_pod_content_be_removed(&uid) {
+        let keep = if all_sources_ready && pods.should_pod_content_be_removed(&PodUid::new(uid)) {
             0
         } else {
             policy.max_per_pod_container
@@ -89,7 +89,8 @@ pub(crate) async fn collect(
     let mut removed_sandboxes = 0;
     for (uid, mut list) in by_pod {
         list.sort_by_key(|s| std::cmp::Reverse(s.created_at));
-        let removable = all_sources_ready && pods.should_pod_content_be_removed(&uid);
+        let removable =
+            all_sources_ready && pods.should_pod_content_be_removed(&PodUid::new(uid.clone()));
         let inactive: Vec<&cri::PodSandbox> = list
             .iter()
             .copied()
@@ -121,7 +122,7 @@ pub(crate) async fn collect(
                 continue;
             };
             if name.matches('_').count() >= 2
-                && pods.should_pod_content_be_removed(uid)
+                && pods.should_pod_content_be_removed(&PodUid::new(uid))
                 && !pods_with_containers.contains(uid)
             {
                 debug!(dir = %entry.path().display(), "removing pod log directory");

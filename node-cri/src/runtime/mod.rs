@@ -30,8 +30,9 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use node_core::events::{EventObject, EventRecorder, EventType, reasons};
 use node_core::runtime::{
     CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
-    GcPolicy, PodStateProvider, PodStatus, PodSyncResult, Runtime, RuntimeCondition, RuntimeError,
-    RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams, SyncAction, SyncError,
+    GcPolicy, PodStateProvider, PodStatus, PodSyncResult, PodUid, Runtime, RuntimeCondition,
+    RuntimeError, RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams, SyncAction,
+    SyncError,
 };
 use node_core::volumes::{ContainerContext, VolumeManager};
 use tracing::{debug, instrument, warn};
@@ -542,7 +543,7 @@ impl CriRuntime {
                 kind: "Pod",
                 namespace: running.namespace.clone(),
                 name: running.name.clone(),
-                uid: running.uid.clone(),
+                uid: running.uid.to_string(),
                 field_path: format!("spec.containers{{{name}}}"),
             },
         };
@@ -562,7 +563,7 @@ impl CriRuntime {
         self.backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .stopped_by_kubelet(&running.uid, &id.id);
+            .stopped_by_kubelet(running.uid.as_str(), &id.id);
         Ok(())
     }
 
@@ -635,14 +636,14 @@ impl Runtime for CriRuntime {
 
     async fn get_pod_status(
         &self,
-        uid: &str,
+        uid: &PodUid,
         name: &str,
         namespace: &str,
     ) -> Result<PodStatus, RuntimeError> {
         let sandboxes = self
             .client
             .list_pod_sandbox(Some(cri::PodSandboxFilter {
-                label_selector: Self::uid_filter(uid),
+                label_selector: Self::uid_filter(uid.as_str()),
                 ..Default::default()
             }))
             .await
@@ -656,7 +657,7 @@ impl Runtime for CriRuntime {
         let containers = self
             .client
             .list_containers(Some(cri::ContainerFilter {
-                label_selector: Self::uid_filter(uid),
+                label_selector: Self::uid_filter(uid.as_str()),
                 ..Default::default()
             }))
             .await
@@ -941,7 +942,7 @@ impl Runtime for CriRuntime {
         self.backoff
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .forget_pod(&running.uid);
+            .forget_pod(running.uid.as_str());
         Ok(())
     }
 
@@ -1023,6 +1024,7 @@ impl Runtime for CriRuntime {
                 RuntimeError::from(e)
             }
         })?;
+        let type_name = self.type_name.clone();
         Ok(stream
             .take_while(|item| {
                 if let Err(e) = item {
@@ -1030,26 +1032,39 @@ impl Runtime for CriRuntime {
                 }
                 futures::future::ready(item.is_ok())
             })
-            .filter_map(|item| async move {
-                let event = item.ok()?;
-                let kind = match cri::ContainerEventType::try_from(event.container_event_type)
-                    .ok()?
-                {
-                    cri::ContainerEventType::ContainerCreatedEvent => ContainerEventKind::Created,
-                    cri::ContainerEventType::ContainerStartedEvent => ContainerEventKind::Started,
-                    cri::ContainerEventType::ContainerStoppedEvent => ContainerEventKind::Stopped,
-                    cri::ContainerEventType::ContainerDeletedEvent => ContainerEventKind::Deleted,
-                };
-                let pod_uid = event
-                    .pod_sandbox_status
-                    .as_ref()
-                    .and_then(|s| s.metadata.as_ref())
-                    .map(|m| m.uid.clone())?;
-                Some(ContainerEvent {
-                    container_id: event.container_id,
-                    pod_uid,
-                    kind,
-                })
+            .filter_map(move |item| {
+                let type_name = type_name.clone();
+                async move {
+                    let event = item.ok()?;
+                    let kind =
+                        match cri::ContainerEventType::try_from(event.container_event_type).ok()? {
+                            cri::ContainerEventType::ContainerCreatedEvent => {
+                                ContainerEventKind::Created
+                            }
+                            cri::ContainerEventType::ContainerStartedEvent => {
+                                ContainerEventKind::Started
+                            }
+                            cri::ContainerEventType::ContainerStoppedEvent => {
+                                ContainerEventKind::Stopped
+                            }
+                            cri::ContainerEventType::ContainerDeletedEvent => {
+                                ContainerEventKind::Deleted
+                            }
+                        };
+                    let pod_uid = event
+                        .pod_sandbox_status
+                        .as_ref()
+                        .and_then(|s| s.metadata.as_ref())
+                        .map(|m| PodUid::new(m.uid.as_str()))?;
+                    Some(ContainerEvent {
+                        container_id: ContainerId {
+                            runtime: type_name.clone(),
+                            id: event.container_id,
+                        },
+                        pod_uid,
+                        kind,
+                    })
+                }
             })
             .boxed())
     }

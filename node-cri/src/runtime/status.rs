@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 use node_core::runtime::{
-    ContainerId, ContainerState, ContainerStatus, NamespaceMode, PodStatus, RuntimeContainer,
-    RuntimePod, SandboxState, SandboxStatus,
+    ContainerId, ContainerState, ContainerStatus, NamespaceMode, PodStatus, PodUid,
+    RuntimeContainer, RuntimePod, SandboxState, SandboxStatus,
 };
 
 use super::labels::{self, ContainerInfo};
@@ -122,7 +122,7 @@ pub(crate) fn group_pods(
     for s in sandboxes {
         let Some(m) = &s.metadata else { continue };
         let pod = pods.entry(m.uid.clone()).or_insert_with(|| RuntimePod {
-            uid: m.uid.clone(),
+            uid: m.uid.clone().into(),
             name: m.name.clone(),
             namespace: m.namespace.clone(),
             ..Default::default()
@@ -148,7 +148,7 @@ pub(crate) fn group_pods(
         let pod = pods
             .entry(info.pod_uid.clone())
             .or_insert_with(|| RuntimePod {
-                uid: info.pod_uid.clone(),
+                uid: info.pod_uid.clone().into(),
                 name: info.pod_name.clone(),
                 namespace: info.pod_namespace.clone(),
                 ..Default::default()
@@ -170,7 +170,7 @@ pub(crate) fn group_pods(
 
 /// Assembles a pod's status, newest sandboxes and containers first.
 pub(crate) fn pod_status(
-    uid: &str,
+    uid: &PodUid,
     name: &str,
     namespace: &str,
     mut sandboxes: Vec<SandboxStatus>,
@@ -184,7 +184,7 @@ pub(crate) fn pod_status(
         .map(|s| s.ips.clone())
         .unwrap_or_default();
     PodStatus {
-        uid: uid.into(),
+        uid: uid.clone(),
         name: name.into(),
         namespace: namespace.into(),
         ips,
