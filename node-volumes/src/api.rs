@@ -186,7 +186,11 @@ pub struct ApiObjectSource {
     config_maps: ObjectCache<ConfigMap>,
     secrets: ObjectCache<Secret>,
     tokens: Mutex<HashMap<String, Token>>,
+    clock: Clock,
 }
+
+/// What the token cache takes the time from.
+pub type Clock = Arc<dyn Fn() -> std::time::SystemTime + Send + Sync>;
 
 impl std::fmt::Debug for ApiObjectSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,7 +206,14 @@ impl ApiObjectSource {
             secrets: ObjectCache::new(client.clone(), "secret"),
             client,
             tokens: Mutex::new(HashMap::new()),
+            clock: Arc::new(std::time::SystemTime::now),
         }
+    }
+
+    /// Takes the time for token refreshes from `clock` (tests move it forward).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn tokens(&self) -> MutexGuard<'_, HashMap<String, Token>> {
@@ -250,7 +261,7 @@ impl ObjectSource for ApiObjectSource {
             "{}/{account}/{audience}/{expiration}",
             pod.metadata.uid.as_deref().unwrap_or_default()
         );
-        let now = std::time::SystemTime::now();
+        let now = (self.clock)();
         {
             let mut tokens = self.tokens();
             tokens.retain(|_, t| t.expires_at > now);
