@@ -52,6 +52,8 @@ fn main() {
             .arg(format!("--root-dir={}", root.display()))
             .arg(format!("--hostname-override={NODE}"))
             .arg("--healthz-port=0")
+            .arg("--address=127.0.0.1")
+            .arg(format!("--cert-dir={}", root.join("pki").display()))
             .env("RUST_LOG", "warn")
             .stderr(Stdio::null())
             .spawn()

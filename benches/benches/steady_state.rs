@@ -148,11 +148,16 @@ fn main() {
         format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
              staticPodPath: {}\ncontainerRuntimeEndpoint: {}\nhealthzPort: {port}\n\
+             address: 127.0.0.1\nport: {server}\n\
              podLogsDir: {}\ncgroupRoot: /node-agent-test/{}\nmaxPods: {pods}\n",
             manifests.display(),
             containerd.endpoint(),
             dir.join("logs").display(),
             std::process::id(),
+            server = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port"),
         ),
     )
     .expect("kubelet config");
@@ -161,6 +166,8 @@ fn main() {
         .arg(&config)
         .arg("--root-dir")
         .arg(dir.join("root"))
+        .arg("--cert-dir")
+        .arg(dir.join("pki"))
         .args(["--hostname-override", "steady-node"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())

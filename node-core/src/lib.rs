@@ -16,6 +16,7 @@ pub mod api_events;
 #[cfg(feature = "api")]
 pub mod api_status;
 pub mod config;
+pub mod container_logs;
 pub mod downward;
 pub mod events;
 pub mod expansion;

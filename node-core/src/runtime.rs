@@ -147,6 +147,8 @@ pub struct ContainerStatus {
     pub reason: String,
     /// Longer message.
     pub message: String,
+    /// Where the runtime writes its log (CRI format); empty when unknown.
+    pub log_path: String,
 }
 
 /// A pod sandbox's state.

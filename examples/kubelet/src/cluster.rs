@@ -75,6 +75,12 @@ pub(crate) struct Engine {
     pub(crate) runtime_classes: Option<Arc<node_core::listers::RuntimeClassLister>>,
     /// The Node admission checks pods against: the API server's copy replaces it.
     pub(crate) node: Arc<node_core::admission::NodeView>,
+    /// The kubelet server's webhooks, once the server started.
+    pub(crate) webhooks: Option<tokio::sync::oneshot::Receiver<crate::server::Webhooks>>,
+    /// `authentication.webhook.cacheTTL`.
+    pub(crate) authentication_cache_ttl: Duration,
+    /// `authorization.webhook.cacheAuthorizedTTL` and `cacheUnauthorizedTTL`.
+    pub(crate) authorization_cache_ttls: (Duration, Duration),
 }
 
 /// With `--kubeconfig`: connects (after the TLS bootstrap when the kubeconfig is missing or
@@ -164,8 +170,35 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
             services,
             runtime_classes,
             node,
+            webhooks,
+            authentication_cache_ttl,
+            authorization_cache_ttls,
         }) = engine
         {
+            if let Some(webhooks) = webhooks {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let Ok(webhooks) = webhooks.await else {
+                        return;
+                    };
+                    if let Some(tokens) = webhooks.tokens {
+                        tokens.set(Arc::new(
+                            node_core::server::webhook::WebhookTokenReviewer::new(
+                                client.clone(),
+                                authentication_cache_ttl,
+                            ),
+                        ));
+                    }
+                    if let Some(authorizer) = webhooks.authorizer {
+                        let (allowed, denied) = authorization_cache_ttls;
+                        authorizer.set(Arc::new(
+                            node_core::server::webhook::WebhookAuthorizer::new(
+                                client, allowed, denied,
+                            ),
+                        ));
+                    }
+                });
+            }
             if let Some(classes) = runtime_classes {
                 classes.start(client.clone());
             }

@@ -5,6 +5,7 @@
 //! containerd under `<root-dir>/containerd` with the locally built busybox and pause images.
 
 mod cluster;
+mod server;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,7 @@ use node_volumes::api::DeferredSource;
 use node_volumes::manager::{DefaultVolumeManager, VolumeManagerConfig};
 use node_volumes::plugin::{NodeAllocatable, PluginRegistry};
 use node_volumes::source::{ObjectSource, Standalone};
-use tracing::{info, warn};
+use tracing::info;
 
 /// The demo static pod of the embedded default: busybox serving a page on port 8080.
 const DEMO_POD: &str = r#"apiVersion: v1
@@ -448,6 +449,14 @@ async fn run(
     )
     .with_volume_manager(volumes);
     let (sources, updates) = PodConfig::new(&node_name);
+    // The server's webhooks are set once the API client exists (the server starts later).
+    let (webhooks_tx, webhooks_rx) = match flags.kubeconfig.is_some() {
+        true => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     cluster::start(cluster::Node {
         flags,
         config: &config,
@@ -467,6 +476,12 @@ async fn run(
             services: services.clone(),
             runtime_classes: runtime_classes.clone(),
             node: kubelet.node_view(),
+            webhooks: webhooks_rx,
+            authentication_cache_ttl: config.authentication.webhook_cache_ttl,
+            authorization_cache_ttls: (
+                config.authorization.webhook_cache_authorized_ttl,
+                config.authorization.webhook_cache_unauthorized_ttl,
+            ),
         }),
     })
     .await?;
@@ -485,23 +500,25 @@ async fn run(
         ),
         None => None,
     };
-    let router = node_core::server::router(
+    let read_only = node_core::server::router(
         kubelet.pod_manager(),
         kubelet.status_manager(),
         kubelet.health(),
         config.sync_frequency,
     )
     .merge(node_status::stats::router(stats));
-    let bind = std::net::SocketAddr::new(config.healthz_bind_address, config.healthz_port);
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("binding the kubelet's read-only endpoints to {bind}"))?;
-    info!(address = %bind, "serving /healthz, /pods and /stats/summary");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            warn!(error = %e, "the read-only server stopped");
-        }
-    });
+    let routers = server::Routers {
+        full: read_only.clone().merge(node_core::server::logs_router(
+            kubelet.pod_manager(),
+            cri_runtime.clone(),
+        )),
+        read_only,
+        healthz: node_core::server::healthz_router(kubelet.health(), config.sync_frequency),
+    };
+    let webhooks = server::start(&config, flags, &node_name, &node_ips, routers).await?;
+    if let Some(webhooks_tx) = webhooks_tx {
+        let _ = webhooks_tx.send(webhooks);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     tokio::spawn(async move {

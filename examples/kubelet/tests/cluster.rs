@@ -22,10 +22,31 @@ struct Kubelet {
     lines: Vec<String>,
 }
 
+/// A port free on 127.0.0.1 now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 impl Kubelet {
+    /// Starts the kubelet with `args`, its server on 127.0.0.1 and a port of its own (the API
+    /// server reaches it there: the node's daemon endpoint).
     fn start(args: &[String]) -> Kubelet {
+        Self::start_on(args, free_port())
+    }
+
+    fn start_on(args: &[String], port: u16) -> Kubelet {
+        // A certificate directory of its own unless the test names one (the default,
+        // /var/lib/kubelet/pki, would be shared by the tests running at once).
+        let cert_dir = (!args.iter().any(|a| a.starts_with("--cert-dir")))
+            .then(|| format!("--cert-dir=/tmp/na-{}-pki-{port}", std::process::id()));
         let mut child = Command::new(KUBELET)
             .args(args)
+            .args(cert_dir)
+            .arg("--address=127.0.0.1")
+            .arg(format!("--port={port}"))
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_KUBELET_LOG").unwrap_or_else(|_| "info".into()),
@@ -112,14 +133,18 @@ async fn the_kubelet_registers_turns_ready_and_keeps_its_lease() {
          healthzPort: 0\n",
     )
     .unwrap();
-    let mut kubelet = Kubelet::start(&[
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--config={}", config.display()),
-        format!("--root-dir={}", root.display()),
-        format!("--hostname-override={NODE}"),
-        "--node-labels=node.kubernetes.io/pool=edge".into(),
-        "--register-with-taints=dedicated=edge:NoSchedule".into(),
-    ]);
+    let port = free_port();
+    let mut kubelet = Kubelet::start_on(
+        &[
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--config={}", config.display()),
+            format!("--root-dir={}", root.display()),
+            format!("--hostname-override={NODE}"),
+            "--node-labels=node.kubernetes.io/pool=edge".into(),
+            "--register-with-taints=dedicated=edge:NoSchedule".into(),
+        ],
+        port,
+    );
 
     let nodes: Api<Node> = Api::all(cp.admin_client());
     let node = wait_until_ready(&nodes, &mut kubelet).await;
@@ -168,7 +193,8 @@ async fn the_kubelet_registers_turns_ready_and_keeps_its_lease() {
             .kubelet_endpoint
             .unwrap()
             .port,
-        10250
+        i32::from(port),
+        "the server's port, where the API server reaches the kubelet"
     );
     assert!(
         status.images.unwrap().iter().any(|i| i
@@ -1327,6 +1353,336 @@ async fn deployments_and_jobs_run_through_the_real_scheduler_admission_rejects_a
         phase_of(pods.get_opt("huge").await.unwrap().as_ref()),
         Some("Failed")
     );
+
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A GET to the kubelet server on 127.0.0.1:`port` over TLS, its certificate verified against
+/// the CA in `server_ca` (the self-signed `kubelet.crt` holds it), with a client certificate
+/// and/or a bearer token: the status and body, or the TLS/IO error.
+async fn kubelet_get(
+    port: u16,
+    path: &str,
+    server_ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+    bearer: Option<&str>,
+) -> Result<(u16, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(server_ca).map_err(|e| e.to_string())? {
+        roots.add(cert.map_err(|e| e.to_string())?).ok();
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| e.to_string())?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?,
+                PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tls.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status")?;
+    Ok((code, body.to_string()))
+}
+
+/// Runs the real kubectl with the admin kubeconfig: its stdout, or a panic with its stderr.
+fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
+    let kubectl = node_core::testing::control_plane::find_binary("kubectl").expect("kubectl");
+    let out = Command::new(kubectl)
+        .arg(format!(
+            "--kubeconfig={}",
+            cp.admin_kubeconfig_path().display()
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::PostParams;
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-server", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    // kubeadm's authentication and authorization: client certificates of the cluster CA,
+    // token and authorization webhooks (the defaults), no anonymous requests.
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+             authentication:\n  x509:\n    clientCAFile: {}\n",
+            cp.ca_cert_path().display()
+        ),
+    )
+    .unwrap();
+    let cert_dir = root.join("pki");
+    let args = [
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+        format!("--cert-dir={}", cert_dir.display()),
+    ];
+    let port = free_port();
+    let mut kubelet = Kubelet::start_on(&args, port);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until_ready(&nodes, &mut kubelet).await;
+
+    // The self-signed serving certificate, for the node's name, kept in the cert dir.
+    let served = cert_dir.join("kubelet.crt");
+    let first_cert = std::fs::read(&served).expect("kubelet.crt in the cert dir");
+    assert!(cert_dir.join("kubelet.key").exists());
+    let masters = cp.dir().join("pki/apiserver-kubelet-client.crt");
+    let masters_key = cp.dir().join("pki/apiserver-kubelet-client.key");
+    let (code, body) = kubelet_get(port, "/pods", &served, Some((&masters, &masters_key)), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"PodList\""), "{body}");
+    // No credentials: 401.
+    assert_eq!(
+        kubelet_get(port, "/pods", &served, None, None)
+            .await
+            .unwrap(),
+        (401, "Unauthorized".to_string())
+    );
+    // A certificate of another CA does not get through the handshake.
+    let stranger = root.join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let (pem, key) = node_core::server::tls::self_signed("stranger", &[]).unwrap();
+    std::fs::write(stranger.join("c.crt"), pem).unwrap();
+    std::fs::write(stranger.join("c.key"), key).unwrap();
+    assert!(
+        kubelet_get(
+            port,
+            "/pods",
+            &served,
+            Some((&stranger.join("c.crt"), &stranger.join("c.key"))),
+            None
+        )
+        .await
+        .is_err(),
+        "a client certificate of another CA is refused"
+    );
+    // A service account's token: authenticated by TokenReview, denied by SubjectAccessReview.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let token = kubectl(&cp, &["create", "token", "default", "-n", "default"]);
+    assert_eq!(
+        kubelet_get(port, "/pods", &served, None, Some(token.trim()))
+            .await
+            .unwrap(),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource=pods)"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        kubelet_get(port, "/pods", &served, None, Some("not-a-token"))
+            .await
+            .unwrap()
+            .0,
+        401
+    );
+
+    // kubectl logs through the API server: a container that counts its own runs (in an
+    // emptyDir) and then ticks every second.
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"operator": "Exists"}],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                "command": ["sh", "-c",
+                    "n=$(cat /data/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /data/n; \
+                     echo run $n; echo to-stderr >&2; i=0; \
+                     while true; do i=$((i+1)); echo tick $i; sleep 1; done"]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_pod(&pods, "talker", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let whole = kubectl(&cp, &["logs", "talker"]);
+    // stdout and stderr both (their order is the runtime's: two pipes).
+    let first_stdout = |log: &str| log.lines().find(|l| *l != "to-stderr").map(str::to_string);
+    assert!(
+        first_stdout(&whole).as_deref() == Some("run 1")
+            && whole.lines().any(|l| l == "to-stderr")
+            && whole.lines().any(|l| l == "tick 2"),
+        "{whole}\n{}",
+        kubelet.log()
+    );
+    let tail = kubectl(&cp, &["logs", "talker", "--tail=1"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.starts_with("tick "), "{tail}");
+    assert_eq!(
+        kubectl(&cp, &["logs", "talker", "--limit-bytes=4"]),
+        whole[..4],
+        "the first 4 bytes"
+    );
+    let stamped = kubectl(&cp, &["logs", "talker", "--timestamps", "--tail=1"]);
+    let (time, rest) = stamped.split_once(' ').unwrap();
+    assert!(
+        time.parse::<k8s_openapi::jiff::Timestamp>().is_ok() && rest.starts_with("tick "),
+        "{stamped}"
+    );
+    let since = kubectl(&cp, &["logs", "talker", "--since=1h"]);
+    assert_eq!(first_stdout(&since).as_deref(), Some("run 1"), "{since}");
+    // Follow: new lines arrive as the container writes them.
+    let kubectl_bin = node_core::testing::control_plane::find_binary("kubectl").unwrap();
+    let mut follow = Command::new(kubectl_bin)
+        .arg(format!(
+            "--kubeconfig={}",
+            cp.admin_kubeconfig_path().display()
+        ))
+        .args(["logs", "-f", "talker", "--tail=1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let ticks: Vec<u32> = (0..3)
+        .map(|_| {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("kubectl logs -f delivers new lines");
+            line.strip_prefix("tick ").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "{ticks:?}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // --previous after a restart: the first run's log; the current one is the second run's.
+    let endpoint = format!("unix://{}/containerd/containerd.sock", root.display());
+    let cri = node_cri::CriClient::connect(&endpoint, Default::default())
+        .await
+        .unwrap();
+    let running = running_containers_of(&cri, "talker").await;
+    cri.stop_container(&running[0], 0).await.unwrap();
+    wait_pod(&pods, "talker", 60, &mut kubelet, "restarted", |p| {
+        p.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|c| {
+                c[0].restart_count == 1 && c[0].state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let previous = kubectl(&cp, &["logs", "talker", "--previous"]);
+    assert_eq!(
+        first_stdout(&previous).as_deref(),
+        Some("run 1"),
+        "{previous}"
+    );
+    let current = kubectl(&cp, &["logs", "talker"]);
+    assert_eq!(
+        first_stdout(&current).as_deref(),
+        Some("run 2"),
+        "{current}"
+    );
+
+    // Restarted, the kubelet serves the same certificate.
+    drop(kubelet);
+    let mut kubelet = Kubelet::start_on(&args, port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        match kubelet_get(port, "/pods", &served, Some((&masters, &masters_key)), None).await {
+            Ok((code, _)) => break code,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the restarted kubelet does not serve: {e}\n{}",
+                kubelet.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, 200, "the same certificate still verifies");
+    assert_eq!(std::fs::read(&served).unwrap(), first_cert, "reused");
 
     drop(kubelet);
     cp.stop().await;

@@ -50,12 +50,14 @@ impl Node {
             format!(
                 "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
                  staticPodPath: {manifests}\ncontainerRuntimeEndpoint: {endpoint}\n\
-                 healthzPort: {port}\npodLogsDir: {logs}\ncgroupRoot: /node-agent-test/{pid}\n\
+                 healthzPort: 0\nreadOnlyPort: {port}\naddress: 127.0.0.1\nport: {server}\n\
+                 podLogsDir: {logs}\ncgroupRoot: /node-agent-test/{pid}\n\
                  syncFrequency: 10s\n{extra}",
                 manifests = dir.join("manifests").display(),
                 endpoint = containerd.endpoint(),
                 logs = dir.join("logs").display(),
                 pid = std::process::id(),
+                server = free_port(),
             ),
         )
         .unwrap();
@@ -78,6 +80,8 @@ impl Node {
             .arg(&self.config)
             .arg("--root-dir")
             .arg(self.dir.join("root"))
+            .arg("--cert-dir")
+            .arg(self.dir.join("pki"))
             .args(["--hostname-override", NODE, "--node-ip", "127.0.0.1"])
             // TEST_KUBELET_LOG (a RUST_LOG filter) makes the kubelets of these tests chattier.
             .env(
@@ -835,12 +839,16 @@ async fn max_pods_rejects_the_pod_beyond_capacity() {
     let two = node
         .wait_pod("two", "rejected", |p| phase(p) == "Failed")
         .await;
+    // Static pods are critical: as upstream, admission tries to preempt others for the pod
+    // and, the only other pod being critical too, fails with upstream's error.
     let status = two.status.clone().unwrap();
-    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(status.reason.as_deref(), Some("UnexpectedAdmissionError"));
     assert_eq!(
         status.message.as_deref(),
         Some(
-            "Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 1, capacity: 1"
+            "Pod was rejected: Unexpected error while attempting to recover from admission failure: \
+             preemption: error finding a set of pods to preempt: no set of running pods found to \
+             reclaim resources: [(res: pods, q: 1), ]"
         )
     );
     assert_eq!(node.running_containers_of(&uid(&two)).await, 0);

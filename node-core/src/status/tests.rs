@@ -53,6 +53,7 @@ fn container(name: &str, state: ContainerState, exit_code: i32) -> ContainerStat
         restart_count: 0,
         reason: String::new(),
         message: String::new(),
+        log_path: String::new(),
     }
 }
 

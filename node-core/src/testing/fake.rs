@@ -288,6 +288,7 @@ impl Runtime for FakeRuntime {
                         String::new()
                     },
                     message: String::new(),
+                    log_path: String::new(),
                 });
             }
         }

@@ -334,6 +334,7 @@ mod tests {
             restart_count: 0,
             reason: String::new(),
             message: String::new(),
+            log_path: String::new(),
         }
     }
 

@@ -76,6 +76,7 @@ pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) 
         } else {
             s.message.clone()
         },
+        log_path: s.log_path.clone(),
     }
 }
 

@@ -1,0 +1,132 @@
+//! The kubelet's listeners, as upstream's: the authenticated HTTPS server on `address:port`
+//! (every endpoint), the plain healthz listener on `healthzBindAddress:healthzPort` (`/healthz`
+//! only; port 0 disables it) and, when `readOnlyPort` is set, the unauthenticated read-only
+//! port (`/healthz`, `/pods`, `/stats/summary`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use node_config::KubeletConfiguration;
+use node_config::cli::NodeFlags;
+use node_core::server::auth::{
+    AlwaysAllow, Auth, Authorizer, DeferredAuthorizer, DeferredTokenReviewer, TokenReviewer,
+};
+use node_core::server::serve::{ServerLimits, serve_tls};
+use node_core::server::tls::{TlsSettings, server_config, serving_cert_paths};
+use tracing::{info, warn};
+
+/// What the webhooks wait for: the API client (set by the cluster side).
+#[derive(Clone, Default)]
+pub(crate) struct Webhooks {
+    /// The SubjectAccessReview authorizer, with `authorization.mode: Webhook`.
+    pub(crate) authorizer: Option<Arc<DeferredAuthorizer>>,
+    /// The TokenReview authenticator, with `authentication.webhook.enabled`.
+    pub(crate) tokens: Option<Arc<DeferredTokenReviewer>>,
+}
+
+/// The routers of the server.
+pub(crate) struct Routers {
+    /// Everything the authenticated server serves.
+    pub(crate) full: Router,
+    /// What the read-only port serves.
+    pub(crate) read_only: Router,
+    /// `/healthz` alone.
+    pub(crate) healthz: Router,
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: cannot listen on {addr}"))
+}
+
+fn spawn_plain(listener: tokio::net::TcpListener, router: Router, what: &'static str) {
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            warn!(error = %e, "the {what} stopped");
+        }
+    });
+}
+
+/// Starts the listeners; the webhooks they wait for are returned for the cluster side.
+pub(crate) async fn start(
+    config: &KubeletConfiguration,
+    flags: &NodeFlags,
+    node_name: &str,
+    node_ips: &[IpAddr],
+    routers: Routers,
+) -> Result<Webhooks> {
+    if config.healthz_port != 0 {
+        let addr = SocketAddr::new(config.healthz_bind_address, config.healthz_port);
+        let listener = bind(addr, "healthzPort").await?;
+        info!(address = %addr, "serving /healthz");
+        spawn_plain(listener, routers.healthz, "healthz listener");
+    }
+    if config.read_only_port != 0 {
+        let addr = SocketAddr::new(config.address, config.read_only_port);
+        let listener = bind(addr, "readOnlyPort").await?;
+        info!(address = %addr, "serving the read-only port: /healthz, /pods, /stats/summary");
+        spawn_plain(listener, routers.read_only, "read-only port");
+    }
+    let mut webhooks = Webhooks::default();
+    if !config.enable_server {
+        info!("enableServer is false: no kubelet server");
+        return Ok(webhooks);
+    }
+    let (cert_file, key_file) = serving_cert_paths(
+        config.tls_cert_file.as_deref(),
+        config.tls_private_key_file.as_deref(),
+        &flags.cert_dir,
+        node_name,
+        node_ips,
+    )
+    .context("the kubelet server's certificate")?;
+    let tls = server_config(&TlsSettings {
+        cert_file,
+        key_file,
+        client_ca_file: config.authentication.client_ca_file.clone(),
+        min_version: config.tls_min_version.clone(),
+        cipher_suites: config.tls_cipher_suites.clone(),
+    })
+    .context("the kubelet server's TLS")?;
+    let authorizer: Arc<dyn Authorizer> = match config.authorization.mode {
+        node_config::AuthorizationMode::AlwaysAllow => Arc::new(AlwaysAllow),
+        node_config::AuthorizationMode::Webhook => {
+            let deferred = Arc::new(DeferredAuthorizer::default());
+            webhooks.authorizer = Some(deferred.clone());
+            if flags.kubeconfig.is_none() && flags.bootstrap_kubeconfig.is_none() {
+                warn!(
+                    "authorization.mode is Webhook but there is no API server to ask: every request to the kubelet server is refused (set AlwaysAllow on a standalone node)"
+                );
+            }
+            deferred
+        }
+    };
+    let tokens: Option<Arc<dyn TokenReviewer>> = config.authentication.webhook_enabled.then(|| {
+        let deferred = Arc::new(DeferredTokenReviewer::default());
+        webhooks.tokens = Some(deferred.clone());
+        deferred as Arc<dyn TokenReviewer>
+    });
+    let auth = Auth::new(
+        node_name,
+        tokens,
+        config.authentication.anonymous_enabled,
+        authorizer,
+    );
+    let router = routers.full.layer(axum::middleware::from_fn_with_state(
+        auth,
+        node_core::server::auth::middleware,
+    ));
+    let addr = SocketAddr::new(config.address, config.port);
+    let listener = bind(addr, "the kubelet server (address, port)").await?;
+    info!(address = %addr, "serving the kubelet API over HTTPS");
+    tokio::spawn(serve_tls(
+        listener,
+        Arc::new(tls),
+        router,
+        ServerLimits::default(),
+    ));
+    Ok(webhooks)
+}

@@ -1,0 +1,330 @@
+//! The serving certificate and the TLS configuration of the kubelet server (upstream
+//! `InitializeTLS`): the configured `tlsCertFile`/`tlsPrivateKeyFile`, else a self-signed
+//! certificate kept as `kubelet.crt`/`kubelet.key` in the certificate directory and reused on
+//! the next start; client certificates verified against `authentication.x509.clientCAFile`
+//! when one is given (optional: requests without one go on to token or anonymous
+//! authentication); `tlsMinVersion` and `tlsCipherSuites` by their Go names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+/// A TLS set-up error, naming the file or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file holds no usable certificate or key.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A setting is not supported.
+    #[error("{setting}: {reason}")]
+    Setting {
+        /// The setting, e.g. `tlsMinVersion`.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The certificate could not be generated.
+    #[error("generating the self-signed serving certificate: {0}")]
+    Generate(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The file names of the self-signed certificate in the certificate directory.
+pub const SELF_SIGNED_CERT: &str = "kubelet.crt";
+/// See [`SELF_SIGNED_CERT`].
+pub const SELF_SIGNED_KEY: &str = "kubelet.key";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The serving certificate and key: the configured pair, else `kubelet.crt`/`kubelet.key` in
+/// `cert_dir`, generated (self-signed, for `hostname` and `addresses`) when they cannot be
+/// read, as upstream.
+pub fn serving_cert_paths(
+    tls_cert_file: Option<&Path>,
+    tls_private_key_file: Option<&Path>,
+    cert_dir: &Path,
+    hostname: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<(PathBuf, PathBuf), TlsError> {
+    if let (Some(cert), Some(key)) = (tls_cert_file, tls_private_key_file) {
+        return Ok((cert.to_path_buf(), key.to_path_buf()));
+    }
+    let cert = cert_dir.join(SELF_SIGNED_CERT);
+    let key = cert_dir.join(SELF_SIGNED_KEY);
+    if load_certs(&cert).is_ok() && load_key(&key).is_ok() {
+        return Ok((cert, key));
+    }
+    let (cert_pem, key_pem) = self_signed(hostname, addresses)?;
+    std::fs::create_dir_all(cert_dir).map_err(io(cert_dir))?;
+    write_private(&cert, cert_pem.as_bytes(), 0o644)?;
+    write_private(&key, key_pem.as_bytes(), 0o600)?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed serving certificate");
+    Ok((cert, key))
+}
+
+fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A name of this writer's own: two processes may write the same directory.
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// A self-signed serving certificate as upstream's `GenerateSelfSignedCertKey`: a CA
+/// `<host>-ca@<unix time>` and a certificate `<host>@<unix time>` it signs, valid for a year,
+/// for the host name (or IP) and `addresses`; the PEM holds the certificate then the CA.
+pub fn self_signed(
+    hostname: &str,
+    addresses: &[std::net::IpAddr],
+) -> Result<(String, String), TlsError> {
+    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    let now = jiff::Timestamp::now();
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let validity = |params: &mut CertificateParams| {
+        let from = today.yesterday().unwrap_or(today);
+        params.not_before =
+            rcgen::date_time_ymd(from.year().into(), from.month() as u8, from.day() as u8);
+        params.not_after = rcgen::date_time_ymd(
+            i32::from(today.year()) + 1,
+            today.month() as u8,
+            today.day().min(28) as u8,
+        );
+    };
+    let ca_key = KeyPair::generate().map_err(generate)?;
+    let mut ca = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("{hostname}-ca@{}", now.as_second()),
+    );
+    ca.distinguished_name = dn;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    validity(&mut ca);
+    let ca_cert = ca.self_signed(&ca_key).map_err(generate)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let key = KeyPair::generate().map_err(generate)?;
+    let mut leaf = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("{hostname}@{}", now.as_second()),
+    );
+    leaf.distinguished_name = dn;
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let mut names = Vec::new();
+    match hostname.parse::<std::net::IpAddr>() {
+        Ok(ip) => names.push(SanType::IpAddress(ip)),
+        Err(_) => {
+            names.push(SanType::DnsName(hostname.try_into().map_err(
+                |e: rcgen::Error| TlsError::Generate(format!("{hostname}: {e}")),
+            )?))
+        }
+    }
+    for ip in addresses {
+        let san = SanType::IpAddress(*ip);
+        if !names.contains(&san) {
+            names.push(san);
+        }
+    }
+    leaf.subject_alt_names = names;
+    leaf.use_authority_key_identifier_extension = true;
+    validity(&mut leaf);
+    let cert = leaf.signed_by(&key, &issuer).map_err(generate)?;
+    Ok((
+        format!("{}{}", cert.pem(), ca_cert.pem()),
+        key.serialize_pem(),
+    ))
+}
+
+/// The certificates of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(io(path))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            reason: "no certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(io(path))?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        reason: format!("no private key in the file: {e}"),
+    })
+}
+
+/// The TLS settings of the server.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    /// The serving certificate (with its chain).
+    pub cert_file: PathBuf,
+    /// Its key.
+    pub key_file: PathBuf,
+    /// `authentication.x509.clientCAFile`.
+    pub client_ca_file: Option<PathBuf>,
+    /// `tlsMinVersion` (`VersionTLS12`, `VersionTLS13`); none: TLS 1.2.
+    pub min_version: Option<String>,
+    /// `tlsCipherSuites` by their IANA/Go names; empty: rustls's defaults.
+    pub cipher_suites: Vec<String>,
+}
+
+fn cipher_suite(name: &str) -> Option<rustls::SupportedCipherSuite> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    Some(match name {
+        "TLS_AES_128_GCM_SHA256" => cs::TLS13_AES_128_GCM_SHA256,
+        "TLS_AES_256_GCM_SHA384" => cs::TLS13_AES_256_GCM_SHA384,
+        "TLS_CHACHA20_POLY1305_SHA256" => cs::TLS13_CHACHA20_POLY1305_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"
+        | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305" | "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        _ => return None,
+    })
+}
+
+/// The rustls configuration of the server (HTTP/1.1).
+pub fn server_config(settings: &TlsSettings) -> Result<rustls::ServerConfig, TlsError> {
+    // ring, as the API client's TLS (kube's `ring` feature); rustls marks the ring provider
+    // deprecated only for its lack of post-quantum key exchange.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !settings.cipher_suites.is_empty() {
+        let mut suites = Vec::new();
+        let mut unknown = Vec::new();
+        for name in &settings.cipher_suites {
+            match cipher_suite(name) {
+                Some(s) => suites.push(s),
+                None => unknown.push(name.as_str()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(TlsError::Setting {
+                setting: "tlsCipherSuites",
+                reason: format!("unsupported cipher suites: {}", unknown.join(", ")),
+            });
+        }
+        // TLS 1.3 needs one of its own suites.
+        if !suites
+            .iter()
+            .any(|s| s.version() == &rustls::version::TLS13)
+        {
+            suites.push(rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256);
+        }
+        provider.cipher_suites = suites;
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match settings.min_version.as_deref() {
+            None | Some("") | Some("VersionTLS12") => {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            }
+            Some("VersionTLS13") => &[&rustls::version::TLS13],
+            Some(v @ ("VersionTLS10" | "VersionTLS11")) => {
+                return Err(TlsError::Setting {
+                    setting: "tlsMinVersion",
+                    reason: format!("{v} is not supported by this server (TLS 1.2 is the oldest)"),
+                });
+            }
+            Some(other) => {
+                return Err(TlsError::Setting {
+                    setting: "tlsMinVersion",
+                    reason: format!("unknown version {other:?} (VersionTLS12 or VersionTLS13)"),
+                });
+            }
+        };
+    let provider = Arc::new(provider);
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)?;
+    let builder = match &settings.client_ca_file {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs(ca)? {
+                roots.add(cert).map_err(|e| TlsError::Pem {
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Pem {
+                    path: ca.clone(),
+                    reason: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(
+        load_certs(&settings.cert_file)?,
+        load_key(&settings.key_file)?,
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
