@@ -626,7 +626,7 @@ pub trait StreamingRuntime: Send + Sync {
     /// A URL that forwards `ports` of the pod's sandbox.
     async fn get_port_forward(
         &self,
-        pod_uid: &str,
+        pod_uid: &PodUid,
         ports: Vec<i32>,
     ) -> Result<String, RuntimeError>;
 }

@@ -7,6 +7,8 @@ pub mod auth;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]
+pub mod streaming;
+#[cfg(feature = "server")]
 pub mod tls;
 #[cfg(all(feature = "server", feature = "api"))]
 pub mod webhook;

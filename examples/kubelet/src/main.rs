@@ -508,10 +508,17 @@ async fn run(
     )
     .merge(node_status::stats::router(stats));
     let routers = server::Routers {
-        full: read_only.clone().merge(node_core::server::logs_router(
-            kubelet.pod_manager(),
-            cri_runtime.clone(),
-        )),
+        full: read_only
+            .clone()
+            .merge(node_core::server::logs_router(
+                kubelet.pod_manager(),
+                cri_runtime.clone(),
+            ))
+            .merge(node_core::server::streaming::router(
+                kubelet.pod_manager(),
+                cri_runtime.clone(),
+                cri_runtime.clone(),
+            )),
         read_only,
         healthz: node_core::server::healthz_router(kubelet.health(), config.sync_frequency),
     };

@@ -1425,6 +1425,30 @@ async fn kubelet_get(
     Ok((code, body.to_string()))
 }
 
+/// Runs the real kubectl with the admin kubeconfig, `stdin` written to it.
+fn kubectl_with_input(cp: &ControlPlane, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let kubectl = node_core::testing::control_plane::find_binary("kubectl").expect("kubectl");
+    let mut child = Command::new(kubectl)
+        .arg(format!(
+            "--kubeconfig={}",
+            cp.admin_kubeconfig_path().display()
+        ))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Runs the real kubectl with the admin kubeconfig: its stdout, or a panic with its stderr.
 fn kubectl(cp: &ControlPlane, args: &[&str]) -> String {
     let kubectl = node_core::testing::control_plane::find_binary("kubectl").expect("kubectl");
@@ -1665,6 +1689,105 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
         Some("run 2"),
         "{current}"
     );
+
+    // kubectl exec through the API server: stdout, stderr and the exit code apart; stdin.
+    let out = kubectl_with_input(
+        &cp,
+        &[
+            "exec",
+            "talker",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        "",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out\n",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        kubelet.log()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("err\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "the command's exit code");
+    let out = kubectl_with_input(
+        &cp,
+        &["exec", "-i", "talker", "--", "cat"],
+        "hello\nworld\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
+    assert!(out.status.success());
+
+    // kubectl port-forward to busybox httpd in a pod; the page fetched on loopback.
+    let web: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "pf"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 0,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "httpd",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c",
+                    "mkdir -p /www && echo hello-port-forward > /www/index.html && exec httpd -f -p 8080 -h /www"]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &web).await.unwrap();
+    wait_pod(&pods, "pf", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    let kubectl_bin = node_core::testing::control_plane::find_binary("kubectl").unwrap();
+    let mut forward = Command::new(kubectl_bin)
+        .arg(format!(
+            "--kubeconfig={}",
+            cp.admin_kubeconfig_path().display()
+        ))
+        .args(["port-forward", "pod/pf", ":8080"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(forward.stdout.take().unwrap()).lines();
+    // "Forwarding from 127.0.0.1:<port> -> 8080"
+    let first = lines.next().unwrap().unwrap();
+    let local: u16 = first
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected kubectl output: {first}"));
+    let page = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", local))
+            .await
+            .unwrap();
+        conn.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        tokio::time::timeout(Duration::from_secs(20), conn.read_to_string(&mut raw))
+            .await
+            .expect("the page through the forward")
+            .unwrap();
+        raw
+    };
+    assert!(
+        page.starts_with("HTTP/1.") && page.contains("hello-port-forward"),
+        "{page}\n{}",
+        kubelet.log()
+    );
+    let _ = forward.kill();
+    let _ = forward.wait();
 
     // Restarted, the kubelet serves the same certificate.
     drop(kubelet);

@@ -1127,13 +1127,13 @@ impl StreamingRuntime for CriRuntime {
 
     async fn get_port_forward(
         &self,
-        pod_uid: &str,
+        pod_uid: &PodUid,
         ports: Vec<i32>,
     ) -> Result<String, RuntimeError> {
         let sandboxes = self
             .client
             .list_pod_sandbox(Some(cri::PodSandboxFilter {
-                label_selector: Self::uid_filter(pod_uid),
+                label_selector: Self::uid_filter(pod_uid.as_str()),
                 state: Some(cri::PodSandboxStateValue {
                     state: cri::PodSandboxState::SandboxReady as i32,
                 }),
