@@ -30,6 +30,7 @@ pub mod error;
 #[cfg(feature = "harness")]
 pub mod harness;
 pub mod images;
+pub mod log_rotation;
 pub mod runtime;
 
 pub use client::{ClientOptions, ContainerEventStream, CriClient};

@@ -427,6 +427,17 @@ async fn run(
         .with_image_manager(images)
         .with_volume_manager(volumes.clone()),
     );
+    // Container logs rotated at containerLogMaxSize, containerLogMaxFiles kept.
+    let rotation = node_cri::log_rotation::ContainerLogManager::new(
+        Arc::new(client.clone()),
+        node_cri::log_rotation::LogRotationPolicy {
+            max_size: u64::try_from(config.container_log_max_size.value()).unwrap_or(u64::MAX),
+            max_files: usize::try_from(config.container_log_max_files).unwrap_or(5),
+            max_workers: usize::try_from(config.container_log_max_workers).unwrap_or(1),
+            interval: config.container_log_monitor_interval,
+        },
+    );
+    tokio::spawn(rotation.run());
     info!(
         cgroup_version = stats_config.cgroups.version(),
         "node and pod statistics from the cgroups, /proc and the runtime"

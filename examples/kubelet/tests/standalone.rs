@@ -1364,3 +1364,65 @@ async fn stats_summary_reports_node_and_pod_figures_consistent_with_proc_and_the
     assert_eq!(p["network"]["name"], "eth0", "{}", p["network"]);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chatty_containers_log_is_rotated_compressed_and_bounded() {
+    let node = Node::start(
+        "logrotate",
+        "containerLogMaxSize: 4Ki\ncontainerLogMaxFiles: 3\ncontainerLogMonitorInterval: 3s\n",
+    )
+    .await;
+    node.write(
+        "chatty.yaml",
+        &busybox_pod(
+            "chatty",
+            "Always",
+            "i=0; while true; do i=$((i+1)); echo line-$i-0123456789012345678901234567890123456789; sleep 0.01; done",
+            "  terminationGracePeriodSeconds: 1\n",
+        ),
+    );
+    let pod = node.wait_pod("chatty", "running", running).await;
+    let dir = node
+        .dir
+        .join("logs")
+        .join(format!("default_chatty-{NODE}_{}", uid(&pod)))
+        .join("main");
+    // Several rotations: rotated files appear, older ones compressed, never more than
+    // containerLogMaxFiles of them, none much beyond the size limit.
+    let files = eventually(
+        Duration::from_secs(30),
+        "compressed rotated logs",
+        || async {
+            let names: Vec<String> = std::fs::read_dir(&dir)
+                .ok()?
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.iter().any(|n| n.ends_with(".gz")).then_some(names)
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let entries: Vec<(String, u64)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.metadata().map(|m| m.len()).unwrap_or(0),
+                )
+            })
+            .collect();
+        assert!(
+            entries.len() <= 3,
+            "at most containerLogMaxFiles files: {entries:?}"
+        );
+        for (name, size) in &entries {
+            // The limit plus what 3 s of chatter add before the next check.
+            assert!(*size < 64 * 1024, "{name} is {size} bytes: {entries:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(files.iter().any(|n| n == "0.log"), "{files:?}");
+    node.shutdown().await;
+}
