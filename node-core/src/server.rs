@@ -45,6 +45,9 @@ pub fn router(
     Router::new()
         .route("/pods", get(list_pods))
         .route("/healthz", get(healthz))
+        .route("/healthz/ping", get(healthz_ok))
+        .route("/healthz/log", get(healthz_ok))
+        .route("/healthz/syncloop", get(healthz_syncloop))
         .with_state(Endpoints {
             pods,
             statuses,
@@ -81,18 +84,43 @@ async fn list_pods(State(e): State<Endpoints>) -> Response {
     }
 }
 
-async fn healthz(State(e): State<Endpoints>) -> Response {
-    // Upstream: the sync loop is unhealthy when it has not run for max(2 x syncFrequency, 5m).
+/// Whether the sync loop ran lately (upstream `SyncLoopHealthCheck`: within
+/// max(2 x syncFrequency, 5m)).
+fn syncloop_healthy(e: &Endpoints) -> bool {
     let limit = (2 * e.sync_frequency)
         .max(Duration::from_secs(300))
         .as_secs() as i64;
-    match e.health.since_last_loop() {
-        Some(age) if age <= limit => (StatusCode::OK, "ok").into_response(),
-        _ => (
+    e.health.since_last_loop().is_some_and(|age| age <= limit)
+}
+
+/// `/healthz`: every check (ping, log, syncloop), as upstream's healthz handler.
+async fn healthz(State(e): State<Endpoints>) -> Response {
+    if syncloop_healthy(&e) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "[+]ping ok\n[-]syncloop failed: reason withheld\nhealthz check failed\n",
+            "[+]ping ok\n[+]log ok\n[-]syncloop failed: reason withheld\nhealthz check failed\n",
         )
-            .into_response(),
+            .into_response()
+    }
+}
+
+/// `/healthz/ping` and `/healthz/log`: always ok.
+async fn healthz_ok() -> Response {
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// `/healthz/syncloop`.
+async fn healthz_syncloop(State(e): State<Endpoints>) -> Response {
+    if syncloop_healthy(&e) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal server error: syncloop failed\n",
+        )
+            .into_response()
     }
 }
 
@@ -100,6 +128,9 @@ async fn healthz(State(e): State<Endpoints>) -> Response {
 pub fn healthz_router(health: Arc<Health>, sync_frequency: Duration) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/healthz/ping", get(healthz_ok))
+        .route("/healthz/log", get(healthz_ok))
+        .route("/healthz/syncloop", get(healthz_syncloop))
         .with_state(Endpoints {
             pods: Arc::new(PodManager::new()),
             statuses: Arc::new(StatusManager::new()),
@@ -246,4 +277,69 @@ async fn container_logs(
         axum::body::Body::from_stream(body),
     )
         .into_response()
+}
+
+/// `/configz`: the effective configuration as `{"kubeletconfig": {...}}` (the
+/// `kubelet.config.k8s.io/v1beta1` fields, without `apiVersion` and `kind`, as upstream).
+pub fn configz_router(config: serde_json::Value) -> Router {
+    let mut config = config;
+    if let Some(map) = config.as_object_mut() {
+        map.remove("apiVersion");
+        map.remove("kind");
+    }
+    let body = Arc::new(serde_json::json!({ "kubeletconfig": config }).to_string());
+    Router::new().route(
+        "/configz",
+        get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], (*body).clone()).into_response() }
+        }),
+    )
+}
+
+/// `/runningpods/`: the pods the runtime runs (upstream: from the runtime, not the
+/// configuration), each with its name, namespace, UID and containers.
+pub fn running_pods_router(runtime: Arc<dyn crate::runtime::Runtime>) -> Router {
+    Router::new()
+        .route("/runningpods/", get(running_pods))
+        .with_state(runtime)
+}
+
+async fn running_pods(State(runtime): State<Arc<dyn crate::runtime::Runtime>>) -> Response {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    let running = match runtime.get_pods(false).await {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let items: Vec<Pod> = running
+        .into_iter()
+        .map(|p| Pod {
+            metadata: ObjectMeta {
+                name: Some(p.name),
+                namespace: Some(p.namespace),
+                uid: Some(p.uid.to_string()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: p
+                    .containers
+                    .into_iter()
+                    .map(|c| Container {
+                        name: c.name,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    match serde_json::to_vec(&k8s_openapi::List {
+        items,
+        metadata: Default::default(),
+    }) {
+        Ok(body) => ([("content-type", "application/json")], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }

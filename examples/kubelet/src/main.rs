@@ -529,7 +529,9 @@ async fn run(
                 kubelet.pod_manager(),
                 cri_runtime.clone(),
                 cri_runtime.clone(),
-            )),
+            ))
+            .merge(node_core::server::configz_router(config.to_json_value()))
+            .merge(node_core::server::running_pods_router(cri_runtime.clone())),
         read_only,
         healthz: node_core::server::healthz_router(kubelet.health(), config.sync_frequency),
     };

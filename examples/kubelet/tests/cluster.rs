@@ -1690,6 +1690,58 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
         "{current}"
     );
 
+    // /configz shows the file's settings; /runningpods/ the runtime's pods; /healthz/*.
+    let (code, configz) = kubelet_get(
+        port,
+        "/configz",
+        &served,
+        Some((&masters, &masters_key)),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let configz: serde_json::Value = serde_json::from_str(&configz).unwrap();
+    assert_eq!(
+        configz["kubeletconfig"]["authentication"]["x509"]["clientCAFile"],
+        cp.ca_cert_path().display().to_string()
+    );
+    assert_eq!(configz["kubeletconfig"]["port"], i64::from(port));
+    let (code, running) = kubelet_get(
+        port,
+        "/runningpods/",
+        &served,
+        Some((&masters, &masters_key)),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let running: serde_json::Value = serde_json::from_str(&running).unwrap();
+    assert!(
+        running["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["metadata"]["name"] == "talker"
+                && p["spec"]["containers"][0]["name"] == "main"),
+        "{running}"
+    );
+    for path in [
+        "/healthz",
+        "/healthz/ping",
+        "/healthz/log",
+        "/healthz/syncloop",
+    ] {
+        assert_eq!(
+            kubelet_get(port, path, &served, Some((&masters, &masters_key)), None)
+                .await
+                .unwrap(),
+            (200, "ok".to_string()),
+            "{path}"
+        );
+    }
+
     // kubectl exec through the API server: stdout, stderr and the exit code apart; stdin.
     let out = kubectl_with_input(
         &cp,
