@@ -323,6 +323,9 @@ pub struct KubeletConfiguration {
     pub container_log_max_workers: u32,
     /// `containerLogMonitorInterval`: how often logs are checked for rotation. Default 10s.
     pub container_log_monitor_interval: Duration,
+    /// `streamingConnectionIdleTimeout`: an exec, attach or port-forward session with no
+    /// traffic for this long is closed. Default 4h.
+    pub streaming_connection_idle_timeout: Duration,
     /// `systemReserved`: resources reserved for system daemons (`cpu`, `memory`,
     /// `ephemeral-storage`, `pid`). Default empty.
     pub system_reserved: BTreeMap<String, Quantity>,

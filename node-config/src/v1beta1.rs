@@ -26,7 +26,6 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "imagePullCredentialsVerificationPolicy",
     "preloadedImagesVerificationAllowlist",
     "enableContentionProfiling",
-    "streamingConnectionIdleTimeout",
     "cpuManagerPolicy",
     "singleProcessOOMKill",
     "cpuManagerPolicyOptions",
@@ -229,6 +228,8 @@ pub struct KubeletConfiguration {
     pub container_log_max_workers: Option<i32>,
     /// `containerLogMonitorInterval`.
     pub container_log_monitor_interval: Option<Duration>,
+    /// `streamingConnectionIdleTimeout`.
+    pub streaming_connection_idle_timeout: Option<Duration>,
     /// `systemReserved`.
     pub system_reserved: Option<BTreeMap<String, Quantity>>,
     /// `kubeReserved`.

@@ -529,6 +529,10 @@ async fn run(
                 kubelet.pod_manager(),
                 cri_runtime.clone(),
                 cri_runtime.clone(),
+                node_core::server::streaming::StreamingLimits {
+                    idle_timeout: config.streaming_connection_idle_timeout,
+                    ..Default::default()
+                },
             ))
             .merge(node_core::server::configz_router(config.to_json_value()))
             .merge(node_core::server::running_pods_router(cri_runtime.clone())),

@@ -22,6 +22,27 @@ struct Streaming {
     pods: Arc<PodManager>,
     runtime: Arc<dyn Runtime>,
     streams: Arc<dyn StreamingRuntime>,
+    sessions: Arc<tokio::sync::Semaphore>,
+    idle_timeout: std::time::Duration,
+}
+
+/// Bounds of the streaming sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamingLimits {
+    /// Sessions open at once; one more is refused (429).
+    pub max_sessions: usize,
+    /// `streamingConnectionIdleTimeout`: a session with no traffic either way for this long
+    /// is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for StreamingLimits {
+    fn default() -> Self {
+        StreamingLimits {
+            max_sessions: 256,
+            idle_timeout: std::time::Duration::from_secs(4 * 3600),
+        }
+    }
 }
 
 /// The router of `/exec`, `/attach` (GET and POST, with or without the pod's UID in the
@@ -30,6 +51,7 @@ pub fn router(
     pods: Arc<PodManager>,
     runtime: Arc<dyn Runtime>,
     streams: Arc<dyn StreamingRuntime>,
+    limits: StreamingLimits,
 ) -> Router {
     Router::new()
         .route("/exec/{namespace}/{pod}/{container}", any(exec))
@@ -48,6 +70,8 @@ pub fn router(
             pods,
             runtime,
             streams,
+            sessions: Arc::new(tokio::sync::Semaphore::new(limits.max_sessions.max(1))),
+            idle_timeout: limits.idle_timeout,
         })
 }
 
@@ -132,6 +156,17 @@ fn streams_of(query: &[(String, String)]) -> Result<Streams, String> {
 }
 
 impl Streaming {
+    /// Proxies within the session bounds.
+    async fn proxy(&self, req: Request, url: &str) -> Response {
+        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+            return fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many streaming sessions; try again later",
+            );
+        };
+        proxy_with(req, url, Some(permit), self.idle_timeout).await
+    }
+
     /// The pod (checking its UID when the path names one).
     fn pod(
         &self,
@@ -202,7 +237,7 @@ async fn exec_common(
         Err(f) => return f.into_response(),
     };
     match s.streams.get_exec(&id, command, streams).await {
-        Ok(url) => proxy_upgrade(req, &url).await,
+        Ok(url) => s.proxy(req, &url).await,
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -249,7 +284,7 @@ async fn attach_common(
         Err(f) => return f.into_response(),
     };
     match s.streams.get_attach(&id, streams).await {
-        Ok(url) => proxy_upgrade(req, &url).await,
+        Ok(url) => s.proxy(req, &url).await,
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -304,7 +339,7 @@ async fn port_forward_common(
         }
     }
     match s.streams.get_port_forward(&PodUid::of(&pod), ports).await {
-        Ok(url) => proxy_upgrade(req, &url).await,
+        Ok(url) => s.proxy(req, &url).await,
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -331,7 +366,16 @@ async fn port_forward_uid(
 /// upgrade-aware proxy: the request goes on with its headers to the target's path and query;
 /// a `101 Switching Protocols` answer is passed back and the two upgraded connections are
 /// joined; any other answer is passed back as it is.
-pub async fn proxy_upgrade(mut req: Request, target: &str) -> Response {
+pub async fn proxy_upgrade(req: Request, target: &str) -> Response {
+    proxy_with(req, target, None, std::time::Duration::from_secs(4 * 3600)).await
+}
+
+async fn proxy_with(
+    mut req: Request,
+    target: &str,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    idle: std::time::Duration,
+) -> Response {
     let uri: axum::http::Uri = match target.parse() {
         Ok(u) => u,
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{target}: {e}")),
@@ -395,6 +439,7 @@ pub async fn proxy_upgrade(mut req: Request, target: &str) -> Response {
     }
     let runtime_upgrade = hyper::upgrade::on(&mut answer);
     tokio::spawn(async move {
+        let _permit = permit;
         let (client, runtime) = match tokio::join!(client_upgrade, runtime_upgrade) {
             (Ok(c), Ok(r)) => (c, r),
             (c, r) => {
@@ -408,7 +453,7 @@ pub async fn proxy_upgrade(mut req: Request, target: &str) -> Response {
         };
         debug!("streaming session joined");
         let (mut client, mut runtime) = (TokioIo::new(client), TokioIo::new(runtime));
-        match tokio::io::copy_bidirectional(&mut client, &mut runtime).await {
+        match copy_until_idle(&mut client, &mut runtime, idle).await {
             Ok((up, down)) => debug!(up, down, "a streaming session ended"),
             Err(e) => debug!(error = %e, "a streaming session ended with an error"),
         }
@@ -423,6 +468,56 @@ pub async fn proxy_upgrade(mut req: Request, target: &str) -> Response {
             "building the upgrade answer",
         )
     })
+}
+
+/// Copies both ways until both sides finished or nothing moved for `idle`; the bytes each
+/// way.
+pub async fn copy_until_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: std::time::Duration,
+) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let (mut abuf, mut bbuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    let (mut up, mut down) = (0u64, 0u64);
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut abuf), if a_open => match r? {
+                0 => {
+                    a_open = false;
+                    let _ = bw.shutdown().await;
+                }
+                n => {
+                    bw.write_all(&abuf[..n]).await?;
+                    bw.flush().await?;
+                    up += n as u64;
+                }
+            },
+            r = br.read(&mut bbuf), if b_open => match r? {
+                0 => {
+                    b_open = false;
+                    let _ = aw.shutdown().await;
+                }
+                n => {
+                    aw.write_all(&bbuf[..n]).await?;
+                    aw.flush().await?;
+                    down += n as u64;
+                }
+            },
+            () = tokio::time::sleep(idle) => {
+                debug!(?idle, "a streaming session was idle too long; closing it");
+                break;
+            }
+        }
+    }
+    Ok((up, down))
 }
 
 #[cfg(test)]
@@ -561,5 +656,33 @@ mod proxy_tests {
             .expect("bytes flow both ways")
             .unwrap();
         assert_eq!(&echoed, b"HELLO");
+    }
+}
+
+#[cfg(test)]
+mod idle_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_quiet_for_the_idle_timeout_is_closed_and_traffic_keeps_it_open() {
+        let (mut a, mut a_peer) = tokio::io::duplex(64);
+        let (mut b, mut b_peer) = tokio::io::duplex(64);
+        let session = tokio::spawn(async move {
+            copy_until_idle(&mut a, &mut b, std::time::Duration::from_secs(10)).await
+        });
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+            a_peer.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            b_peer.read_exact(&mut one).await.unwrap();
+        }
+        assert!(
+            !session.is_finished(),
+            "24 s of traffic every 8 s: still open"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        let (up, down) = session.await.unwrap().unwrap();
+        assert_eq!((up, down), (3, 0));
     }
 }
