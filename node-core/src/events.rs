@@ -60,6 +60,14 @@ impl EventObject {
             ..EventObject::pod(pod)
         }
     }
+
+    /// The pod's ephemeral container `container` (`spec.ephemeralContainers{name}`).
+    pub fn ephemeral_container(pod: &Pod, container: &str) -> Self {
+        EventObject {
+            field_path: format!("spec.ephemeralContainers{{{container}}}"),
+            ..EventObject::pod(pod)
+        }
+    }
 }
 
 /// One recorded event.

@@ -33,6 +33,18 @@ pub struct PodManager {
     mirrors: RwLock<BTreeMap<String, Pod>>,
 }
 
+/// An ephemeral container as the container it runs as (the same fields but
+/// `targetContainerName`).
+pub fn ephemeral_as_container(
+    e: &k8s_openapi::api::core::v1::EphemeralContainer,
+) -> Option<k8s_openapi::api::core::v1::Container> {
+    let mut value = serde_json::to_value(e).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("targetContainerName");
+    }
+    serde_json::from_value(value).ok()
+}
+
 /// Whether the pod is a mirror pod (it carries `kubernetes.io/config.mirror`).
 pub fn is_mirror_pod(pod: &Pod) -> bool {
     pod.metadata

@@ -427,6 +427,22 @@ pub fn generate_pod_status(
         })
         .collect();
     regular.sort_by(|a, b| a.name.cmp(&b.name));
+    let ephemeral: Vec<ApiContainerStatus> = spec
+        .and_then(|s| s.ephemeral_containers.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(crate::pod_manager::ephemeral_as_container)
+        .map(|c| {
+            container_status(
+                &c,
+                &statuses_of(&c.name),
+                errors.get(&c.name),
+                reasons::CONTAINER_CREATING,
+                "Never",
+                false,
+            )
+        })
+        .collect();
 
     // A container the runtime no longer knows after it ran was not "never started": it ended
     // in an unknown state (upstream keeps run-once pods from running twice that way).
@@ -612,6 +628,7 @@ pub fn generate_pod_status(
         observed_generation: generation,
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(regular),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         ..Default::default()
     }
 }

@@ -1776,6 +1776,48 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
     assert!(out.status.success());
 
+    // kubectl debug: an ephemeral container in the running pod, in its target's process
+    // namespace, with its status in the API, and exec into it.
+    kubectl(
+        &cp,
+        &[
+            "debug",
+            "talker",
+            "--image=docker.io/library/busybox:1.35",
+            "--image-pull-policy=IfNotPresent",
+            "--container=dbg",
+            "--target=main",
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    wait_pod(
+        &pods,
+        "talker",
+        60,
+        &mut kubelet,
+        "ran its ephemeral container",
+        |p| {
+            p.and_then(|p| p.status.as_ref())
+                .and_then(|s| s.ephemeral_container_statuses.as_ref())
+                .is_some_and(|e| {
+                    e.iter().any(|c| {
+                        c.name == "dbg" && c.state.as_ref().is_some_and(|s| s.running.is_some())
+                    })
+                })
+        },
+    )
+    .await;
+    let ps = kubectl(
+        &cp,
+        &["exec", "talker", "-c", "dbg", "--", "ps", "-o", "args"],
+    );
+    assert!(
+        ps.contains("/data/n"),
+        "the target's processes are visible: {ps}"
+    );
+
     // kubectl port-forward to busybox httpd in a pod; the page fetched on loopback.
     let web: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",

@@ -31,6 +31,9 @@ pub(crate) struct PodActions {
     pub(crate) init_containers_to_start: Vec<usize>,
     /// Indexes into `spec.containers` to start.
     pub(crate) containers_to_start: Vec<usize>,
+    /// Indexes into `spec.ephemeralContainers` to start (those that never ran: they are never
+    /// restarted).
+    pub(crate) ephemeral_containers_to_start: Vec<usize>,
     /// Running containers to stop.
     pub(crate) containers_to_kill: Vec<ContainerToKill>,
 }
@@ -149,6 +152,16 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
         actions.containers_to_start = to_start;
         return actions;
     }
+
+    // Ephemeral containers start even while the pod initializes; never twice.
+    actions.ephemeral_containers_to_start = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, e)| status.container(&e.name).is_none())
+        .map(|(i, _)| i)
+        .collect();
 
     // Initialization: one init container at a time, sidecars kept running. Only a regular
     // container that is created or running proves initialization is over: exited ones may be
@@ -353,6 +366,43 @@ mod tests {
         assert!(a.create_sandbox && a.kill_pod);
         assert_eq!(a.attempt, 0);
         assert_eq!(a.containers_to_start, [0, 1]);
+    }
+
+    #[test]
+    fn an_ephemeral_container_starts_once_in_a_running_pod_and_never_again() {
+        let c = container("a");
+        let mut p = pod("Always", vec![], vec![c.clone()]);
+        p.spec.as_mut().unwrap().ephemeral_containers =
+            Some(vec![k8s_openapi::api::core::v1::EphemeralContainer {
+                name: "debug".into(),
+                image: Some("busybox".into()),
+                target_container_name: Some("a".into()),
+                ..Default::default()
+            }]);
+        let running = ready(vec![status_of(&c, ContainerState::Running, 0)]);
+        let a = compute_pod_actions(&p, &running);
+        assert_eq!(a.ephemeral_containers_to_start, [0]);
+        assert!(!a.kill_pod && a.containers_to_start.is_empty());
+        // Once it ran (even exited), it is never started again.
+        let debug = node_core::pod_manager::ephemeral_as_container(
+            &p.spec
+                .as_ref()
+                .unwrap()
+                .ephemeral_containers
+                .as_ref()
+                .unwrap()[0],
+        )
+        .unwrap();
+        assert_eq!(debug.name, "debug");
+        let ran = ready(vec![
+            status_of(&c, ContainerState::Running, 0),
+            status_of(&debug, ContainerState::Exited, 1),
+        ]);
+        assert!(
+            compute_pod_actions(&p, &ran)
+                .ephemeral_containers_to_start
+                .is_empty()
+        );
     }
 
     #[test]

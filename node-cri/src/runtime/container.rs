@@ -101,7 +101,12 @@ pub enum ContainerKind {
     Sidecar,
     /// A regular container (`spec.containers`).
     Regular,
+    /// An ephemeral container (`spec.ephemeralContainers`, `kubectl debug`): started once in a
+    /// running pod, never restarted.
+    Ephemeral,
 }
+
+pub use node_core::pod_manager::ephemeral_as_container;
 
 impl ContainerKind {
     /// The kind of the pod's container named `name`; `None` if the pod has no such container.
@@ -119,10 +124,14 @@ impl ContainerKind {
                 ContainerKind::Init
             });
         }
-        spec.containers
+        if spec.containers.iter().any(|c| c.name == name) {
+            return Some(ContainerKind::Regular);
+        }
+        spec.ephemeral_containers
             .iter()
+            .flatten()
             .any(|c| c.name == name)
-            .then_some(ContainerKind::Regular)
+            .then_some(ContainerKind::Ephemeral)
     }
 }
 

@@ -279,7 +279,13 @@ impl CriRuntime {
     ) -> Result<(), SyncError> {
         let (sandbox_id, sandbox_config, pod_ips) = (target.id, target.config, target.pod_ips);
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-        let object = EventObject::container(pod, &container.name, kind != ContainerKind::Regular);
+        let object = match kind {
+            ContainerKind::Ephemeral => EventObject::ephemeral_container(pod, &container.name),
+            ContainerKind::Regular => EventObject::container(pod, &container.name, false),
+            ContainerKind::Init | ContainerKind::Sidecar => {
+                EventObject::container(pod, &container.name, true)
+            }
+        };
         let previous = status.container(&container.name);
         if let Some(prev) = previous.filter(|p| p.state == ContainerState::Exited) {
             let key = backoff::key(
@@ -388,8 +394,35 @@ impl CriRuntime {
             image_username: &image.username,
             mounts: &mounts,
         };
-        let config = container_config_with_env(&inputs, envs, &self.node)
+        let mut config = container_config_with_env(&inputs, envs, &self.node)
             .map_err(|e| config_error(e.to_string()))?;
+        if kind == ContainerKind::Ephemeral {
+            // `targetContainerName`: the target's process namespace, as upstream.
+            let target_name = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.ephemeral_containers.as_ref())
+                .and_then(|e| e.iter().find(|e| e.name == container.name))
+                .and_then(|e| e.target_container_name.clone());
+            if let Some(target_name) = target_name {
+                let target_id = status
+                    .containers_named(&target_name)
+                    .find(|c| c.state == ContainerState::Running)
+                    .map(|c| c.id.id.clone())
+                    .ok_or_else(|| {
+                        config_error(format!("target container {target_name:?} is not running"))
+                    })?;
+                if let Some(ns) = config
+                    .linux
+                    .as_mut()
+                    .and_then(|l| l.security_context.as_mut())
+                    .and_then(|s| s.namespace_options.as_mut())
+                {
+                    ns.pid = cri::NamespaceMode::Target as i32;
+                    ns.target_id = target_id;
+                }
+            }
+        }
         let log_dir = Path::new(&sandbox_config.log_directory).join(&container.name);
         if let Err(e) = tokio::fs::create_dir_all(&log_dir).await {
             warn!(dir = %log_dir.display(), error = %e, "cannot create the container log directory");
@@ -762,6 +795,7 @@ impl Runtime for CriRuntime {
         if !actions.create_sandbox
             && actions.init_containers_to_start.is_empty()
             && actions.containers_to_start.is_empty()
+            && actions.ephemeral_containers_to_start.is_empty()
         {
             return result;
         }
@@ -886,6 +920,26 @@ impl Runtime for CriRuntime {
             .and_then(|s| s.init_containers.as_deref())
             .unwrap_or_default();
         let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        let ephemeral = spec
+            .and_then(|s| s.ephemeral_containers.as_deref())
+            .unwrap_or_default();
+        for &i in &actions.ephemeral_containers_to_start {
+            let Some(c) = ephemeral.get(i).and_then(container::ephemeral_as_container) else {
+                continue;
+            };
+            let started = self
+                .start_container(
+                    pod,
+                    &c,
+                    ContainerKind::Ephemeral,
+                    &target,
+                    status,
+                    &mut result,
+                    &mut place,
+                )
+                .await;
+            result.push(SyncAction::StartContainer, c.name.clone(), started.err());
+        }
         for &i in &actions.init_containers_to_start {
             let Some(c) = init_containers.get(i) else {
                 continue;
