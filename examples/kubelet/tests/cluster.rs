@@ -1776,6 +1776,49 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nworld\n");
     assert!(out.status.success());
 
+    // kubectl attach to a container reading its stdin (stdinOnce: it ends with the input).
+    let reader: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "reader"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 0,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "stdin": true,
+                "stdinOnce": true,
+                "command": ["sh", "-c", "while read l; do echo got $l; done; echo bye"]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &reader).await.unwrap();
+    wait_pod(&pods, "reader", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    let out = kubectl_with_input(&cp, &["attach", "-i", "reader", "-c", "main"], "hello\n");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("got hello"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_pod(
+        &pods,
+        "reader",
+        30,
+        &mut kubelet,
+        "ended with its input",
+        |p| phase_of(p) == Some("Succeeded"),
+    )
+    .await;
+
     // kubectl debug: an ephemeral container in the running pod, in its target's process
     // namespace, with its status in the API, and exec into it.
     kubectl(
