@@ -328,3 +328,136 @@ pub fn server_config(settings: &TlsSettings) -> Result<rustls::ServerConfig, Tls
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, stem: &str, host: &str) -> (PathBuf, PathBuf) {
+        let (pem, key) = self_signed(host, &["127.0.0.1".parse().unwrap()]).unwrap();
+        let (c, k) = (
+            dir.join(format!("{stem}.crt")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, pem).unwrap();
+        std::fs::write(&k, key).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn a_configured_pair_is_served_else_a_self_signed_one_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = write_pair(dir.path(), "mine", "node-a");
+        let certs = dir.path().join("pki");
+        assert_eq!(
+            serving_cert_paths(Some(&c), Some(&k), &certs, "node-a", &[]).unwrap(),
+            (c.clone(), k.clone())
+        );
+        assert!(
+            !certs.exists(),
+            "nothing generated when a pair is configured"
+        );
+        let (gc, gk) = serving_cert_paths(None, None, &certs, "node-a", &[]).unwrap();
+        assert_eq!(gc, certs.join(SELF_SIGNED_CERT));
+        let first = std::fs::read(&gc).unwrap();
+        serving_cert_paths(None, None, &certs, "node-a", &[]).unwrap();
+        assert_eq!(std::fs::read(&gc).unwrap(), first, "kept, not made again");
+        assert_eq!(
+            std::fs::metadata(&gk).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The leaf names the host; the CA follows it in the file.
+        let certs = load_certs(&gc).unwrap();
+        assert_eq!(certs.len(), 2);
+        let (_, leaf) = x509_parser::parse_x509_certificate(certs[0].as_ref()).unwrap();
+        let san = leaf.subject_alternative_name().unwrap().unwrap();
+        assert!(format!("{:?}", san.value).contains("node-a"));
+    }
+
+    use std::os::unix::fs::PermissionsExt;
+
+    async fn handshake(server: rustls::ServerConfig, tls12_only: bool, ca: &Path) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(s).await;
+        });
+        let mut roots = RootCertStore::empty();
+        for c in load_certs(ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(
+                rustls::pki_types::ServerName::try_from("node-a").unwrap(),
+                tcp,
+            )
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn tls_min_version_and_cipher_suites_are_honoured_and_bad_names_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = write_pair(dir.path(), "srv", "node-a");
+        let settings = |min: Option<&str>, suites: &[&str]| TlsSettings {
+            cert_file: c.clone(),
+            key_file: k.clone(),
+            client_ca_file: None,
+            min_version: min.map(str::to_string),
+            cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(handshake(server_config(&settings(None, &[])).unwrap(), true, &c).await);
+        assert!(
+            !handshake(
+                server_config(&settings(Some("VersionTLS13"), &[])).unwrap(),
+                true,
+                &c
+            )
+            .await,
+            "a TLS 1.2 client is refused by tlsMinVersion VersionTLS13"
+        );
+        assert!(
+            handshake(
+                server_config(&settings(Some("VersionTLS13"), &[])).unwrap(),
+                false,
+                &c
+            )
+            .await
+        );
+        let err = server_config(&settings(Some("VersionTLS10"), &[])).unwrap_err();
+        assert!(err.to_string().starts_with("tlsMinVersion: "), "{err}");
+        let err = server_config(&settings(None, &["TLS_RSA_WITH_RC4_128_SHA"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tlsCipherSuites: unsupported cipher suites: TLS_RSA_WITH_RC4_128_SHA"
+        );
+        // A TLS 1.2 client with only ECDSA/AES-GCM suites configured still connects.
+        assert!(
+            handshake(
+                server_config(&settings(
+                    None,
+                    &["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]
+                ))
+                .unwrap(),
+                true,
+                &c
+            )
+            .await
+        );
+    }
+}
