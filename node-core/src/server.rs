@@ -4,6 +4,8 @@
 
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(all(feature = "server", any(feature = "api", test)))]
+pub(crate) mod cache;
 #[cfg(feature = "server")]
 pub mod serve;
 #[cfg(feature = "server")]

@@ -12,7 +12,8 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use super::auth::{Attributes, Authorizer, TokenReviewer, TtlCache, UserInfo};
+use super::auth::{Attributes, Authorizer, TokenReviewer, UserInfo};
+use super::cache::TtlCache;
 
 /// Entries each cache holds at most.
 const CACHE_CAPACITY: usize = 4096;
