@@ -326,6 +326,8 @@ pub struct KubeletConfiguration {
     /// `streamingConnectionIdleTimeout`: an exec, attach or port-forward session with no
     /// traffic for this long is closed. Default 4h.
     pub streaming_connection_idle_timeout: Duration,
+    /// `enableSystemLogHandler`: serve the node's `/var/log` at `/logs/`. Default `true`.
+    pub enable_system_log_handler: bool,
     /// `systemReserved`: resources reserved for system daemons (`cpu`, `memory`,
     /// `ephemeral-storage`, `pid`). Default empty.
     pub system_reserved: BTreeMap<String, Quantity>,

@@ -46,7 +46,6 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "reservedSystemCPUs",
     "showHiddenMetricsForVersion",
     "logging",
-    "enableSystemLogHandler",
     "enableSystemLogQuery",
     "shutdownGracePeriodByPodPriority",
     "crashLoopBackOff",
@@ -230,6 +229,8 @@ pub struct KubeletConfiguration {
     pub container_log_monitor_interval: Option<Duration>,
     /// `streamingConnectionIdleTimeout`.
     pub streaming_connection_idle_timeout: Option<Duration>,
+    /// `enableSystemLogHandler`.
+    pub enable_system_log_handler: Option<bool>,
     /// `systemReserved`.
     pub system_reserved: Option<BTreeMap<String, Quantity>>,
     /// `kubeReserved`.

@@ -535,7 +535,12 @@ async fn run(
                 },
             ))
             .merge(node_core::server::configz_router(config.to_json_value()))
-            .merge(node_core::server::running_pods_router(cri_runtime.clone())),
+            .merge(node_core::server::running_pods_router(cri_runtime.clone()))
+            .merge(if config.enable_system_log_handler {
+                node_core::server::node_logs::router(PathBuf::from("/var/log"))
+            } else {
+                axum::Router::new()
+            }),
         read_only,
         healthz: node_core::server::healthz_router(kubelet.health(), config.sync_frequency),
     };

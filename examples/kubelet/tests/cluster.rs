@@ -1727,6 +1727,28 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
                 && p["spec"]["containers"][0]["name"] == "main"),
         "{running}"
     );
+    // /logs/: the node's /var/log, confined to it.
+    let (code, listing) = kubelet_get(
+        port,
+        "/logs/",
+        &served,
+        Some((&masters, &masters_key)),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(listing.starts_with("<!doctype html>"), "{listing}");
+    for (path, want) in [("/logs/../etc/passwd", 400), ("/logs//etc/passwd", 404)] {
+        assert_eq!(
+            kubelet_get(port, path, &served, Some((&masters, &masters_key)), None)
+                .await
+                .unwrap()
+                .0,
+            want,
+            "{path}"
+        );
+    }
     for path in [
         "/healthz",
         "/healthz/ping",
