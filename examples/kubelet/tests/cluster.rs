@@ -1882,6 +1882,26 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
         ps.contains("/data/n"),
         "the target's processes are visible: {ps}"
     );
+    // Deleted, the pod's ephemeral container is stopped with its own field path.
+    pods.delete("talker", &Default::default()).await.unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(admin.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("Killing")
+                && e.involved_object.name.as_deref() == Some("talker")
+                && e.involved_object.field_path.as_deref() == Some("spec.ephemeralContainers{dbg}")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Killing event for the ephemeral container:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // kubectl port-forward to busybox httpd in a pod; the page fetched on loopback.
     let web: Pod = serde_json::from_value(serde_json::json!({

@@ -564,14 +564,13 @@ impl CriRuntime {
         } = target;
         let grace = Self::grace_period(pod, recorded_grace, grace_override);
         let object = match pod {
-            Some(p) => {
-                let init = p
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.init_containers.as_ref())
-                    .is_some_and(|i| i.iter().any(|c| c.name == name));
-                EventObject::container(p, name, init)
-            }
+            Some(p) => match ContainerKind::of(p, name) {
+                Some(ContainerKind::Ephemeral) => EventObject::ephemeral_container(p, name),
+                Some(ContainerKind::Init | ContainerKind::Sidecar) => {
+                    EventObject::container(p, name, true)
+                }
+                _ => EventObject::container(p, name, false),
+            },
             None => EventObject {
                 kind: "Pod",
                 namespace: running.namespace.clone(),
