@@ -32,6 +32,7 @@ use crate::admission::{
 };
 use crate::config::{PodOperation, PodUpdate, PodUpdates};
 use crate::events::{EventObject, EventRecorder, EventType, reasons};
+use crate::metrics::KubeletMetrics;
 use crate::pod_manager::{PodManager, full_name, is_mirror_pod, uid};
 use crate::pod_workers::{
     Cancel, KillPodOptions, PodSyncer, PodWorkers, RUNTIME_POD_GRACE_PERIOD, StatusFn,
@@ -269,6 +270,8 @@ struct Shared {
     admit_handlers: RwLock<Vec<Arc<dyn PodAdmitHandler>>>,
     /// The node admission checks pods against.
     node: Arc<NodeView>,
+    /// The kubelet's metrics, when the binary asked for them.
+    metrics: OnceLock<Arc<KubeletMetrics>>,
     config: EngineConfig,
 }
 
@@ -372,6 +375,7 @@ impl Kubelet {
             errors: Mutex::default(),
             admit_handlers: RwLock::default(),
             node: node.clone(),
+            metrics: OnceLock::new(),
             config,
         });
         let workers = PodWorkers::new(
@@ -399,6 +403,15 @@ impl Kubelet {
     pub fn with_volume_manager(self, volumes: Arc<dyn VolumeManager>) -> Self {
         if self.shared.volumes.set(volumes).is_err() {
             warn!("the engine has a volume manager already; keeping the first");
+        }
+        self
+    }
+
+    /// Records the engine's metrics (PLEG relists, running pods and containers, pod worker
+    /// and pod start durations) into `metrics`. A second call is ignored.
+    pub fn with_metrics(self, metrics: Arc<KubeletMetrics>) -> Self {
+        if self.shared.metrics.set(metrics).is_err() {
+            warn!("the engine has metrics already; keeping the first");
         }
         self
     }
@@ -448,7 +461,12 @@ impl Kubelet {
             health,
         } = self;
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<PodUid>(1000);
-        let pleg = tokio::spawn(run_pleg(shared.runtime.clone(), pleg_tx, health.clone()));
+        let pleg = tokio::spawn(run_pleg(
+            shared.runtime.clone(),
+            pleg_tx,
+            health.clone(),
+            shared.metrics.get().cloned(),
+        ));
         let readiness = tokio::spawn(watch_readiness(shared.clone()));
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_PERIOD);
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -720,11 +738,16 @@ impl EngineSyncer {
 impl PodSyncer for EngineSyncer {
     async fn sync_pod(
         &self,
-        _update: UpdateType,
+        update: UpdateType,
         pod: &Pod,
         cancel: &Cancel,
     ) -> Result<SyncOutcome, WorkerError> {
         let shared = &self.shared;
+        let _timer = shared.metrics.get().map(|m| {
+            m.pod_worker_duration
+                .with_label_values(&[update_type_label(update)])
+                .start_timer()
+        });
         let id = uid(pod).to_string();
         let status = match self.status_of(pod).await {
             Ok(s) => s,
@@ -761,6 +784,9 @@ impl PodSyncer for EngineSyncer {
                 reasons::DEADLINE_EXCEEDED,
                 ACTIVE_DEADLINE_MESSAGE,
             );
+        }
+        if let Some(m) = shared.metrics.get() {
+            observe_pod_start(m, pod, old.as_ref(), &api);
         }
         let terminal = is_terminal(&api);
         shared.statuses.set(&id, api);
@@ -866,6 +892,11 @@ impl PodSyncer for EngineSyncer {
         cancel: &Cancel,
     ) -> Result<(), WorkerError> {
         let shared = &self.shared;
+        let _timer = shared.metrics.get().map(|m| {
+            m.pod_worker_duration
+                .with_label_values(&[update_type_label(UpdateType::Kill)])
+                .start_timer()
+        });
         let id = uid(pod).to_string();
         let status = self.status_of(pod).await?;
         let running = status.running_pod(shared.runtime.type_name());
@@ -1017,6 +1048,45 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
     }
 }
 
+/// Upstream's `operation_type` label of a pod worker's sync.
+fn update_type_label(update: UpdateType) -> &'static str {
+    match update {
+        UpdateType::Create => "create",
+        UpdateType::Update => "update",
+        UpdateType::Sync => "sync",
+        UpdateType::Kill => "kill",
+    }
+}
+
+/// `kubelet_pod_start_duration_seconds`: observed when a pod's phase first turns from Pending
+/// (or nothing yet) to Running, measured from when the kubelet first saw it
+/// (`kubernetes.io/config.seen`).
+fn observe_pod_start(
+    metrics: &KubeletMetrics,
+    pod: &Pod,
+    old: Option<&ApiPodStatus>,
+    new: &ApiPodStatus,
+) {
+    let was_pending = old
+        .and_then(|o| o.phase.as_deref())
+        .is_none_or(|phase| phase == "Pending");
+    if !was_pending || new.phase.as_deref() != Some("Running") {
+        return;
+    }
+    let seen = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::config::CONFIG_SEEN_ANNOTATION))
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    if let Some(seen) = seen {
+        let elapsed = Timestamp::now().duration_since(seen);
+        metrics
+            .pod_start_duration
+            .observe(elapsed.as_secs_f64().max(0.0));
+    }
+}
+
 /// The pod lifecycle event generator: sends the UID of each pod whose containers changed.
 ///
 /// It follows the runtime's container events, relisting every [`EVENTED_RELIST_PERIOD`] as a
@@ -1024,9 +1094,15 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
 /// every [`GENERIC_RELIST_PERIOD`] and tries the stream again with back-off (250 ms doubling to
 /// [`MAX_STREAM_RETRY_DELAY`]), for as long as it takes: a runtime restart does not leave the
 /// node polling. Only a runtime without events at all makes it relist for good.
-async fn run_pleg(runtime: Arc<dyn Runtime>, tx: mpsc::Sender<PodUid>, health: Arc<Health>) {
+async fn run_pleg(
+    runtime: Arc<dyn Runtime>,
+    tx: mpsc::Sender<PodUid>,
+    health: Arc<Health>,
+    metrics: Option<Arc<KubeletMetrics>>,
+) {
     let mut relister = Relister {
         health,
+        metrics,
         ..Default::default()
     };
     let mut delay = FIRST_STREAM_RETRY_DELAY;
@@ -1120,13 +1196,31 @@ struct Relister {
     previous: HashMap<String, (PodUid, ContainerState)>,
     failing: bool,
     health: Arc<Health>,
+    metrics: Option<Arc<KubeletMetrics>>,
+    /// When the previous relist started (for `kubelet_pleg_relist_interval_seconds`).
+    last_start: Option<std::time::Instant>,
 }
 
 impl Relister {
     /// Lists the runtime's pods and sends the UIDs of pods whose containers changed state
     /// since the previous listing.
     async fn relist(&mut self, runtime: &dyn Runtime, tx: &mpsc::Sender<PodUid>) {
-        let pods: Vec<RuntimePod> = match runtime.get_pods(true).await {
+        let started = std::time::Instant::now();
+        if let Some(m) = &self.metrics {
+            if let Some(last) = self.last_start {
+                m.pleg_relist_interval
+                    .observe(started.duration_since(last).as_secs_f64());
+            }
+            m.pleg_last_seen
+                .set(Timestamp::now().as_millisecond() as f64 / 1000.0);
+        }
+        self.last_start = Some(started);
+        let listed = runtime.get_pods(true).await;
+        if let Some(m) = &self.metrics {
+            m.pleg_relist_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let pods: Vec<RuntimePod> = match listed {
             Ok(p) => p,
             Err(e) => {
                 if !self.failing {
@@ -1139,6 +1233,9 @@ impl Relister {
             }
         };
         self.health.pleg_relisted();
+        if let Some(m) = &self.metrics {
+            m.set_running_from(&pods);
+        }
         if std::mem::take(&mut self.failing) {
             info!("PLEG relists again");
         }
@@ -1289,12 +1386,21 @@ mod tests {
             .unwrap()
             .push(pod("a", ContainerState::Running));
         let (tx, mut rx) = mpsc::channel(16);
-        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, Arc::default()));
+        let metrics = Arc::new(KubeletMetrics::new("n"));
+        let pleg = tokio::spawn(run_pleg(
+            runtime.clone(),
+            tx,
+            Arc::default(),
+            Some(metrics.clone()),
+        ));
         assert_eq!(
             next(&mut rx).await.as_deref(),
             Some("a"),
             "a new pod is reported"
         );
+        let containers = |state: &str| metrics.running_containers.with_label_values(&[state]).get();
+        assert_eq!(containers("running"), 1);
+        assert!(metrics.pleg_relist_duration.get_sample_count() >= 1);
 
         // Nothing changes: nothing is reported.
         assert_eq!(
@@ -1307,6 +1413,8 @@ mod tests {
         // A container exits, then another pod appears, then the first disappears.
         runtime.pods.lock().unwrap()[0] = pod("a", ContainerState::Exited);
         assert_eq!(next(&mut rx).await.as_deref(), Some("a"));
+        assert_eq!((containers("running"), containers("exited")), (0, 1));
+        assert!(metrics.pleg_relist_interval.get_sample_count() >= 1);
         runtime
             .pods
             .lock()
@@ -1350,7 +1458,7 @@ mod tests {
         });
         runtime.down.store(true, Ordering::SeqCst);
         let (tx, mut rx) = mpsc::channel(16);
-        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, Arc::default()));
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, Arc::default(), None));
 
         // Down for 40 s: PLEG keeps trying (with back-off) and relists meanwhile.
         tokio::time::sleep(Duration::from_secs(40)).await;
@@ -1416,7 +1524,7 @@ mod tests {
         );
         let runtime = Arc::new(Fake::default());
         let (tx, mut rx) = mpsc::channel(1000);
-        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone()));
+        let pleg = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone(), None));
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(health.pleg_error(), None);
@@ -1441,7 +1549,7 @@ mod tests {
         });
         let health = Arc::new(Health::default());
         let (tx, mut rx) = mpsc::channel(1000);
-        let evented = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone()));
+        let evented = tokio::spawn(run_pleg(runtime.clone(), tx, health.clone(), None));
         let drain2 = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         tokio::time::sleep(Duration::from_secs(550)).await;
         assert_eq!(health.pleg_error(), None, "{:?}", health.pleg_error());

@@ -23,6 +23,7 @@ pub mod expansion;
 pub mod kubelet;
 #[cfg(feature = "api")]
 pub mod listers;
+pub mod metrics;
 pub mod objects;
 pub mod pod_manager;
 pub mod pod_workers;

@@ -347,3 +347,92 @@ async fn running_pods(State(runtime): State<Arc<dyn crate::runtime::Runtime>>) -
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
+
+/// `GET /metrics`: the kubelet's metrics ([`crate::metrics::KubeletMetrics`]) in the
+/// Prometheus text format.
+/// `kubelet_running_pods` and `kubelet_running_containers` are counted from a listing of
+/// `runtime` at each scrape (PLEG relists only every five minutes while it follows the
+/// runtime's events, so its counts could be that old).
+pub fn metrics_router(
+    metrics: Arc<crate::metrics::KubeletMetrics>,
+    runtime: Arc<dyn crate::runtime::Runtime>,
+) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .with_state((metrics, runtime))
+}
+
+async fn serve_metrics(
+    State((metrics, runtime)): State<(
+        Arc<crate::metrics::KubeletMetrics>,
+        Arc<dyn crate::runtime::Runtime>,
+    )>,
+) -> Response {
+    match runtime.get_pods(true).await {
+        Ok(pods) => metrics.set_running_from(&pods),
+        Err(e) => tracing::debug!(error = %e, "listing the runtime's pods for /metrics"),
+    }
+    (
+        [("content-type", crate::metrics::TEXT_CONTENT_TYPE)],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Which server a request came to, as upstream's `server_type` label: the authenticated
+/// server (`readwrite`) or the read-only port (`readonly`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerType {
+    /// The authenticated server on `port`.
+    ReadWrite,
+    /// The read-only port.
+    ReadOnly,
+}
+
+impl ServerType {
+    fn label(self) -> &'static str {
+        match self {
+            ServerType::ReadWrite => "readwrite",
+            ServerType::ReadOnly => "readonly",
+        }
+    }
+}
+
+/// Middleware counting requests as upstream's server metrics (`kubelet_http_requests_total`,
+/// `_duration_seconds`, `kubelet_http_inflight_requests`); add it with
+/// `axum::middleware::from_fn_with_state((metrics, server_type), record_http)`.
+pub async fn record_http(
+    State((metrics, server_type)): State<(Arc<crate::metrics::KubeletMetrics>, ServerType)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = crate::metrics::http_path_bucket(request.uri().path());
+    // Upstream's long-running requests: the streaming ones.
+    let long_running = matches!(path, "exec" | "attach" | "portForward" | "debug");
+    let method = request.method().as_str().to_ascii_lowercase();
+    let labels = [
+        method.as_str(),
+        path,
+        server_type.label(),
+        if long_running { "true" } else { "false" },
+    ];
+    /// Decrements the in-flight gauge however the request ends (a client that goes away
+    /// drops the future).
+    struct Inflight(prometheus::IntGauge);
+    impl Drop for Inflight {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let inflight = Inflight(metrics.http_inflight_requests.with_label_values(&labels));
+    inflight.0.inc();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    drop(inflight);
+    metrics.http_requests.with_label_values(&labels).inc();
+    metrics
+        .http_requests_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

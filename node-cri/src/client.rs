@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -14,6 +15,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{CriError, Result};
+use node_core::metrics::KubeletMetrics;
 
 /// The upstream kubelet's default `runtimeRequestTimeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,6 +62,8 @@ pub struct CriClient {
     runtime_socket: PathBuf,
     image_socket: PathBuf,
     options: ClientOptions,
+    /// Where calls are counted (`kubelet_runtime_operations_*`), when set.
+    metrics: Option<Arc<KubeletMetrics>>,
 }
 
 /// Parses a runtime endpoint (`unix:///run/containerd/containerd.sock` or an absolute socket
@@ -130,7 +134,22 @@ impl CriClient {
             runtime_socket,
             image_socket,
             options,
+            metrics: None,
         })
+    }
+
+    /// Counts every call of this client (and of its clones made afterwards) in `metrics`:
+    /// `kubelet_runtime_operations_total`, `_errors_total` and `_duration_seconds` by
+    /// upstream's operation type.
+    pub fn with_metrics(mut self, metrics: Arc<KubeletMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe(&self, call: &'static str, started: std::time::Instant, failed: bool) {
+        if let Some(m) = &self.metrics {
+            m.observe_runtime_operation(call, started.elapsed(), failed);
+        }
     }
 
     /// The client's options.
@@ -214,7 +233,8 @@ impl CriClient {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.runtime.clone();
-        Self::unary(
+        let started = std::time::Instant::now();
+        let result = Self::unary(
             call,
             object,
             &self.runtime_socket,
@@ -223,7 +243,9 @@ impl CriClient {
             message,
             send,
         )
-        .await
+        .await;
+        self.observe(call, started, result.is_err());
+        result
     }
 
     /// An ImageService call.
@@ -239,7 +261,8 @@ impl CriClient {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let client = self.images.clone();
-        Self::unary(
+        let started = std::time::Instant::now();
+        let result = Self::unary(
             call,
             object,
             &self.image_socket,
@@ -248,7 +271,9 @@ impl CriClient {
             message,
             send,
         )
-        .await
+        .await;
+        self.observe(call, started, result.is_err());
+        result
     }
 
     fn timeout(&self) -> Option<Duration> {

@@ -20,6 +20,7 @@ use node_core::config::PodConfig;
 use node_core::events::{EventRecorder, LogRecorder};
 use node_core::kubelet::{EngineConfig, Kubelet};
 use node_core::listers::RuntimeClassLister;
+use node_core::metrics::KubeletMetrics;
 use node_core::runtime::GcPolicy;
 use node_core::services::ServiceLister;
 use node_core::volumes::VolumeManager;
@@ -321,7 +322,15 @@ async fn run(
         })?;
     let volumes: Arc<dyn VolumeManager> = volumes;
     let runtime = start_runtime(flags, &config, endpoint_given).await?;
-    let client = runtime.client();
+    // The kubelet's metrics (/metrics): the engine, the CRI client and the server record
+    // into them; the process collector adds process_resident_memory_bytes and the like.
+    let metrics = Arc::new(KubeletMetrics::new(&node_name));
+    if let Err(e) = metrics.registry().register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    )) {
+        tracing::warn!(error = %e, "the process metrics are not collected");
+    }
+    let client = &runtime.client().clone().with_metrics(metrics.clone());
     let runtime_version = client.version().await?;
     let status = client.status(false).await?;
     info!(
@@ -458,7 +467,8 @@ async fn run(
             allowed_unsafe_sysctls: config.allowed_unsafe_sysctls.clone(),
         },
     )
-    .with_volume_manager(volumes);
+    .with_volume_manager(volumes)
+    .with_metrics(metrics.clone());
     let (sources, updates) = PodConfig::new(&node_name);
     // The server's webhooks are set once the API client exists (the server starts later).
     let (webhooks_tx, webhooks_rx) = match flags.kubeconfig.is_some() {
@@ -517,7 +527,11 @@ async fn run(
         kubelet.health(),
         config.sync_frequency,
     )
-    .merge(node_status::stats::router(stats));
+    .merge(node_status::stats::router(stats))
+    .merge(node_core::server::metrics_router(
+        metrics.clone(),
+        cri_runtime.clone(),
+    ));
     let routers = server::Routers {
         full: read_only
             .clone()
@@ -544,7 +558,7 @@ async fn run(
         read_only,
         healthz: node_core::server::healthz_router(kubelet.health(), config.sync_frequency),
     };
-    let webhooks = server::start(&config, flags, &node_name, &node_ips, routers).await?;
+    let webhooks = server::start(&config, flags, &node_name, &node_ips, routers, metrics).await?;
     if let Some(webhooks_tx) = webhooks_tx {
         let _ = webhooks_tx.send(webhooks);
     }

@@ -1,7 +1,8 @@
 //! The kubelet's listeners, as upstream's: the authenticated HTTPS server on `address:port`
 //! (every endpoint), the plain healthz listener on `healthzBindAddress:healthzPort` (`/healthz`
 //! only; port 0 disables it) and, when `readOnlyPort` is set, the unauthenticated read-only
-//! port (`/healthz`, `/pods`, `/stats/summary`).
+//! port (`/healthz`, `/pods`, `/stats/summary`, `/metrics`, `/metrics/resource`,
+//! `/metrics/cadvisor`). Requests to both servers are counted in the kubelet's metrics.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,11 +11,13 @@ use anyhow::{Context, Result};
 use axum::Router;
 use node_config::KubeletConfiguration;
 use node_config::cli::NodeFlags;
+use node_core::metrics::KubeletMetrics;
 use node_core::server::auth::{
     AlwaysAllow, Auth, Authorizer, DeferredAuthorizer, DeferredTokenReviewer, TokenReviewer,
 };
 use node_core::server::serve::{ServerLimits, serve_tls};
 use node_core::server::tls::{TlsSettings, server_config, serving_cert_paths};
+use node_core::server::{ServerType, record_http};
 use tracing::{info, warn};
 
 /// What the webhooks wait for: the API client (set by the cluster side).
@@ -57,6 +60,7 @@ pub(crate) async fn start(
     node_name: &str,
     node_ips: &[IpAddr],
     routers: Routers,
+    metrics: Arc<KubeletMetrics>,
 ) -> Result<Webhooks> {
     if config.healthz_port != 0 {
         let addr = SocketAddr::new(config.healthz_bind_address, config.healthz_port);
@@ -67,8 +71,14 @@ pub(crate) async fn start(
     if config.read_only_port != 0 {
         let addr = SocketAddr::new(config.address, config.read_only_port);
         let listener = bind(addr, "readOnlyPort").await?;
-        info!(address = %addr, "serving the read-only port: /healthz, /pods, /stats/summary");
-        spawn_plain(listener, routers.read_only, "read-only port");
+        info!(address = %addr, "serving the read-only port: /healthz, /pods, /stats/summary, /metrics");
+        let router = routers
+            .read_only
+            .layer(axum::middleware::from_fn_with_state(
+                (metrics.clone(), ServerType::ReadOnly),
+                record_http,
+            ));
+        spawn_plain(listener, router, "read-only port");
     }
     let mut webhooks = Webhooks::default();
     if !config.enable_server {
@@ -115,10 +125,17 @@ pub(crate) async fn start(
         config.authentication.anonymous_enabled,
         authorizer,
     );
-    let router = routers.full.layer(axum::middleware::from_fn_with_state(
-        auth,
-        node_core::server::auth::middleware,
-    ));
+    // Requests are counted whether or not they pass authentication, as upstream's.
+    let router = routers
+        .full
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            node_core::server::auth::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            (metrics, ServerType::ReadWrite),
+            record_http,
+        ));
     let addr = SocketAddr::new(config.address, config.port);
     let listener = bind(addr, "the kubelet server (address, port)").await?;
     info!(address = %addr, "serving the kubelet API over HTTPS");

@@ -1426,3 +1426,187 @@ async fn a_chatty_containers_log_is_rotated_compressed_and_bounded() {
     assert!(files.iter().any(|n| n == "0.log"), "{files:?}");
     node.shutdown().await;
 }
+
+/// The samples of a Prometheus text-format body; panics naming `what` if it does not parse.
+fn scrape(body: &str, what: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{what} does not parse: {e}\n{body}"))
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// A histogram's `_count`, read from the text (the parser folds histograms).
+fn histogram_count(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}_count"))
+                .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                .and_then(|rest| rest.rsplit(' ').next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name}_count in\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_agree_with_pods_and_the_cgroups() {
+    let node = Node::start("metrics", "").await;
+    node.write(
+        "pair.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pair\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: one\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n  - name: two\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    node.write("done.yaml", &busybox_pod("done", "Never", "exit 0", ""));
+    let pair = node.wait_pod("pair", "running", running).await;
+    node.wait_pod("done", "succeeded", |p| phase(p) == "Succeeded")
+        .await;
+
+    // /metrics: its running pods and containers are those /pods shows.
+    let (metrics, text) = eventually(
+        Duration::from_secs(30),
+        "/metrics agreeing with /pods",
+        || async {
+            let pods = node.pods().await?;
+            let (code, body) = node.get("/metrics").await?;
+            assert_eq!(code, 200, "{body}");
+            let metrics = scrape(&body, "/metrics");
+            let statuses: Vec<_> = pods
+                .iter()
+                .flat_map(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.clone())
+                        .unwrap_or_default()
+                })
+                .collect();
+            let count = |f: &dyn Fn(&k8s_openapi::api::core::v1::ContainerState) -> bool| {
+                statuses
+                    .iter()
+                    .filter(|s| s.state.as_ref().is_some_and(f))
+                    .count() as f64
+            };
+            let running_pods = pods.iter().filter(|p| phase(p) == "Running").count() as f64;
+            let expected = [
+                ("running", count(&|s| s.running.is_some())),
+                ("exited", count(&|s| s.terminated.is_some())),
+            ];
+            let agrees = sample(&metrics, "kubelet_running_pods", &[]) == Some(running_pods)
+                && expected.iter().all(|(state, n)| {
+                    sample(
+                        &metrics,
+                        "kubelet_running_containers",
+                        &[("container_state", state)],
+                    ) == Some(*n)
+                });
+            (agrees && running_pods == 1.0 && expected[0].1 == 2.0 && expected[1].1 == 1.0)
+                .then_some((metrics, body))
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&metrics, "kubelet_node_name", &[("node", NODE)]),
+        Some(1.0)
+    );
+    assert!(sample(&metrics, "process_resident_memory_bytes", &[]).unwrap() > 0.0);
+    for operation in ["run_podsandbox", "create_container", "start_container"] {
+        let n = sample(
+            &metrics,
+            "kubelet_runtime_operations_total",
+            &[("operation_type", operation)],
+        );
+        assert!(n >= Some(2.0), "{operation}: {n:?}");
+    }
+    assert!(histogram_count(&text, "kubelet_pod_start_duration_seconds") >= 1.0);
+    assert!(histogram_count(&text, "kubelet_pleg_relist_duration_seconds") >= 1.0);
+    assert!(
+        sample(
+            &metrics,
+            "kubelet_http_requests_total",
+            &[
+                ("path", "pods"),
+                ("server_type", "readonly"),
+                ("method", "get")
+            ],
+        ) >= Some(1.0),
+        "/pods requests counted"
+    );
+
+    // /metrics/resource: the pod's CPU is its cgroup's, with the time it was read.
+    let pod_cgroup = format!(
+        "/sys/fs/cgroup/cpuacct/node-agent-test/{}/kubepods/besteffort/pod{}/cpuacct.usage",
+        std::process::id(),
+        uid(&pair)
+    );
+    let before = read_u64(std::path::Path::new(&pod_cgroup));
+    let (code, body) = node
+        .get("/metrics/resource")
+        .await
+        .expect("/metrics/resource");
+    let after = read_u64(std::path::Path::new(&pod_cgroup));
+    assert_eq!(code, 200, "{body}");
+    let resource = scrape(&body, "/metrics/resource");
+    let pod = format!("pair-{NODE}");
+    let pod_labels = [("namespace", "default"), ("pod", pod.as_str())];
+    let cpu = sample(&resource, "pod_cpu_usage_seconds_total", &pod_labels).expect("pod cpu");
+    between(
+        (cpu * 1e9).round() as u64,
+        before,
+        after,
+        1000,
+        "pod_cpu_usage_seconds_total vs the pod's cpuacct.usage",
+    );
+    assert!(sample(&resource, "pod_memory_working_set_bytes", &pod_labels).unwrap() > 0.0);
+    assert_eq!(sample(&resource, "scrape_error", &[]), Some(0.0));
+    for container in ["one", "two"] {
+        let labels = [pod_labels[0], pod_labels[1], ("container", container)];
+        assert!(sample(&resource, "container_memory_working_set_bytes", &labels).unwrap() > 0.0);
+        assert!(sample(&resource, "container_cpu_usage_seconds_total", &labels).is_some());
+        let started = sample(&resource, "container_start_time_seconds", &labels).unwrap();
+        let status = container_status(&pair, container);
+        let reported = status.state.unwrap().running.unwrap().started_at.unwrap().0;
+        assert_eq!(
+            started as i64,
+            reported.as_second(),
+            "{container} start time"
+        );
+    }
+    // metrics-server needs the samples' timestamps.
+    let node_cpu = body
+        .lines()
+        .find(|l| l.starts_with("node_cpu_usage_seconds_total "))
+        .unwrap_or_else(|| panic!("no node cpu in\n{body}"));
+    assert_eq!(
+        node_cpu.split(' ').count(),
+        3,
+        "value and timestamp: {node_cpu}"
+    );
+
+    // /metrics/cadvisor: the container series dashboards read.
+    let (code, body) = node
+        .get("/metrics/cadvisor")
+        .await
+        .expect("/metrics/cadvisor");
+    assert_eq!(code, 200, "{body}");
+    let cadvisor = scrape(&body, "/metrics/cadvisor");
+    let labels = [pod_labels[0], pod_labels[1], ("container", "one")];
+    assert!(sample(&cadvisor, "container_memory_working_set_bytes", &labels).unwrap() > 0.0);
+    assert!(
+        sample(
+            &cadvisor,
+            "container_cpu_usage_seconds_total",
+            &[("id", "/")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    node.shutdown().await;
+}

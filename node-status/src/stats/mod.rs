@@ -7,11 +7,14 @@
 //! taken from each pod's cgroup, container logs from the pod log directory and volumes from
 //! the pods' directories. `usageNanoCores` is the rate since the previous summary (absent on
 //! the first). With the `server` feature, [`router`] serves `GET /stats/summary` in
-//! upstream's `stats/v1alpha1` JSON.
+//! upstream's `stats/v1alpha1` JSON, and the same figures as Prometheus metrics
+//! ([`metrics`]: `/metrics/resource`, `/metrics/cadvisor`).
 
 pub mod cgroup;
 pub mod host;
 mod linux;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 mod router;
 #[cfg(test)]
