@@ -75,6 +75,14 @@ pub enum BootstrapError {
         /// Its reason and message.
         message: String,
     },
+    /// An issued certificate could not be put to use.
+    #[error("the new certificate {}: {reason}", path.display())]
+    Use {
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// No certificate was issued in time.
     #[error("timed out waiting for certificate signing request {name} to be approved and issued")]
     Timeout {
@@ -165,6 +173,65 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), BootstrapError> {
     std::fs::rename(&tmp, path).map_err(file_error(path))
 }
 
+/// The signer of kubelet serving certificates (`serverTLSBootstrap`).
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// The link to the current serving certificate in the cert dir.
+pub const CURRENT_SERVING_PEM: &str = "kubelet-server-current.pem";
+
+/// What a certificate signing request of the node asks for: a client certificate
+/// (`system:node:<node>` in `system:nodes`, for the API server) or a serving certificate
+/// (the same subject, for the kubelet server, valid for the node's names and addresses), as
+/// upstream's certificate managers ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsrProfile {
+    /// The signer (`kubernetes.io/kube-apiserver-client-kubelet`, `kubernetes.io/kubelet-serving`).
+    pub signer: &'static str,
+    /// The key usages asked for.
+    pub usages: &'static [&'static str],
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    pub ips: Vec<std::net::IpAddr>,
+    /// How the files are named in the cert dir: `<prefix>-<timestamp>.pem`,
+    /// `<prefix>-current.pem` (`kubelet-client`, `kubelet-server`).
+    pub file_prefix: &'static str,
+    /// What it is, for logs and errors (`client`, `serving`).
+    pub what: &'static str,
+}
+
+impl CsrProfile {
+    /// The node's client certificate.
+    pub fn client() -> Self {
+        CsrProfile {
+            signer: KUBELET_CLIENT_SIGNER,
+            usages: &["digital signature", "client auth"],
+            dns_names: Vec::new(),
+            ips: Vec::new(),
+            file_prefix: "kubelet-client",
+            what: "client",
+        }
+    }
+
+    /// The node's serving certificate, for `dns_names` (the hostname and DNS addresses of
+    /// the node) and `ips` (its InternalIP and ExternalIP addresses). An ECDSA key, so no
+    /// `key encipherment`, as upstream asks for such keys.
+    pub fn serving(dns_names: Vec<String>, ips: Vec<std::net::IpAddr>) -> Self {
+        CsrProfile {
+            signer: KUBELET_SERVING_SIGNER,
+            usages: &["digital signature", "server auth"],
+            dns_names,
+            ips,
+            file_prefix: "kubelet-server",
+            what: "serving",
+        }
+    }
+
+    /// The link to the current certificate in `cert_dir`.
+    pub fn current(&self, cert_dir: &Path) -> PathBuf {
+        cert_dir.join(format!("{}-current.pem", self.file_prefix))
+    }
+}
+
 /// Requests a client certificate for `node` with `client` (the bootstrap credentials) and
 /// waits up to `timeout` for it. Returns the key and the certificate chain, PEM.
 pub async fn request_client_certificate(
@@ -173,11 +240,33 @@ pub async fn request_client_certificate(
     key: &KeyPair,
     timeout: Duration,
 ) -> Result<String, BootstrapError> {
+    request_certificate(client, node, key, timeout, &CsrProfile::client()).await
+}
+
+/// Requests the certificate `profile` describes for `node` with `client` and waits up to
+/// `timeout` for it to be approved and issued. Returns the certificate chain, PEM.
+pub async fn request_certificate(
+    client: &Client,
+    node: &str,
+    key: &KeyPair,
+    timeout: Duration,
+    profile: &CsrProfile,
+) -> Result<String, BootstrapError> {
     let mut params = CertificateParams::default();
     let mut subject = DistinguishedName::new();
     subject.push(DnType::OrganizationName, "system:nodes");
     subject.push(DnType::CommonName, format!("system:node:{node}"));
     params.distinguished_name = subject;
+    for name in &profile.dns_names {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::DnsName(name.clone().try_into()?));
+    }
+    for ip in &profile.ips {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(*ip));
+    }
     let request = params.serialize_request(key)?.pem()?;
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
@@ -186,8 +275,8 @@ pub async fn request_client_certificate(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.into_bytes()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: profile.signer.into(),
+            usages: Some(profile.usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -201,7 +290,8 @@ pub async fn request_client_certificate(
             source: Box::new(e),
         })?;
     let name = created.metadata.name.unwrap_or_default();
-    info!(csr = %name, node, "waiting for the client certificate to be approved and issued");
+    let what = profile.what;
+    info!(csr = %name, node, "waiting for the {what} certificate to be approved and issued");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let current = csrs.get(&name).await.map_err(|e| BootstrapError::Api {
@@ -223,7 +313,7 @@ pub async fn request_client_certificate(
             }
         }
         if let Some(cert) = status.certificate.filter(|c| !c.0.is_empty()) {
-            info!(csr = %name, "client certificate issued");
+            info!(csr = %name, "{what} certificate issued");
             return String::from_utf8(cert.0).map_err(|_| BootstrapError::Denied {
                 name,
                 condition: "Failed".into(),
@@ -244,17 +334,28 @@ pub fn store_client_certificate(
     certificate_pem: &str,
     key: &KeyPair,
 ) -> Result<PathBuf, BootstrapError> {
+    store_certificate(cert_dir, "kubelet-client", certificate_pem, key)
+}
+
+/// Stores a key and certificate as upstream's file store: `<prefix>-<timestamp>.pem`
+/// (certificate then key) and the `<prefix>-current.pem` link. Returns the link.
+pub fn store_certificate(
+    cert_dir: &Path,
+    prefix: &str,
+    certificate_pem: &str,
+    key: &KeyPair,
+) -> Result<PathBuf, BootstrapError> {
     std::fs::create_dir_all(cert_dir).map_err(file_error(cert_dir))?;
     let stamp = k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%d-%H-%M-%S")
         .to_string();
-    let file = cert_dir.join(format!("kubelet-client-{stamp}.pem"));
+    let file = cert_dir.join(format!("{prefix}-{stamp}.pem"));
     let mut pem = certificate_pem.trim_end().to_string();
     pem.push('\n');
     pem.push_str(&key.serialize_pem());
     write_private(&file, pem.as_bytes())?;
-    let link = cert_dir.join(CURRENT_CLIENT_PEM);
-    let tmp_link = cert_dir.join(format!("{CURRENT_CLIENT_PEM}.tmp"));
+    let link = cert_dir.join(format!("{prefix}-current.pem"));
+    let tmp_link = cert_dir.join(format!("{prefix}-current.pem.tmp"));
     let _ = std::fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(&file, &tmp_link).map_err(file_error(&tmp_link))?;
     std::fs::rename(&tmp_link, &link).map_err(file_error(&link))?;

@@ -1,5 +1,7 @@
-//! Client certificate rotation (upstream `rotateCertificates`, `pkg/kubelet/certificate`'s
-//! client manager): at a random point between 70% and 90% of the current certificate's
+//! Certificate rotation: the client certificate (upstream `rotateCertificates`,
+//! `pkg/kubelet/certificate`'s client manager) and the serving certificate
+//! (`serverTLSBootstrap`, its server manager: signer `kubernetes.io/kubelet-serving`, the
+//! node's names and addresses as subject alternative names). For the client certificate: at a random point between 70% and 90% of the current certificate's
 //! lifetime the node requests a new one with its current credentials (a CSR for itself, which
 //! the controller-manager approves for nodes), stores it as the bootstrap does, and its API
 //! client switches to it without a restart. The client given out by [`RotatingClient`] sends
@@ -16,9 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use rcgen::KeyPair;
 use tracing::{info, warn};
 
-use crate::certificate::{
-    BootstrapError, CURRENT_CLIENT_PEM, request_client_certificate, store_client_certificate,
-};
+use crate::certificate::{BootstrapError, CsrProfile, request_certificate, store_certificate};
 use crate::ratelimit::TokenBucket;
 
 /// A kube client whose credentials can be replaced while it is in use, its requests held to
@@ -124,42 +124,84 @@ fn jittered_fraction() -> f64 {
     0.7 + 0.2 * f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
-/// Keeps the node's client certificate fresh.
+/// What is done with a new certificate: the API client switches to it, or a callback takes
+/// it (the kubelet server loads it).
+type OnNew = Arc<dyn Fn(&Path) -> Result<(), String> + Send + Sync>;
+
+/// Keeps one of the node's certificates fresh: its client certificate (upstream
+/// `rotateCertificates`) or its serving certificate (`serverTLSBootstrap`).
 pub struct CertificateRotation {
     client: RotatingClient,
     cert_dir: PathBuf,
     node: String,
+    profile: CsrProfile,
+    /// `None`: switch `client` to the new certificate.
+    on_new: Option<OnNew>,
     /// The longest a CSR is waited for.
     pub csr_timeout: Duration,
 }
 
 impl CertificateRotation {
-    /// Rotation of the certificate in `cert_dir` (`kubelet-client-current.pem`) for `node`,
-    /// switching `client`.
+    /// Rotation of the client certificate in `cert_dir` (`kubelet-client-current.pem`) for
+    /// `node`, switching `client`.
     pub fn new(client: RotatingClient, cert_dir: &Path, node: &str) -> Self {
         CertificateRotation {
             client,
             cert_dir: cert_dir.to_path_buf(),
             node: node.to_string(),
+            profile: CsrProfile::client(),
+            on_new: None,
             csr_timeout: Duration::from_secs(15 * 60),
         }
     }
 
+    /// The serving certificate (`kubelet-server-current.pem` in `cert_dir`) for `node`,
+    /// valid for `profile`'s names and addresses ([`CsrProfile::serving`]): requested with
+    /// `client` at once when there is none, then rotated as the client certificate is;
+    /// `on_new` gets each new file (the kubelet server loads it). The CSRs of this signer
+    /// are approved by the cluster's operator or an approver of its own, not by the
+    /// controller-manager: until then the kubelet waits (and retries after
+    /// `csr_timeout`).
+    pub fn serving(
+        client: RotatingClient,
+        cert_dir: &Path,
+        node: &str,
+        profile: CsrProfile,
+        on_new: OnNew,
+    ) -> Self {
+        CertificateRotation {
+            profile,
+            on_new: Some(on_new),
+            ..Self::new(client, cert_dir, node)
+        }
+    }
+
     /// One rotation now: a new key, a CSR made with the current credentials, the new
-    /// certificate stored and the client switched to it. Returns the new file.
+    /// certificate stored and put to use. Returns the new file.
     pub async fn rotate(&self) -> Result<PathBuf, BootstrapError> {
         let key = KeyPair::generate()?;
-        let certificate =
-            request_client_certificate(&self.client.client(), &self.node, &key, self.csr_timeout)
-                .await?;
-        let link = store_client_certificate(&self.cert_dir, &certificate, &key)?;
-        self.client
-            .use_certificate(&link)
-            .map_err(|e| BootstrapError::Api {
-                what: format!("using the new certificate {}", link.display()),
-                source: Box::new(e),
-            })?;
-        info!(node = %self.node, certificate = %link.display(), "rotated the client certificate");
+        let certificate = request_certificate(
+            &self.client.client(),
+            &self.node,
+            &key,
+            self.csr_timeout,
+            &self.profile,
+        )
+        .await?;
+        let link = store_certificate(&self.cert_dir, self.profile.file_prefix, &certificate, &key)?;
+        let using = |reason: String| BootstrapError::Use {
+            path: link.clone(),
+            reason,
+        };
+        match &self.on_new {
+            None => self
+                .client
+                .use_certificate(&link)
+                .map_err(|e| using(e.to_string()))?,
+            Some(on_new) => on_new(&link).map_err(using)?,
+        }
+        let what = self.profile.what;
+        info!(node = %self.node, certificate = %link.display(), "rotated the {what} certificate");
         Ok(link)
     }
 
@@ -168,7 +210,8 @@ impl CertificateRotation {
     /// lifetime after the previous rotation, so that very short certificates do not make it
     /// spin.
     pub async fn run(self) {
-        let current = self.cert_dir.join(CURRENT_CLIENT_PEM);
+        let current = self.profile.current(&self.cert_dir);
+        let what = self.profile.what;
         let mut backoff = Duration::from_secs(1);
         let mut last_rotation: Option<i64> = None;
         loop {
@@ -176,25 +219,34 @@ impl CertificateRotation {
                 .ok()
                 .as_deref()
                 .and_then(certificate_validity);
-            let Some((not_before, not_after)) = validity else {
-                warn!(certificate = %current.display(), "no client certificate to rotate");
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                continue;
-            };
-            let mut deadline = rotation_deadline(not_before, not_after, jittered_fraction());
-            if let Some(last) = last_rotation {
-                deadline = deadline.max(last + (not_after - not_before) / 10);
+            match validity {
+                Some((not_before, not_after)) => {
+                    let mut deadline =
+                        rotation_deadline(not_before, not_after, jittered_fraction());
+                    if let Some(last) = last_rotation {
+                        deadline = deadline.max(last + (not_after - not_before) / 10);
+                    }
+                    let wait = (deadline - Timestamp::now().as_second()).max(0);
+                    info!(node = %self.node, rotation_in_seconds = wait, "{what} certificate rotation scheduled");
+                    tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))).await;
+                }
+                // No serving certificate yet: request the first one now.
+                None if self.on_new.is_some() => {
+                    info!(node = %self.node, certificate = %current.display(), "requesting a {what} certificate");
+                }
+                None => {
+                    warn!(certificate = %current.display(), "no {what} certificate to rotate");
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    continue;
+                }
             }
-            let wait = (deadline - Timestamp::now().as_second()).max(0);
-            info!(node = %self.node, rotation_in_seconds = wait, "client certificate rotation scheduled");
-            tokio::time::sleep(Duration::from_secs(u64::try_from(wait).unwrap_or(0))).await;
             match self.rotate().await {
                 Ok(_) => {
                     backoff = Duration::from_secs(1);
                     last_rotation = Some(Timestamp::now().as_second());
                 }
                 Err(e) => {
-                    warn!(node = %self.node, error = %e, retry_in = ?backoff, "client certificate rotation failed");
+                    warn!(node = %self.node, error = %e, retry_in = ?backoff, "{what} certificate rotation failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(300));
                 }

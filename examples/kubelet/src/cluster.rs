@@ -133,6 +133,7 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let lease_seconds = i32::try_from(config.node_lease_duration_seconds).unwrap_or(40);
     let (kubeconfig, cert_dir) = (kubeconfig.clone(), node.flags.cert_dir.clone());
     let rotate = config.rotate_certificates;
+    let serving_ips = node.ips.to_vec();
     let engine = node.engine;
     let (qps, burst) = (config.kube_api_qps, config.kube_api_burst);
     tokio::spawn(async move {
@@ -142,17 +143,19 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
                 bootstrapped_config(&kubeconfig, &bootstrap, &cert_dir, &name, &user_agent).await
             }
         };
-        let client = match RotatingClient::new(config) {
+        let (client, rotating) = match RotatingClient::new(config) {
             Ok(rotating) => {
                 let rotating = rotating.with_rate_limit(qps, burst);
                 let client = rotating.client();
                 let current = cert_dir.join(node_status::certificate::CURRENT_CLIENT_PEM);
                 if rotate && current.exists() {
-                    tokio::spawn(CertificateRotation::new(rotating, &cert_dir, &name).run());
+                    tokio::spawn(
+                        CertificateRotation::new(rotating.clone(), &cert_dir, &name).run(),
+                    );
                 } else if rotate {
                     info!(certificate = %current.display(), "client certificate rotation needs the certificate in the cert dir: not rotating");
                 }
-                client
+                (client, rotating)
             }
             Err(e) => {
                 tracing::error!(kubeconfig = %kubeconfig.display(), error = %e, "cannot make the API client: the node does not join the cluster");
@@ -177,10 +180,28 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
         {
             if let Some(webhooks) = webhooks {
                 let client = client.clone();
+                let (cert_dir, name) = (cert_dir.clone(), name.clone());
                 tokio::spawn(async move {
                     let Ok(webhooks) = webhooks.await else {
                         return;
                     };
+                    if let Some(serving) = webhooks.serving {
+                        // The node's addresses as its status reports them: the hostname
+                        // and the node IPs.
+                        let profile = node_status::certificate::CsrProfile::serving(
+                            vec![name.clone()],
+                            serving_ips,
+                        );
+                        let on_new = Arc::new(move |pem: &Path| {
+                            serving.load(pem, pem).map_err(|e| e.to_string())
+                        });
+                        tokio::spawn(
+                            CertificateRotation::serving(
+                                rotating, &cert_dir, &name, profile, on_new,
+                            )
+                            .run(),
+                        );
+                    }
                     if let Some(tokens) = webhooks.tokens {
                         tokens.set(Arc::new(
                             node_core::server::webhook::WebhookTokenReviewer::new(

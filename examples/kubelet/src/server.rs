@@ -16,13 +16,18 @@ use node_core::server::auth::{
     AlwaysAllow, Auth, Authorizer, DeferredAuthorizer, DeferredTokenReviewer, TokenReviewer,
 };
 use node_core::server::serve::{ServerLimits, serve_tls};
-use node_core::server::tls::{TlsSettings, server_config, serving_cert_paths};
+use node_core::server::tls::{ServingCertificate, TlsSettings, server_config, serving_cert_paths};
 use node_core::server::{ServerType, record_http};
+use node_status::certificate::CURRENT_SERVING_PEM;
 use tracing::{info, warn};
 
-/// What the webhooks wait for: the API client (set by the cluster side).
+/// What waits for the API client (set by the cluster side): the webhooks, and the serving
+/// certificate requested by CSR.
 #[derive(Clone, Default)]
 pub(crate) struct Webhooks {
+    /// With `serverTLSBootstrap`: the certificate the server presents, loaded by the
+    /// serving certificate's rotation.
+    pub(crate) serving: Option<Arc<ServingCertificate>>,
     /// The SubjectAccessReview authorizer, with `authorization.mode: Webhook`.
     pub(crate) authorizer: Option<Arc<DeferredAuthorizer>>,
     /// The TokenReview authenticator, with `authentication.webhook.enabled`.
@@ -85,17 +90,39 @@ pub(crate) async fn start(
         info!("enableServer is false: no kubelet server");
         return Ok(webhooks);
     }
-    let (cert_file, key_file) = serving_cert_paths(
-        config.tls_cert_file.as_deref(),
-        config.tls_private_key_file.as_deref(),
-        &flags.cert_dir,
-        node_name,
-        node_ips,
-    )
-    .context("the kubelet server's certificate")?;
+    let certificate = if config.server_tls_bootstrap {
+        // Requested by CSR (upstream's server certificate manager, which takes precedence
+        // over tlsCertFile); the one of an earlier run is served until it is rotated.
+        let certificate = ServingCertificate::empty();
+        let current = flags.cert_dir.join(CURRENT_SERVING_PEM);
+        if current.exists()
+            && let Err(e) = certificate.load(&current, &current)
+        {
+            warn!(certificate = %current.display(), error = %e, "the serving certificate of an earlier run is not used");
+        }
+        if flags.kubeconfig.is_none() {
+            warn!("serverTLSBootstrap needs an API server to request the serving certificate from");
+        } else if !certificate.is_loaded() {
+            info!(
+                "serverTLSBootstrap: no serving certificate until the CSR is approved and issued"
+            );
+        }
+        webhooks.serving = Some(certificate.clone());
+        certificate
+    } else {
+        let (cert_file, key_file) = serving_cert_paths(
+            config.tls_cert_file.as_deref(),
+            config.tls_private_key_file.as_deref(),
+            &flags.cert_dir,
+            node_name,
+            node_ips,
+        )
+        .context("the kubelet server's certificate")?;
+        ServingCertificate::from_files(&cert_file, &key_file)
+            .context("the kubelet server's certificate")?
+    };
     let tls = server_config(&TlsSettings {
-        cert_file,
-        key_file,
+        certificate,
         client_ca_file: config.authentication.client_ca_file.clone(),
         min_version: config.tls_min_version.clone(),
         cipher_suites: config.tls_cipher_suites.clone(),

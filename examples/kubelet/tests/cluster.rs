@@ -1991,3 +1991,198 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The end-entity certificate the kubelet server on `port` presents (DER), verified against
+/// `ca` for the name `localhost`.
+async fn served_certificate(port: u16, ca: &std::path::Path) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+        roots.add(cert.map_err(|e| e.to_string())?).ok();
+    }
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| "no certificate presented".to_string())
+}
+
+/// The kubelet-serving CSRs of the node, oldest first.
+async fn serving_csrs(
+    csrs: &Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest>,
+) -> Vec<k8s_openapi::api::certificates::v1::CertificateSigningRequest> {
+    let mut list: Vec<_> = csrs
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.spec.signer_name == "kubernetes.io/kubelet-serving")
+        .collect();
+    list.sort_by_key(|c| c.metadata.creation_timestamp.clone().map(|t| t.0));
+    list
+}
+
+#[tokio::test]
+async fn with_server_tls_bootstrap_the_serving_certificate_is_requested_served_once_issued_and_rotated()
+ {
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    node_cri::harness::clean_stale_dirs();
+    // Certificates valid for a minute (plus the signer's 5 minutes of backdating): the
+    // kubelet rotates each soon after it is issued.
+    let cp = ControlPlane::builder()
+        .controller_manager(true)
+        .controllers("csrsigning,serviceaccount,serviceaccount-token")
+        .cluster_signing_duration(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-serving", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+             serverTLSBootstrap: true\nauthentication:\n  x509:\n    clientCAFile: {}\n",
+            cp.ca_cert_path().display()
+        ),
+    )
+    .unwrap();
+    let cert_dir = root.join("pki");
+    let port = free_port();
+    let mut kubelet = Kubelet::start_on(
+        &[
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--config={}", config.display()),
+            format!("--root-dir={}", root.display()),
+            format!("--hostname-override={NODE}"),
+            format!("--cert-dir={}", cert_dir.display()),
+        ],
+        port,
+    );
+    let csrs: Api<CertificateSigningRequest> = Api::all(cp.admin_client());
+    let ca = cp.ca_cert_path().to_path_buf();
+
+    // The CSR: the node's own, for the serving signer, with upstream's usages.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(csr) = serving_csrs(&csrs).await.into_iter().next() {
+            break csr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kubelet-serving CSR in 60 s:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        first.spec.username.as_deref(),
+        Some(format!("system:node:{NODE}").as_str())
+    );
+    assert_eq!(
+        first.spec.usages.clone().unwrap_or_default(),
+        ["digital signature", "server auth"]
+    );
+    // Not approved yet: no certificate to serve, and no self-signed one made instead.
+    assert!(served_certificate(port, &ca).await.is_err());
+    assert!(!cert_dir.join("kubelet.crt").exists());
+
+    // Approved (with the real kubectl) and signed: served, valid for `localhost`.
+    let first_name = first.metadata.name.clone().unwrap();
+    kubectl(&cp, &["certificate", "approve", &first_name]);
+    let issued = |name: String| {
+        let csrs = csrs.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let csr = csrs.get(&name).await.unwrap();
+                if let Some(pem) = csr.status.and_then(|s| s.certificate) {
+                    return CertificateDer::pem_slice_iter(&pem.0)
+                        .next()
+                        .unwrap()
+                        .unwrap()
+                        .to_vec();
+                }
+                assert!(Instant::now() < deadline, "{name} not signed in 30 s");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let first_der = issued(first_name.clone()).await;
+    let served_now = |expected: Vec<u8>, what: &'static str| {
+        let ca = ca.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if served_certificate(port, &ca).await.ok().as_ref() == Some(&expected) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{what} not served in 30 s");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    served_now(first_der.clone(), "the first certificate").await;
+    let masters = cp.dir().join("pki/apiserver-kubelet-client.crt");
+    let masters_key = cp.dir().join("pki/apiserver-kubelet-client.key");
+    let (code, body) = kubelet_get(port, "/pods", &ca, Some((&masters, &masters_key)), None)
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        std::fs::read_link(cert_dir.join("kubelet-server-current.pem")).is_ok(),
+        "stored as upstream's file store"
+    );
+
+    // Rotated: a second CSR, approved, and its certificate served without a restart.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let second = loop {
+        if let Some(csr) = serving_csrs(&csrs)
+            .await
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() != Some(first_name.as_str()))
+        {
+            break csr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rotation CSR in 90 s:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let second_name = second.metadata.name.unwrap();
+    kubectl(&cp, &["certificate", "approve", &second_name]);
+    let second_der = issued(second_name).await;
+    assert_ne!(first_der, second_der);
+    served_now(second_der, "the rotated certificate").await;
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}

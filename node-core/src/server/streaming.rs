@@ -600,8 +600,11 @@ mod proxy_tests {
         std::fs::write(dir.path().join("c.crt"), &pem).unwrap();
         std::fs::write(dir.path().join("c.key"), key).unwrap();
         let tls = crate::server::tls::server_config(&crate::server::tls::TlsSettings {
-            cert_file: dir.path().join("c.crt"),
-            key_file: dir.path().join("c.key"),
+            certificate: crate::server::tls::ServingCertificate::from_files(
+                &dir.path().join("c.crt"),
+                &dir.path().join("c.key"),
+            )
+            .unwrap(),
             ..Default::default()
         })
         .unwrap();

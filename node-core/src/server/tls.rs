@@ -213,13 +213,75 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The certificate the server presents, replaceable while it serves: the configured or
+/// self-signed pair loaded once, or the certificate the node requests by CSR
+/// (`serverTLSBootstrap`), replaced at each rotation. Until one is loaded, handshakes fail
+/// (upstream's kubelet serves nothing before its serving certificate is issued either).
+#[derive(Debug, Default)]
+pub struct ServingCertificate {
+    current: std::sync::RwLock<Option<Arc<rustls::sign::CertifiedKey>>>,
+}
+
+impl ServingCertificate {
+    /// None yet.
+    pub fn empty() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The pair in `cert_file` and `key_file` (they may be the same file).
+    pub fn from_files(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
+        let serving = Self::empty();
+        serving.load(cert_file, key_file)?;
+        Ok(serving)
+    }
+
+    /// Replaces the certificate with the pair in `cert_file` and `key_file`; on error the
+    /// one served so far stays.
+    pub fn load(&self, cert_file: &Path, key_file: &Path) -> Result<(), TlsError> {
+        let chain = load_certs(cert_file)?;
+        let key = load_key(key_file)?;
+        #[allow(deprecated)]
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| TlsError::Pem {
+                path: key_file.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let certified = rustls::sign::CertifiedKey::new(chain, signing);
+        certified.keys_match().map_err(|e| TlsError::Pem {
+            path: key_file.to_path_buf(),
+            reason: format!("the key does not match the certificate: {e}"),
+        })?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = Some(Arc::new(certified));
+        Ok(())
+    }
+
+    /// Whether a certificate is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCertificate {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// The TLS settings of the server.
 #[derive(Clone, Debug, Default)]
 pub struct TlsSettings {
-    /// The serving certificate (with its chain).
-    pub cert_file: PathBuf,
-    /// Its key.
-    pub key_file: PathBuf,
+    /// The serving certificate (with its chain) and key.
+    pub certificate: Arc<ServingCertificate>,
     /// `authentication.x509.clientCAFile`.
     pub client_ca_file: Option<PathBuf>,
     /// `tlsMinVersion` (`VersionTLS12`, `VersionTLS13`); none: TLS 1.2.
@@ -321,10 +383,7 @@ pub fn server_config(settings: &TlsSettings) -> Result<rustls::ServerConfig, Tls
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(
-        load_certs(&settings.cert_file)?,
-        load_key(&settings.key_file)?,
-    )?;
+    let mut config = builder.with_cert_resolver(settings.certificate.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -411,12 +470,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_serving_certificate_is_replaced_while_serving_and_none_fails_the_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c1, k1) = write_pair(dir.path(), "one", "node-a");
+        let (c2, k2) = write_pair(dir.path(), "two", "node-a");
+        let certificate = ServingCertificate::empty();
+        let config = server_config(&TlsSettings {
+            certificate: certificate.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(
+            !handshake(config.clone(), false, &c1).await,
+            "no certificate yet"
+        );
+        certificate.load(&c1, &k1).unwrap();
+        assert!(handshake(config.clone(), false, &c1).await);
+        // A key of another certificate is refused and the served one stays.
+        let err = certificate.load(&c2, &k1).unwrap_err().to_string();
+        assert!(err.contains("does not match"), "{err}");
+        assert!(handshake(config.clone(), false, &c1).await);
+        // Rotated: the same server config now presents the new certificate.
+        certificate.load(&c2, &k2).unwrap();
+        assert!(handshake(config.clone(), false, &c2).await);
+        assert!(!handshake(config, false, &c1).await);
+    }
+
+    #[tokio::test]
     async fn tls_min_version_and_cipher_suites_are_honoured_and_bad_names_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = write_pair(dir.path(), "srv", "node-a");
+        let certificate = ServingCertificate::from_files(&c, &k).unwrap();
         let settings = |min: Option<&str>, suites: &[&str]| TlsSettings {
-            cert_file: c.clone(),
-            key_file: k.clone(),
+            certificate: certificate.clone(),
             client_ca_file: None,
             min_version: min.map(str::to_string),
             cipher_suites: suites.iter().map(|s| s.to_string()).collect(),
