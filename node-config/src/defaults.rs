@@ -174,6 +174,7 @@ pub fn set_defaults(c: &mut KubeletConfiguration) {
     or_default(&mut c.container_log_monitor_interval, || secs(10));
     or_default(&mut c.streaming_connection_idle_timeout, || secs(4 * 3600));
     or_default(&mut c.enable_system_log_handler, || true);
+    or_default(&mut c.enable_system_log_query, || false);
     or_default(&mut c.enforce_node_allocatable, || {
         DEFAULT_ENFORCE_NODE_ALLOCATABLE
             .iter()

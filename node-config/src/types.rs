@@ -328,6 +328,9 @@ pub struct KubeletConfiguration {
     pub streaming_connection_idle_timeout: Duration,
     /// `enableSystemLogHandler`: serve the node's `/var/log` at `/logs/`. Default `true`.
     pub enable_system_log_handler: bool,
+    /// `enableSystemLogQuery`: answer `/logs/?query=…` (node log query; needs the
+    /// `NodeLogQuery` feature gate and `enableSystemLogHandler`). Default `false`.
+    pub enable_system_log_query: bool,
     /// `systemReserved`: resources reserved for system daemons (`cpu`, `memory`,
     /// `ephemeral-storage`, `pid`). Default empty.
     pub system_reserved: BTreeMap<String, Quantity>,

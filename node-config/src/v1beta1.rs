@@ -46,7 +46,6 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "reservedSystemCPUs",
     "showHiddenMetricsForVersion",
     "logging",
-    "enableSystemLogQuery",
     "shutdownGracePeriodByPodPriority",
     "crashLoopBackOff",
     "reservedMemory",
@@ -231,6 +230,8 @@ pub struct KubeletConfiguration {
     pub streaming_connection_idle_timeout: Option<Duration>,
     /// `enableSystemLogHandler`.
     pub enable_system_log_handler: Option<bool>,
+    /// `enableSystemLogQuery`.
+    pub enable_system_log_query: Option<bool>,
     /// `systemReserved`.
     pub system_reserved: Option<BTreeMap<String, Quantity>>,
     /// `kubeReserved`.

@@ -30,6 +30,19 @@ impl KubeletConfiguration {
         if self.port == 0 {
             err("port", "0 must be between 1 and 65535, inclusive".into());
         }
+        // Upstream's messages, word for word (the first names the wrong field upstream too).
+        if self.enable_system_log_query && self.feature_gate("NodeLogQuery") != Some(true) {
+            err(
+                "enableSystemLogQuery",
+                "invalid configuration: NodeLogQuery feature gate is required for enableSystemLogHandler".into(),
+            );
+        }
+        if self.enable_system_log_query && !self.enable_system_log_handler {
+            err(
+                "enableSystemLogQuery",
+                "invalid configuration: enableSystemLogHandler is required for enableSystemLogQuery".into(),
+            );
+        }
         if self.node_lease_duration_seconds == 0 {
             err("nodeLeaseDurationSeconds", "must be greater than 0".into());
         }

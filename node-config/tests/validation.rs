@@ -449,3 +449,25 @@ fn all_errors_are_collected() {
         );
     }
 }
+
+#[test]
+fn system_log_query_needs_its_feature_gate_and_the_log_handler() {
+    let err = rejects("enableSystemLogQuery: true\n", &["enableSystemLogQuery"]);
+    assert!(
+        err.to_string()
+            .contains("NodeLogQuery feature gate is required"),
+        "{err}"
+    );
+    let err = rejects(
+        "enableSystemLogQuery: true\nenableSystemLogHandler: false\nfeatureGates:\n  NodeLogQuery: true\n",
+        &["enableSystemLogQuery"],
+    );
+    assert!(
+        err.to_string()
+            .contains("enableSystemLogHandler is required for enableSystemLogQuery"),
+        "{err}"
+    );
+    let c = accepts("enableSystemLogQuery: true\nfeatureGates:\n  NodeLogQuery: true\n");
+    assert!(c.enable_system_log_query);
+    assert!(!accepts("").enable_system_log_query, "off by default");
+}

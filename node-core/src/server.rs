@@ -7,6 +7,8 @@ pub mod auth;
 #[cfg(all(feature = "server", any(feature = "api", test)))]
 pub(crate) mod cache;
 #[cfg(feature = "server")]
+pub mod node_log_query;
+#[cfg(feature = "server")]
 pub mod node_logs;
 #[cfg(feature = "server")]
 pub mod serve;

@@ -551,7 +551,14 @@ async fn run(
             .merge(node_core::server::configz_router(config.to_json_value()))
             .merge(node_core::server::running_pods_router(cri_runtime.clone()))
             .merge(if config.enable_system_log_handler {
-                node_core::server::node_logs::router(PathBuf::from("/var/log"))
+                node_core::server::node_logs::router(
+                    PathBuf::from("/var/log"),
+                    // Node log query: enableSystemLogQuery (validated to need the NodeLogQuery
+                    // feature gate).
+                    config
+                        .enable_system_log_query
+                        .then(node_core::server::node_log_query::LogQueryConfig::default),
+                )
             } else {
                 axum::Router::new()
             }),

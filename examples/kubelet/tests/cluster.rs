@@ -1490,6 +1490,7 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
         &config,
         format!(
             "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+             featureGates:\n  NodeLogQuery: true\nenableSystemLogQuery: true\n\
              authentication:\n  x509:\n    clientCAFile: {}\n",
             cp.ca_cert_path().display()
         ),
@@ -1748,6 +1749,30 @@ async fn the_kubelet_server_authenticates_authorizes_and_serves_kubectl_logs() {
             want,
             "{path}"
         );
+    }
+    // Node log query (NodeLogQuery, enableSystemLogQuery): upstream's answers and errors.
+    for (path, want, text) in [
+        (
+            "/logs/?query=no-such-service",
+            200,
+            "\nlog not found for no-such-service\n",
+        ),
+        (
+            "/logs/?query=kubelet&boot=1",
+            400,
+            "boot: Invalid value: 1: must be less than 1",
+        ),
+        (
+            "/logs/?query=/../no-such.log",
+            400,
+            "stat /var/log/no-such.log: no such file or directory",
+        ),
+    ] {
+        let (code, body) = kubelet_get(port, path, &served, Some((&masters, &masters_key)), None)
+            .await
+            .unwrap();
+        assert_eq!(code, want, "{path}: {body}");
+        assert!(body.contains(text), "{path}: {body}");
     }
     for path in [
         "/healthz",

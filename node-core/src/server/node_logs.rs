@@ -1,31 +1,60 @@
 //! `/logs/` (upstream's system log handler, `enableSystemLogHandler`): the node's `/var/log`
 //! served as upstream's file server does: a directory as an HTML list of links, a file as it
 //! is. Paths are confined to the root: `..` is refused (400), and a link leading out of the
-//! root is not followed (404).
+//! root is not followed (404). With a log query configured (`enableSystemLogQuery`), a
+//! request with a log query's parameters is answered by [`super::node_log_query`].
 
 use std::path::{Component, Path, PathBuf};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-/// The router of `/logs/` over `root` (`/var/log` on a node).
-pub fn router(root: PathBuf) -> Router {
+use super::node_log_query::LogQueryConfig;
+
+#[derive(Clone)]
+struct NodeLogs {
+    root: PathBuf,
+    query: Option<LogQueryConfig>,
+}
+
+/// The router of `/logs/` over `root` (`/var/log` on a node); with `query`, log queries
+/// (`?query=…`) are answered too.
+pub fn router(root: PathBuf, query: Option<LogQueryConfig>) -> Router {
     Router::new()
         .route("/logs/", get(list_root))
         .route("/logs/{*path}", get(serve))
-        .with_state(root)
+        .with_state(NodeLogs { root, query })
 }
 
-async fn list_root(State(root): State<PathBuf>) -> Response {
-    serve_path(&root, "").await
+async fn log_query(logs: &NodeLogs, raw: Option<String>) -> Option<Response> {
+    let config = logs.query.as_ref()?;
+    let params = super::streaming::parse_query(raw);
+    if params.is_empty() {
+        return None;
+    }
+    super::node_log_query::answer(config, &logs.root, &params).await
 }
 
-async fn serve(State(root): State<PathBuf>, UrlPath(path): UrlPath<String>) -> Response {
-    serve_path(&root, &path).await
+async fn list_root(State(logs): State<NodeLogs>, RawQuery(raw): RawQuery) -> Response {
+    match log_query(&logs, raw).await {
+        Some(answer) => answer,
+        None => serve_path(&logs.root, "").await,
+    }
+}
+
+async fn serve(
+    State(logs): State<NodeLogs>,
+    UrlPath(path): UrlPath<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    match log_query(&logs, raw).await {
+        Some(answer) => answer,
+        None => serve_path(&logs.root, &path).await,
+    }
 }
 
 fn text(code: StatusCode, message: &str) -> Response {

@@ -97,7 +97,7 @@ fn flag(query: &[(String, String)], name: &str) -> bool {
         .is_some_and(|v| *v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-fn parse_query(raw: Option<String>) -> Vec<(String, String)> {
+pub(crate) fn parse_query(raw: Option<String>) -> Vec<(String, String)> {
     raw.map(|q| url_pairs(&q)).unwrap_or_default()
 }
 
