@@ -170,6 +170,10 @@ pub struct ContainerStats {
     /// The container's logs: usedBytes is the logs'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs: Option<FsStats>,
+    /// The runtime's id of the container: not part of the summary API (never serialized),
+    /// it lets a provider find the container's cgroup.
+    #[serde(skip)]
+    pub container_id: Option<String>,
 }
 
 /// CPU usage.

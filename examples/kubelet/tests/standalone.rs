@@ -1258,9 +1258,23 @@ async fn stats_summary_reports_node_and_pod_figures_consistent_with_proc_and_the
         .join("cpuacct")
         .join(&pod_cgroup)
         .join("cpuacct.usage");
-    let before = [&node_memory, &node_cpu, &pod_memory, &pod_cpu, &pids].map(|p| read_u64(p));
+    let main_id = node.containers_of(&uid).await[0].id.clone();
+    let main_cpu = cgroups
+        .join("cpuacct")
+        .join(&pod_cgroup)
+        .join(&main_id)
+        .join("cpuacct.usage");
+    let paths = [
+        &node_memory,
+        &node_cpu,
+        &pod_memory,
+        &pod_cpu,
+        &pids,
+        &main_cpu,
+    ];
+    let before = paths.map(|p| read_u64(p));
     let s = summary().await.expect("a second summary");
-    let after = [&node_memory, &node_cpu, &pod_memory, &pod_cpu, &pids].map(|p| read_u64(p));
+    let after = paths.map(|p| read_u64(p));
 
     // The node: root cgroup, /proc, statfs.
     let n = &s["node"];
@@ -1350,6 +1364,13 @@ async fn stats_summary_reports_node_and_pod_figures_consistent_with_proc_and_the
     );
     let main = &p["containers"][0];
     assert_eq!(main["name"], "main");
+    between(
+        main["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap(),
+        before[5],
+        after[5],
+        0,
+        "the container's cpu vs its own cgroup, read at the summary",
+    );
     assert!(main["rootfs"]["usedBytes"].as_u64().is_some(), "{main}");
     let logs = main["logs"]["usedBytes"].as_u64().unwrap();
     let volume = &p["volume"][0];
@@ -1469,6 +1490,10 @@ async fn metrics_parse_and_agree_with_pods_and_the_cgroups() {
     let pair = node.wait_pod("pair", "running", running).await;
     node.wait_pod("done", "succeeded", |p| phase(p) == "Succeeded")
         .await;
+    // The first summaries, at once: they share one measurement of the writable layers.
+    for answer in futures::future::join_all((0..4).map(|_| node.get("/stats/summary"))).await {
+        assert_eq!(answer.expect("a summary").0, 200);
+    }
 
     // /metrics: its running pods and containers are those /pods shows.
     let (metrics, text) = eventually(
@@ -1608,5 +1633,21 @@ async fn metrics_parse_and_agree_with_pods_and_the_cgroups() {
         .unwrap()
             > 0.0
     );
+
+    // Seven summaries were made (four at once, resource, cadvisor, one more now): none asked
+    // containerd for its sandbox stats (seconds with a hundred pods), and the writable layers
+    // were measured once (kept for a minute).
+    node.get("/stats/summary").await.expect("a summary");
+    let (_, body) = node.get("/metrics").await.expect("/metrics");
+    let metrics = scrape(&body, "/metrics");
+    let calls = |operation: &str| {
+        sample(
+            &metrics,
+            "kubelet_runtime_operations_total",
+            &[("operation_type", operation)],
+        )
+    };
+    assert_eq!(calls("list_podsandbox_stats"), None);
+    assert_eq!(calls("list_container_stats"), Some(1.0));
     node.shutdown().await;
 }

@@ -62,6 +62,11 @@ pub async fn serve_tls(
                 continue;
             }
         };
+        // Responses go out as written (headers, then body chunks): with Nagle's algorithm a
+        // small last segment would wait for the client's delayed ACK (40 ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {

@@ -401,6 +401,8 @@ async fn proxy_with(
             );
         }
     };
+    // Interactive streams: every small write goes at once.
+    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,

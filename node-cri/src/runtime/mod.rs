@@ -67,6 +67,9 @@ pub struct CriRuntime {
     services: Option<Arc<dyn node_core::objects::ServiceEnvSource>>,
     /// Where `runtimeClassName`s are resolved (none: standalone, where upstream ignores them).
     runtime_classes: Option<Arc<dyn node_core::objects::RuntimeHandlerSource>>,
+    /// The last `ListContainerStats` (the writable layers' usage), refreshed in the
+    /// background once it is older than [`stats::CONTAINER_STATS_MAX_AGE`].
+    container_stats: Arc<stats::ContainerStatsCache>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -146,6 +149,7 @@ impl CriRuntime {
             objects: None,
             services: None,
             runtime_classes: None,
+            container_stats: Arc::default(),
         }
     }
 

@@ -139,6 +139,25 @@ impl Cgroups {
         }
     }
 
+    /// A process of `cgroup` or of one of its children (on v1 a pod's processes live in its
+    /// containers' cgroups), from `cgroup.procs`.
+    pub fn first_process(&self, cgroup: &str) -> Option<u32> {
+        let dir = self.dir("pids", cgroup);
+        let first = |dir: &Path| {
+            std::fs::read_to_string(dir.join("cgroup.procs"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.trim().parse::<u32>().ok())
+        };
+        first(&dir).or_else(|| {
+            std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .find_map(|e| first(&e.path()))
+        })
+    }
+
     /// Processes (tasks) in `cgroup` (`pids.current`).
     pub fn processes(&self, cgroup: &str) -> Result<u64, StatsError> {
         read_u64(&self.dir("pids", cgroup).join("pids.current"))

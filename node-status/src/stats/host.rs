@@ -70,7 +70,17 @@ impl ProcFs {
     /// The host's interfaces from `net/dev`, without loopback and container-side devices; the
     /// default is `eth0` when present, else the first.
     pub fn network(&self) -> Result<NetworkStats, StatsError> {
-        let path = self.path("net/dev");
+        self.network_at(&self.path("net/dev"))
+    }
+
+    /// The interfaces of the network namespace process `pid` is in (a pod's, from one of its
+    /// processes), as [`ProcFs::network`] reads the host's.
+    pub fn network_of(&self, pid: u32) -> Result<NetworkStats, StatsError> {
+        self.network_at(&self.path(&format!("{pid}/net/dev")))
+    }
+
+    fn network_at(&self, path: &Path) -> Result<NetworkStats, StatsError> {
+        let path = path.to_path_buf();
         let interfaces =
             parse_net_dev(&read(&path)?).ok_or_else(|| StatsError::parse(&path, "malformed"))?;
         let interfaces: Vec<InterfaceStats> = interfaces

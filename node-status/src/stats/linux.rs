@@ -153,6 +153,15 @@ fn add(total: &mut (u64, u64), fs: Option<&FsStats>) {
     }
 }
 
+/// A container's cgroup below its pod's, as containerd's CRI plugin makes it: `<pod>/<id>`
+/// with cgroupfs, `<pod slice>/cri-containerd-<id>.scope` with systemd.
+fn container_cgroup(pod_cgroup: &str, driver: node_config::CgroupDriver, id: &str) -> String {
+    match driver {
+        node_config::CgroupDriver::Systemd => format!("{pod_cgroup}/cri-containerd-{id}.scope"),
+        _ => format!("{pod_cgroup}/{id}"),
+    }
+}
+
 impl LinuxStatsProvider {
     /// A provider reading per `config`, the pods from `runtime`.
     pub fn new(config: LinuxStatsConfig, runtime: Arc<dyn RuntimeStatsSource>) -> Self {
@@ -278,19 +287,32 @@ impl LinuxStatsProvider {
     ) {
         let c = &self.config;
         let uid = pod.pod_ref.uid.clone();
-        if let Some(cgroup) = self.pod_cgroup(&uid) {
-            match self.cpu(&format!("pod/{uid}"), &cgroup) {
+        let pod_cgroup = self.pod_cgroup(&uid);
+        if let Some(cgroup) = &pod_cgroup {
+            match self.cpu(&format!("pod/{uid}"), cgroup) {
                 Ok(cpu) => pod.cpu = Some(cpu),
                 Err(e) => debug!(pod = %uid, error = %e, "pod cpu figures"),
             }
-            match c.cgroups.memory(&cgroup) {
+            match c.cgroups.memory(cgroup) {
                 Ok(m) => pod.memory = Some(memory_stats(&m, m.limit)),
                 Err(e) => debug!(pod = %uid, error = %e, "pod memory figures"),
             }
-            if let Ok(n) = c.cgroups.processes(&cgroup) {
+            if let Ok(n) = c.cgroups.processes(cgroup) {
                 pod.process_stats = Some(ProcessStats {
                     process_count: Some(n),
                 });
+            }
+            // The pod's network namespace, through one of its processes.
+            if pod.network.is_none()
+                && let Some(pid) = c.cgroups.first_process(cgroup)
+            {
+                match c.proc.network_of(pid) {
+                    Ok(mut n) => {
+                        n.time = now();
+                        pod.network = Some(n);
+                    }
+                    Err(e) => debug!(pod = %uid, error = %e, "pod network figures"),
+                }
             }
         }
         let log_dir = c.pod_logs_dir.join(format!(
@@ -299,6 +321,20 @@ impl LinuxStatsProvider {
         ));
         let mut ephemeral = (0u64, 0u64);
         for container in &mut pod.containers {
+            // CPU and memory from the container's own cgroup, read now.
+            if let (Some(pod_cgroup), Some(id)) = (&pod_cgroup, &container.container_id) {
+                let cgroup = container_cgroup(pod_cgroup, c.cgroup_driver, id);
+                if c.cgroups.exists(&cgroup) {
+                    if let Ok(cpu) =
+                        self.cpu(&format!("container/{uid}/{}", container.name), &cgroup)
+                    {
+                        container.cpu = Some(cpu);
+                    }
+                    if let Ok(m) = c.cgroups.memory(&cgroup) {
+                        container.memory = Some(memory_stats(&m, m.limit));
+                    }
+                }
+            }
             if let Some(rootfs) = container.rootfs.as_mut()
                 && let Some(whole) = container_fs
             {
