@@ -1,8 +1,12 @@
-//! Steady state at 110 pods: the kubelet binary runs 110 static pods on a containerd started
-//! for the run; once they all run and the start-up has settled, nothing changes for a minute
-//! while the kubelet's resident memory and CPU (and containerd's, beside it, for scale) are
-//! read from `/proc` every second. Also prints the time from the 110 manifests written to all
-//! containers running (`pod_startup` compares that with the CRI floor of the same pods).
+//! Steady state at 110 pods: the kubelet binary runs 110 static pods (busybox `httpd`) on a
+//! containerd started for the run; once they all run and the start-up has settled, nothing
+//! changes for a minute while the kubelet's resident memory and CPU (and containerd's, beside
+//! it, for scale) are read from `/proc` every second. Also prints the time from the 110
+//! manifests written to all containers running (`pod_startup` compares that with the CRI
+//! floor of the same pods).
+//!
+//! Then the same again with a readiness probe on every pod (`httpGet`, period 10 s): the
+//! prober's own cost, as the difference and ratio of the two runs.
 //!
 //! A resource reading over a fixed minute, not a timing repeated per iteration: it runs as a
 //! plain `harness = false` program. It is a target of the `kubelet` package (its file lives
@@ -21,9 +25,15 @@ use node_cri::{CriClient, ManagedContainerd, cri};
 
 const KUBELET: &str = env!("CARGO_BIN_EXE_kubelet");
 
-fn manifest(i: usize) -> String {
+fn manifest(i: usize, probe: bool) -> String {
+    let probe = match probe {
+        true => {
+            "    readinessProbe:\n      httpGet:\n        path: /\n        port: 8080\n      periodSeconds: 10\n"
+        }
+        false => "",
+    };
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: steady-{i}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: steady-{i}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www\"]\n{probe}"
     )
 }
 
@@ -128,8 +138,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let plain = run(&rt, pods, window, false);
+    let probed = run(&rt, pods, window, true);
+    println!(
+        "steady_state: the prober with {pods} readiness probes (period 10 s): kubelet CPU {:+.2}% of a core (ratio {:.2}), RSS {:+.1} MiB (ratio {:.3}); targets under 0.5% and 5 MiB",
+        probed.cpu_percent - plain.cpu_percent,
+        probed.cpu_percent / plain.cpu_percent.max(f64::EPSILON),
+        (probed.rss_mean - plain.rss_mean) / (1024.0 * 1024.0),
+        probed.rss_mean / plain.rss_mean.max(1.0),
+    );
+}
+
+/// One kubelet with `pods` pods (`probes`: each with a readiness probe): the kubelet's reading.
+fn run(rt: &tokio::runtime::Runtime, pods: usize, window: Duration, probes: bool) -> Reading {
+    let tag = if probes { "steady-probes" } else { "steady" };
     let containerd = rt.block_on(async {
-        let config = node_cri::harness::test_config("steady").expect("harness config");
+        let config = node_cri::harness::test_config(tag).expect("harness config");
         ManagedContainerd::start(config)
             .await
             .unwrap_or_else(|e| panic!("cannot start the managed containerd: {e}"))
@@ -176,8 +200,11 @@ fn main() {
 
     let t = Instant::now();
     for i in 0..pods {
-        std::fs::write(manifests.join(format!("steady-{i}.yaml")), manifest(i))
-            .expect("write manifest");
+        std::fs::write(
+            manifests.join(format!("steady-{i}.yaml")),
+            manifest(i, probes),
+        )
+        .expect("write manifest");
     }
     rt.block_on(async {
         while running(&client).await < pods {
@@ -193,12 +220,13 @@ fn main() {
     std::thread::sleep(Duration::from_secs(10));
     let containerd_pid = containerd.pid().expect("containerd runs");
     let readings = watch(&[kubelet.id(), containerd_pid], window);
+    let with = if probes { " with readiness probes" } else { "" };
     println!(
-        "steady_state: {pods} pods, all running {:.2} s after the manifests were written",
+        "steady_state: {pods} pods{with}, all running {:.2} s after the manifests were written",
         started.as_secs_f64()
     );
     println!(
-        "steady_state: {pods} pods, nothing changing for {} s: kubelet {} (targets 25 MiB, 0.5%); containerd {}",
+        "steady_state: {pods} pods{with}, nothing changing for {} s: kubelet {} (targets 25 MiB, 0.5%); containerd {}",
         window.as_secs(),
         readings[0],
         readings[1]
@@ -217,4 +245,5 @@ fn main() {
         containerd.stop().await.expect("stop containerd");
     });
     node_cri::harness::detach_mounts_under(Path::new(&dir));
+    readings.into_iter().next().expect("the kubelet's reading")
 }

@@ -181,6 +181,10 @@ pub mod reasons {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Admission rejected the pod: too many pods.
     pub const OUT_OF_PODS: &str = "OutOfpods";
+    /// A probe failed (upstream `ContainerUnhealthy`).
+    pub const UNHEALTHY: &str = "Unhealthy";
+    /// A probe passed with a warning (upstream `ContainerProbeWarning`).
+    pub const PROBE_WARNING: &str = "ProbeWarning";
     /// The pod was stopped to admit a critical pod (upstream `PreemptContainer`).
     pub const PREEMPTING: &str = "Preempting";
 }

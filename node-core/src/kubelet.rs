@@ -272,6 +272,8 @@ struct Shared {
     node: Arc<NodeView>,
     /// The kubelet's metrics, when the binary asked for them.
     metrics: OnceLock<Arc<KubeletMetrics>>,
+    /// The probes, when the binary asked for them.
+    prober: OnceLock<crate::prober::ProbeManager>,
     config: EngineConfig,
 }
 
@@ -317,6 +319,9 @@ impl Shared {
 
     /// Forgets a pod the workers forgot.
     fn forget(&self, uid: &str) {
+        if let Some(prober) = self.prober.get() {
+            prober.remove_pod(uid);
+        }
         self.statuses.remove(uid);
         if let Ok(mut all) = self.errors.lock() {
             all.remove(uid);
@@ -335,6 +340,8 @@ pub struct Kubelet {
     shared: Arc<Shared>,
     workers: Arc<PodWorkers>,
     health: Arc<Health>,
+    /// The pods whose probe results changed (with a prober).
+    probe_updates: Option<mpsc::Receiver<PodUid>>,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -376,6 +383,7 @@ impl Kubelet {
             admit_handlers: RwLock::default(),
             node: node.clone(),
             metrics: OnceLock::new(),
+            prober: OnceLock::new(),
             config,
         });
         let workers = PodWorkers::new(
@@ -394,7 +402,32 @@ impl Kubelet {
             shared,
             workers,
             health: Arc::new(Health::default()),
+            probe_updates: None,
         }
+    }
+
+    /// Runs the pods' liveness, readiness and startup probes with `prober`, keeping their
+    /// results in `results` (give the same to the runtime, which kills containers that fail
+    /// liveness or startup probes). Call after [`Kubelet::with_metrics`] for the probe
+    /// metrics. A second call is ignored.
+    pub fn with_prober(
+        mut self,
+        prober: Arc<dyn crate::prober::Prober>,
+        results: Arc<crate::prober::ProbeResults>,
+    ) -> Self {
+        let (manager, updates) = crate::prober::ProbeManager::new(
+            self.shared.statuses.clone(),
+            prober,
+            self.shared.recorder.clone(),
+            results,
+            self.shared.metrics.get().cloned(),
+        );
+        if self.shared.prober.set(manager).is_err() {
+            warn!("the engine has a prober already; keeping the first");
+        } else {
+            self.probe_updates = Some(updates);
+        }
+        self
     }
 
     /// Sets the pods' volumes up with `volumes` before their containers start, and tears them
@@ -459,7 +492,11 @@ impl Kubelet {
             shared,
             workers,
             health,
+            probe_updates,
         } = self;
+        // Without a prober, a channel that never delivers.
+        let (_no_probes, idle) = mpsc::channel::<PodUid>(1);
+        let mut probe_rx = probe_updates.unwrap_or(idle);
         let (pleg_tx, mut pleg_rx) = mpsc::channel::<PodUid>(1000);
         let pleg = tokio::spawn(run_pleg(
             shared.runtime.clone(),
@@ -486,6 +523,11 @@ impl Kubelet {
                         break;
                     };
                     handle_update(&shared, &workers, update);
+                }
+                Some(uid) = probe_rx.recv() => {
+                    if let Some(pod) = shared.pods.get(uid.as_str()) {
+                        workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
+                    }
                 }
                 Some(uid) = pleg_rx.recv() => {
                     // Upstream: only pods the configuration holds are synced on PLEG events.
@@ -748,6 +790,9 @@ impl PodSyncer for EngineSyncer {
                 .with_label_values(&[update_type_label(update)])
                 .start_timer()
         });
+        if let Some(prober) = shared.prober.get() {
+            prober.add_pod(pod);
+        }
         let id = uid(pod).to_string();
         let status = match self.status_of(pod).await {
             Ok(s) => s,
@@ -770,6 +815,7 @@ impl PodSyncer for EngineSyncer {
             StatusContext {
                 old: old.as_ref(),
                 terminal: false,
+                probes: shared.prober.get(),
             },
         );
         // activeDeadlineSeconds: past it, the pod fails (upstream's active deadline handler).
@@ -867,6 +913,7 @@ impl PodSyncer for EngineSyncer {
                 StatusContext {
                     old: old.as_ref(),
                     terminal: false,
+                    probes: shared.prober.get(),
                 },
             );
             shared.statuses.set(&id, api);
@@ -897,6 +944,9 @@ impl PodSyncer for EngineSyncer {
                 .with_label_values(&[update_type_label(UpdateType::Kill)])
                 .start_timer()
         });
+        if let Some(prober) = shared.prober.get() {
+            prober.stop_liveness_and_startup(uid(pod));
+        }
         let id = uid(pod).to_string();
         let status = self.status_of(pod).await?;
         let running = status.running_pod(shared.runtime.type_name());
@@ -926,6 +976,7 @@ impl PodSyncer for EngineSyncer {
             StatusContext {
                 old: old.as_ref(),
                 terminal: true,
+                probes: shared.prober.get(),
             },
         );
         if !shared.pods.contains(&id) && !is_terminal(&api) {

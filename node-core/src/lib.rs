@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pod_manager;
 pub mod pod_workers;
+pub mod prober;
 pub mod qos;
 pub mod runtime;
 pub mod server;

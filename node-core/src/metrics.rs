@@ -68,6 +68,11 @@ pub struct KubeletMetrics {
     pub http_requests_duration: HistogramVec,
     /// `kubelet_http_inflight_requests{method,path,server_type,long_running}`.
     pub http_inflight_requests: IntGaugeVec,
+    /// `/metrics/probes`: the prober's metrics, in a registry of their own as upstream
+    /// serves them.
+    probes: Registry,
+    /// `prober_probe_total{probe_type,result,container,pod,namespace,pod_uid}`.
+    pub probe_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for KubeletMetrics {
@@ -87,6 +92,22 @@ fn hopts(name: &str, help: &str, buckets: Vec<f64>) -> HistogramOpts {
 }
 
 const HTTP_LABELS: &[&str] = &["method", "path", "server_type", "long_running"];
+const PROBE_LABELS: &[&str] = &[
+    "probe_type",
+    "result",
+    "container",
+    "pod",
+    "namespace",
+    "pod_uid",
+];
+
+fn pod_labels(pod: &k8s_openapi::api::core::v1::Pod) -> (&str, &str, &str) {
+    (
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        pod.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
 
 impl KubeletMetrics {
     /// The metrics of the kubelet of node `node_name`, registered in a new registry.
@@ -209,7 +230,17 @@ impl KubeletMetrics {
                 HTTP_LABELS,
             )?,
             registry,
+            probes: Registry::new(),
+            probe_total: IntCounterVec::new(
+                Opts::new(
+                    "probe_total",
+                    "Cumulative number of a liveness, readiness or startup probe for a container by result.",
+                )
+                .subsystem("prober"),
+                PROBE_LABELS,
+            )?,
         };
+        m.probes.register(Box::new(m.probe_total.clone()))?;
         let r = &m.registry;
         r.register(Box::new(m.node_name.clone()))?;
         r.register(Box::new(m.running_pods.clone()))?;
@@ -290,6 +321,42 @@ impl KubeletMetrics {
         }
         let counts: Vec<(&str, i64)> = CONTAINER_STATES.into_iter().zip(states).collect();
         self.set_running(i64::try_from(running).unwrap_or(i64::MAX), &counts);
+    }
+
+    /// Counts one probe of `container` of `pod` (`probe_type` `Liveness`, `Readiness`,
+    /// `Startup`; `result` `successful`, `failed`, `unknown`).
+    pub fn count_probe(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        container: &str,
+        probe_type: &str,
+        result: &str,
+    ) {
+        let (namespace, name, uid) = pod_labels(pod);
+        self.probe_total
+            .with_label_values(&[probe_type, result, container, name, namespace, uid])
+            .inc();
+    }
+
+    /// Drops a container's probe series (its worker stopped): nothing grows with the pods
+    /// that came and went.
+    pub fn forget_probe_labels(
+        &self,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        container: &str,
+        probe_type: &str,
+    ) {
+        let (namespace, name, uid) = pod_labels(pod);
+        for result in ["successful", "failed", "unknown"] {
+            let _ = self
+                .probe_total
+                .remove_label_values(&[probe_type, result, container, name, namespace, uid]);
+        }
+    }
+
+    /// `/metrics/probes` in the Prometheus text format.
+    pub fn encode_probes(&self) -> Vec<u8> {
+        encode_families(&self.probes.gather())
     }
 
     /// Every metric in the Prometheus text format.

@@ -361,6 +361,7 @@ pub fn metrics_router(
 ) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
+        .route("/metrics/probes", get(serve_probe_metrics))
         .with_state((metrics, runtime))
 }
 
@@ -377,6 +378,19 @@ async fn serve_metrics(
     (
         [("content-type", crate::metrics::TEXT_CONTENT_TYPE)],
         metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn serve_probe_metrics(
+    State((metrics, _)): State<(
+        Arc<crate::metrics::KubeletMetrics>,
+        Arc<dyn crate::runtime::Runtime>,
+    )>,
+) -> Response {
+    (
+        [("content-type", crate::metrics::TEXT_CONTENT_TYPE)],
+        metrics.encode_probes(),
     )
         .into_response()
 }

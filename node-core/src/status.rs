@@ -359,6 +359,9 @@ pub struct StatusContext<'a> {
     /// The final status of a pod whose containers the kubelet stopped (upstream
     /// `podIsTerminal`, then `TerminatePod`).
     pub terminal: bool,
+    /// The probes, which decide the containers' `started` and `ready` (none: a running
+    /// container is both).
+    pub probes: Option<&'a crate::prober::ProbeManager>,
 }
 
 fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
@@ -470,6 +473,11 @@ pub fn generate_pod_status(
                 status.started = Some(false);
             }
         }
+    }
+    if let Some(probes) = ctx.probes {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        probes.update_container_statuses(uid, &mut regular);
+        probes.update_container_statuses(uid, &mut init);
     }
     let has_initialized = runtime
         .containers

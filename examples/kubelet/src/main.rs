@@ -423,6 +423,9 @@ async fn run(
         memory_capacity: u64::try_from(memory).unwrap_or(0),
         ..LinuxStatsConfig::new(&node_name, &flags.root_dir)
     };
+    // The probes' results: the engine's prober writes them, the runtime kills containers
+    // that failed liveness or startup probes.
+    let probe_results = Arc::new(node_core::prober::ProbeResults::default());
     let cri_runtime = Arc::new(
         match (&api_objects, &services, &runtime_classes) {
             (Some(objects), Some(services), Some(classes)) => {
@@ -434,7 +437,8 @@ async fn run(
             _ => CriRuntime::new(client.clone(), node, recorder.clone()),
         }
         .with_image_manager(images)
-        .with_volume_manager(volumes.clone()),
+        .with_volume_manager(volumes.clone())
+        .with_probe_results(probe_results.clone()),
     );
     // Container logs rotated at containerLogMaxSize, containerLogMaxFiles kept.
     let rotation = node_cri::log_rotation::ContainerLogManager::new(
@@ -468,7 +472,11 @@ async fn run(
         },
     )
     .with_volume_manager(volumes)
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_prober(
+        Arc::new(node_core::prober::DefaultProber::new(cri_runtime.clone())),
+        probe_results,
+    );
     let (sources, updates) = PodConfig::new(&node_name);
     // The server's webhooks are set once the API client exists (the server starts later).
     let (webhooks_tx, webhooks_rx) = match flags.kubeconfig.is_some() {

@@ -1651,3 +1651,121 @@ async fn metrics_parse_and_agree_with_pods_and_the_cgroups() {
     assert_eq!(calls("list_container_stats"), Some(1.0));
     node.shutdown().await;
 }
+
+fn condition_status(pod: &Pod, kind: &str) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_liveness_exec_probe_restarts_the_container_and_says_why() {
+    let node = Node::start("liveness", "").await;
+    // Healthy for three seconds, then the file the probe reads is gone.
+    node.write(
+        "live.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: live\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"touch /tmp/healthy; sleep 3; rm /tmp/healthy; exec sleep 3600\"]\n    livenessProbe:\n      exec:\n        command: [\"cat\", \"/tmp/healthy\"]\n      periodSeconds: 1\n      failureThreshold: 2\n",
+    );
+    let first = node.wait_pod("live", "running", running).await;
+    let first_id = container_status(&first, "main").container_id.unwrap();
+    let restarted = node
+        .wait_pod("live", "restarted after failing its liveness probe", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.iter().find(|c| c.name == "main"))
+                .is_some_and(|c| c.restart_count >= 1)
+        })
+        .await;
+    assert_ne!(
+        container_status(&restarted, "main").container_id.unwrap(),
+        first_id
+    );
+    let log = node.log_text();
+    assert!(
+        log.contains(
+            "Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory"
+        ),
+        "the Unhealthy event carries the probe's output:\n{log}"
+    );
+    assert!(
+        log.contains("Container main failed liveness probe, will be restarted"),
+        "the Killing event says why:\n{log}"
+    );
+    let (_, probes) = node.get("/metrics/probes").await.expect("/metrics/probes");
+    let probes = scrape(&probes, "/metrics/probes");
+    let failed = sample(
+        &probes,
+        "prober_probe_total",
+        &[
+            ("probe_type", "Liveness"),
+            ("result", "failed"),
+            ("container", "main"),
+        ],
+    );
+    assert!(failed >= Some(2.0), "{failed:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_readiness_http_probe_follows_busybox_httpd() {
+    let node = Node::start("readiness", "").await;
+    node.write(
+        "web.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 8080 -h /www\"]\n    ports:\n    - name: http\n      containerPort: 8080\n    readinessProbe:\n      httpGet:\n        path: /ready\n        port: http\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    // Running but not ready: /ready is a 404.
+    let up = |p: &Pod| {
+        phase(p) == "Running"
+            && container_status(p, "main")
+                .state
+                .is_some_and(|s| s.running.is_some())
+    };
+    let pod = node.wait_pod("web", "running", up).await;
+    let id = container_status(&pod, "main").container_id.unwrap();
+    let id = id.split_once("://").unwrap().1.to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pod = node.wait_pod("web", "running", up).await;
+    assert!(!container_status(&pod, "main").ready);
+    assert_eq!(condition_status(&pod, "Ready").as_deref(), Some("False"));
+    let exec = |cmd: &'static str| {
+        let client = node.client.clone();
+        let id = id.clone();
+        async move {
+            let out = client
+                .exec_sync(
+                    &id,
+                    vec!["sh".into(), "-c".into(), cmd.into()],
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("exec in the container");
+            assert_eq!(out.exit_code, 0, "{cmd}");
+        }
+    };
+    exec("echo ok > /www/ready").await;
+    let ready = node
+        .wait_pod("web", "ready", |p| {
+            container_status(p, "main").ready
+                && condition_status(p, "Ready").as_deref() == Some("True")
+                && condition_status(p, "ContainersReady").as_deref() == Some("True")
+        })
+        .await;
+    assert_eq!(container_status(&ready, "main").started, Some(true));
+    exec("rm /www/ready").await;
+    node.wait_pod("web", "unready again", |p| {
+        !container_status(p, "main").ready
+            && condition_status(p, "Ready").as_deref() == Some("False")
+    })
+    .await;
+    let log = node.log_text();
+    assert!(
+        log.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
+        "{log}"
+    );
+    node.shutdown().await;
+}

@@ -173,6 +173,7 @@ fn a_terminated_api_pod_ends_in_a_terminal_phase_whatever_its_restart_policy() {
     let terminal = StatusContext {
         old: None,
         terminal: true,
+        ..Default::default()
     };
     assert_eq!(
         generate(&p, &stopped_ok, terminal).phase.as_deref(),
@@ -207,6 +208,7 @@ fn a_container_lost_after_it_ran_is_terminated_with_status_unknown() {
         StatusContext {
             old: Some(&running),
             terminal: false,
+            ..Default::default()
         },
     );
     let t = state_of(&s, "a").terminated.as_ref().expect("terminated");
@@ -230,6 +232,7 @@ fn the_final_status_marks_containers_without_a_final_state() {
         StatusContext {
             old: None,
             terminal: true,
+            ..Default::default()
         },
     );
     assert_eq!(

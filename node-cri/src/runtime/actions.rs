@@ -6,6 +6,8 @@ use node_core::runtime::{
     ContainerId, ContainerState, ContainerStatus, NamespaceMode, PodStatus, SandboxState,
 };
 
+use node_core::prober::{ProbeType, ProbeVerdicts};
+
 use super::labels::hash_container;
 
 /// A running container to stop, and why (the Killing event's message).
@@ -14,6 +16,10 @@ pub(crate) struct ContainerToKill {
     pub(crate) id: ContainerId,
     pub(crate) name: String,
     pub(crate) message: String,
+    /// The probe's own `terminationGracePeriodSeconds` (a failed liveness or startup probe).
+    pub(crate) grace_override: Option<i64>,
+    /// Killed for failing a probe: its end counts as a failure for the restart back-off.
+    pub(crate) failure: bool,
 }
 
 /// The actions of one sync.
@@ -107,11 +113,51 @@ fn kill_first(status: &ContainerStatus, message: String) -> ContainerToKill {
         id: status.id.clone(),
         name: status.name.clone(),
         message,
+        grace_override: None,
+        failure: false,
     }
 }
 
 /// Upstream `computePodActions`.
+#[cfg(test)]
 pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
+    compute_pod_actions_with(pod, status, None)
+}
+
+/// A running container that failed its liveness or startup probe: killed, and restarted
+/// unless the pod's restart policy is Never (upstream's messages).
+fn probe_kill(
+    pod: &Pod,
+    container: &Container,
+    status: &ContainerStatus,
+    probes: Option<&dyn ProbeVerdicts>,
+) -> Option<(ContainerToKill, bool)> {
+    let kind = probes?.failed(&status.id.to_string())?;
+    let (what, probe) = match kind {
+        ProbeType::Startup => ("startup", container.startup_probe.as_ref()),
+        _ => ("liveness", container.liveness_probe.as_ref()),
+    };
+    let restart = restart_policy(pod) != "Never";
+    let mut message = format!("Container {} failed {what} probe", container.name);
+    if restart {
+        message.push_str(", will be restarted");
+    }
+    Some((
+        ContainerToKill {
+            grace_override: probe.and_then(|p| p.termination_grace_period_seconds),
+            failure: true,
+            ..kill_first(status, message)
+        },
+        restart,
+    ))
+}
+
+/// Upstream `computePodActions`, with the probes' verdicts on running containers.
+pub(crate) fn compute_pod_actions_with(
+    pod: &Pod,
+    status: &PodStatus,
+    probes: Option<&dyn ProbeVerdicts>,
+) -> PodActions {
     let spec = pod.spec.clone().unwrap_or_default();
     let init_containers = spec.init_containers.unwrap_or_default();
     let containers = spec.containers;
@@ -171,7 +217,18 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
         let current = status.container(&init.name);
         if is_sidecar(init) {
             match current.map(|s| s.state) {
-                Some(ContainerState::Running) => continue,
+                Some(ContainerState::Running) => {
+                    if let Some(s) = current
+                        && let Some((mut kill, restart)) = probe_kill(pod, init, s, probes)
+                    {
+                        kill.message = kill.message.replacen("Container", "Init container", 1);
+                        actions.containers_to_kill.push(kill);
+                        if restart {
+                            actions.init_containers_to_start.push(i);
+                        }
+                    }
+                    continue;
+                }
                 None => {
                     actions.init_containers_to_start.push(i);
                     return actions;
@@ -246,6 +303,11 @@ pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
                         ),
                     ));
                     actions.containers_to_start.push(i);
+                } else if let Some((kill, restart)) = probe_kill(pod, container, s, probes) {
+                    actions.containers_to_kill.push(kill);
+                    if restart {
+                        actions.containers_to_start.push(i);
+                    }
                 } else {
                     keep += 1;
                 }
@@ -403,6 +465,56 @@ mod tests {
                 .ephemeral_containers_to_start
                 .is_empty()
         );
+    }
+
+    /// Verdicts the test sets by container ID.
+    struct Verdicts(Vec<(String, ProbeType)>);
+
+    impl ProbeVerdicts for Verdicts {
+        fn failed(&self, id: &str) -> Option<ProbeType> {
+            self.0.iter().find(|(c, _)| c == id).map(|(_, k)| *k)
+        }
+    }
+
+    #[test]
+    fn a_container_that_failed_liveness_or_startup_is_killed_and_restarted_per_policy() {
+        let mut web = container("web");
+        web.liveness_probe = Some(k8s_openapi::api::core::v1::Probe {
+            termination_grace_period_seconds: Some(7),
+            ..Default::default()
+        });
+        let other = container("other");
+        let p = pod("Always", vec![], vec![web.clone(), other.clone()]);
+        let s = ready(vec![
+            status_of(&web, ContainerState::Running, 0),
+            status_of(&other, ContainerState::Running, 0),
+        ]);
+        let verdicts = Verdicts(vec![("containerd://id-web".into(), ProbeType::Liveness)]);
+        let a = compute_pod_actions_with(&p, &s, Some(&verdicts));
+        assert_eq!(a.containers_to_kill.len(), 1);
+        let kill = &a.containers_to_kill[0];
+        assert_eq!(
+            kill.message,
+            "Container web failed liveness probe, will be restarted"
+        );
+        assert_eq!(kill.grace_override, Some(7), "the probe's own grace period");
+        assert!(kill.failure, "counts for the back-off");
+        assert_eq!(a.containers_to_start, [0]);
+        assert!(!a.kill_pod);
+        // Without verdicts nothing happens.
+        assert!(compute_pod_actions(&p, &s).containers_to_kill.is_empty());
+
+        // Never: killed, not restarted; with no other container left, the pod is done.
+        let p = pod("Never", vec![], vec![web.clone()]);
+        let s = ready(vec![status_of(&web, ContainerState::Running, 0)]);
+        let verdicts = Verdicts(vec![("containerd://id-web".into(), ProbeType::Startup)]);
+        let a = compute_pod_actions_with(&p, &s, Some(&verdicts));
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Container web failed startup probe"
+        );
+        assert!(a.containers_to_start.is_empty());
+        assert!(a.kill_pod);
     }
 
     #[test]

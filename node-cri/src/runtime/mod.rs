@@ -37,7 +37,7 @@ use node_core::runtime::{
 use node_core::volumes::{ContainerContext, VolumeManager};
 use tracing::{debug, instrument, warn};
 
-use self::actions::{compute_pod_actions, is_sidecar};
+use self::actions::{compute_pod_actions_with, is_sidecar};
 use self::container::{ContainerInputs, ContainerKind, container_config_with_env};
 use self::sandbox::{NodeContext, pod_log_directory, pod_sandbox_config};
 use crate::client::CriClient;
@@ -70,6 +70,8 @@ pub struct CriRuntime {
     /// The last `ListContainerStats` (the writable layers' usage), refreshed in the
     /// background once it is older than [`stats::CONTAINER_STATS_MAX_AGE`].
     container_stats: Arc<stats::ContainerStatsCache>,
+    /// The probes' verdicts: running containers that failed liveness or startup are killed.
+    probes: Option<Arc<dyn node_core::prober::ProbeVerdicts>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -103,6 +105,9 @@ struct KillTarget<'a> {
     grace_override: Option<i64>,
     /// The Killing event's message (default `Stopping container <name>`).
     message: Option<&'a str>,
+    /// Killed for failing a probe: its end counts as a failure for the restart back-off
+    /// (every other kill of the kubelet's does not).
+    failure: bool,
 }
 
 /// The default bound of [`CriRuntime::with_start_concurrency`]: twice the cores the process
@@ -150,7 +155,15 @@ impl CriRuntime {
             services: None,
             runtime_classes: None,
             container_stats: Arc::default(),
+            probes: None,
         }
+    }
+
+    /// Kills (and, per the restart policy, restarts) running containers that failed their
+    /// liveness or startup probe, as `probes` says (the engine's prober results).
+    pub fn with_probe_results(mut self, probes: Arc<dyn node_core::prober::ProbeVerdicts>) -> Self {
+        self.probes = Some(probes);
+        self
     }
 
     /// Resolves pods' `runtimeClassName` through `classes` to the handler their sandbox runs
@@ -565,6 +578,7 @@ impl CriRuntime {
             recorded_grace,
             grace_override,
             message,
+            failure,
         } = target;
         let grace = Self::grace_period(pod, recorded_grace, grace_override);
         let object = match pod {
@@ -595,11 +609,13 @@ impl CriRuntime {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(sync_error("KillContainerError", e.to_string())),
         }
-        // Its exit is the kubelet's doing, not a crash.
-        self.backoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stopped_by_kubelet(running.uid.as_str(), &id.id);
+        // Its exit is the kubelet's doing, not a crash (unless a probe failed).
+        if !failure {
+            self.backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .stopped_by_kubelet(running.uid.as_str(), &id.id);
+        }
         Ok(())
     }
 
@@ -628,6 +644,7 @@ impl CriRuntime {
                         recorded_grace: c.termination_grace_period,
                         grace_override,
                         message: None,
+                        failure: false,
                     },
                 )
             });
@@ -737,7 +754,7 @@ impl Runtime for CriRuntime {
     #[instrument(skip_all, fields(pod = %format_pod(pod)))]
     async fn sync_pod(&self, pod: &Pod, status: &PodStatus) -> PodSyncResult {
         let mut result = PodSyncResult::default();
-        let actions = compute_pod_actions(pod, status);
+        let actions = compute_pod_actions_with(pod, status, self.probes.as_deref());
         debug!(?actions, "computed pod actions");
         let pod_object = EventObject::pod(pod);
 
@@ -786,8 +803,9 @@ impl Runtime for CriRuntime {
                             id: &kill.id,
                             name: &kill.name,
                             recorded_grace: None,
-                            grace_override: None,
+                            grace_override: kill.grace_override,
                             message: Some(&kill.message),
+                            failure: kill.failure,
                         },
                     )
                     .await;

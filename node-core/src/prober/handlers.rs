@@ -1,0 +1,373 @@
+//! The probe handlers, as upstream's `pkg/probe`: exec through the runtime, HTTP(S) GET and
+//! TCP connect. Outcomes carry upstream's output and messages (`HTTP probe failed with
+//! statuscode: 500`, `dial tcp 10.88.0.5:8080: connect: connection refused`).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Outcome;
+use crate::runtime::{CommandRunner, ContainerId, RuntimeError};
+
+/// The body an HTTP probe reads at most (upstream `maxRespBodyLength`).
+pub const MAX_BODY: usize = 10 * 1024;
+/// Redirects an HTTP probe follows at most, as Go's client.
+const MAX_REDIRECTS: usize = 10;
+
+/// `User-Agent` of HTTP probes: `kube-probe/<major>.<minor>` of the Kubernetes version this
+/// kubelet implements.
+pub const USER_AGENT: &str = "kube-probe/1.36";
+
+/// Runs `probe` of `container` (the pod at `pod_ip`, the runtime's container `container_id`).
+pub async fn run(
+    runner: &dyn CommandRunner,
+    probe: &Probe,
+    pod_ip: &str,
+    container: &Container,
+    container_id: &str,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    if let Some(exec) = &probe.exec {
+        let command = exec.command.clone().unwrap_or_default();
+        return exec_probe(runner, container_id, command, timeout).await;
+    }
+    if let Some(get) = &probe.http_get {
+        let port = resolve_port(&get.port, container)?;
+        return Ok(http_probe(get, pod_ip, port, timeout).await);
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = resolve_port(&tcp.port, container)?;
+        let host = tcp
+            .host
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(pod_ip);
+        return Ok(tcp_probe(host, port, timeout).await);
+    }
+    if probe.grpc.is_some() {
+        return Err("gRPC probes are not supported by this kubelet yet".into());
+    }
+    Err("missing probe handler".into())
+}
+
+/// A probe's port: a number, or the name of one of the container's ports.
+pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    let number = match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => match name.parse::<i32>() {
+            Ok(n) => n,
+            Err(_) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port)
+                .ok_or_else(|| format!("couldn't find port: {name} in {}", container.name))?,
+        },
+    };
+    u16::try_from(number)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port number: {number}"))
+}
+
+/// `command` in the container: exit 0 passes; its output (stdout then stderr) is the probe's.
+pub async fn exec_probe(
+    runner: &dyn CommandRunner,
+    container_id: &str,
+    command: Vec<String>,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let (runtime, id) = container_id.split_once("://").unwrap_or(("", container_id));
+    let id = ContainerId {
+        runtime: runtime.to_string(),
+        id: id.to_string(),
+    };
+    match runner.run_in_container(&id, command.clone(), timeout).await {
+        Ok(out) => {
+            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+            output.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok(match out.exit_code {
+                0 => Outcome::Success(output),
+                _ => Outcome::Failure(output),
+            })
+        }
+        Err(RuntimeError::DeadlineExceeded(_)) => Ok(Outcome::Failure(format!(
+            "command {:?} timed out",
+            command.join(" ")
+        ))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Go's text of a connection error (`connect: connection refused`).
+fn connect_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => format!(
+            "connect: {}",
+            nix::errno::Errno::from_raw(code).desc().to_lowercase()
+        ),
+        None => e.to_string(),
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    }
+}
+
+/// A TCP connection within `timeout`: success, or upstream's failure message.
+pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> Outcome {
+    let addr = host_port(host, port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+        Ok(Ok(_)) => Outcome::Success(String::new()),
+        Ok(Err(e)) => Outcome::Failure(format!("dial tcp {addr}: {}", connect_error(&e))),
+        Err(_) => Outcome::Failure(format!("dial tcp {addr}: i/o timeout")),
+    }
+}
+
+/// A certificate verifier that accepts any certificate: probes and hooks do not verify, as
+/// upstream's (`InsecureSkipVerify`).
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn insecure_tls() -> Result<tokio_rustls::TlsConnector, String> {
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// One GET: its status, `Location` and (at most [`MAX_BODY`] of) its body.
+async fn get_once(
+    uri: &http::Uri,
+    host_header: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<(u16, Option<String>, String), String> {
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let addr = host_port(host, port);
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("dial tcp {addr}: {}", connect_error(&e)))?;
+    let _ = tcp.set_nodelay(true);
+    let request = {
+        let mut builder =
+            hyper::Request::get(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        builder = builder.header(
+            "host",
+            host_header
+                .map(str::to_string)
+                .unwrap_or_else(|| host_port(host, port)),
+        );
+        let given = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        if !given("user-agent") {
+            builder = builder.header("user-agent", USER_AGENT);
+        }
+        if !given("accept") {
+            builder = builder.header("accept", "*/*");
+        }
+        builder = builder.header("connection", "close");
+        for (name, value) in headers {
+            if !name.eq_ignore_ascii_case("host") {
+                builder = builder.header(name.as_str(), value.as_str());
+            }
+        }
+        builder
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?
+    };
+    let response = if https {
+        let name =
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+        let tls = insecure_tls()?
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        send(TokioIo::new(tls), request).await?
+    } else {
+        send(TokioIo::new(tcp), request).await?
+    };
+    let code = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .map(str::to_string);
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_BODY {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => break,
+        }
+    }
+    bytes.truncate(MAX_BODY);
+    Ok((code, location, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+async fn send<T>(
+    io: T,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The URL `location` points to from `base`.
+fn follow(base: &http::Uri, location: &str) -> Option<http::Uri> {
+    let target: http::Uri = location.parse().ok()?;
+    if target.scheme().is_some() {
+        return Some(target);
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(location.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
+/// An HTTP(S) GET probe (upstream `DoHTTPProbe`): 200–399 passes; redirects are followed to
+/// the same host only, a redirect elsewhere passes with a warning; the body (at most 10 KiB)
+/// is the output.
+pub async fn http_probe(
+    get: &HTTPGetAction,
+    pod_ip: &str,
+    port: u16,
+    timeout: Duration,
+) -> Outcome {
+    let scheme = match get.scheme.as_deref() {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = get
+        .host
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .unwrap_or(pod_ip);
+    let mut path = get.path.clone().unwrap_or_default();
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let url = format!("{scheme}://{}{path}", host_port(host, port));
+    let headers: Vec<(String, String)> = get
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let host_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
+    let Ok(first) = url.parse::<http::Uri>() else {
+        return Outcome::Failure(format!("invalid URL {url:?}"));
+    };
+    let run = async {
+        let mut uri = first.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let (code, location, body) = get_once(&uri, host_header.as_deref(), &headers)
+                .await
+                .map_err(|e| format!("Get {:?}: {e}", uri.to_string()))?;
+            if (300..400).contains(&code)
+                && let Some(next) = location.as_deref().and_then(|l| follow(&uri, l))
+            {
+                if next.host() == first.host() {
+                    uri = next;
+                    continue;
+                }
+                return Ok(Outcome::Warning(format!(
+                    "Probe terminated redirects, Response body: {body}"
+                )));
+            }
+            return Ok(match code {
+                200..=299 => Outcome::Success(body),
+                300..=399 => {
+                    Outcome::Warning(format!("Probe terminated redirects, Response body: {body}"))
+                }
+                _ => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+            });
+        }
+        Err(format!(
+            "Get {url:?}: stopped after {MAX_REDIRECTS} redirects"
+        ))
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(message)) => Outcome::Failure(message),
+        Err(_) => Outcome::Failure(format!(
+            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    }
+}
