@@ -181,6 +181,10 @@ pub mod reasons {
     pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
     /// Admission rejected the pod: too many pods.
     pub const OUT_OF_PODS: &str = "OutOfpods";
+    /// A postStart hook failed.
+    pub const FAILED_POST_START_HOOK: &str = "FailedPostStartHook";
+    /// A preStop hook failed.
+    pub const FAILED_PRE_STOP_HOOK: &str = "FailedPreStopHook";
     /// A probe failed (upstream `ContainerUnhealthy`).
     pub const UNHEALTHY: &str = "Unhealthy";
     /// A probe passed with a warning (upstream `ContainerProbeWarning`).

@@ -1769,3 +1769,73 @@ async fn a_readiness_http_probe_follows_busybox_httpd() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn post_start_runs_before_the_container_counts_as_started_and_pre_stop_before_the_stop_signal()
+ {
+    let node = Node::start("hooks", "").await;
+    // The main process waits for the postStart hook's file, then logs each signal it gets.
+    node.write(
+        "hooked.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooked\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'echo got-term; exit 0' TERM; while [ ! -f /tmp/started ]; do sleep 0.1; done; echo saw-post-start; while true; do sleep 0.2; done\"]\n    lifecycle:\n      postStart:\n        exec:\n          command: [\"sh\", \"-c\", \"echo hook > /tmp/started\"]\n      preStop:\n        exec:\n          command: [\"sh\", \"-c\", \"echo pre-stop > /proc/1/fd/1; sleep 2\"]\n",
+    );
+    let pod = node.wait_pod("hooked", "running", running).await;
+    let uid = uid(&pod);
+    let log = node
+        .dir
+        .join("logs")
+        .join(format!("default_hooked-{NODE}_{uid}/main/0.log"));
+    eventually(
+        Duration::from_secs(20),
+        "the postStart hook's file seen",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("saw-post-start"))
+        },
+    )
+    .await;
+    // Removed: preStop runs (2 s), then the stop signal.
+    let t = Instant::now();
+    std::fs::remove_file(node.manifest("hooked.yaml")).unwrap();
+    eventually(Duration::from_secs(30), "the container stopped", || async {
+        (node.running_containers_of(&uid).await == 0).then_some(())
+    })
+    .await;
+    let took = t.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (pre_stop, term) = (text.find("pre-stop"), text.find("got-term"));
+    assert!(
+        pre_stop.is_some() && term.is_some() && pre_stop < term,
+        "preStop before SIGTERM:\n{text}"
+    );
+    assert!(took >= Duration::from_secs(2), "the hook's time: {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "within the grace period: {took:?}"
+    );
+
+    // A failing postStart kills the container, which is restarted.
+    node.write(
+        "failing.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: failing\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    lifecycle:\n      postStart:\n        exec:\n          command: [\"sh\", \"-c\", \"exit 3\"]\n",
+    );
+    node.wait_pod(
+        "failing",
+        "restarted after its postStart hook failed",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.restart_count >= 1))
+        },
+    )
+    .await;
+    let kubelet_log = node.log_text();
+    assert!(
+        kubelet_log.contains("PostStartHook failed"),
+        "the FailedPostStartHook event:\n{kubelet_log}"
+    );
+    assert!(kubelet_log.contains("FailedPostStartHook"), "{kubelet_log}");
+    node.shutdown().await;
+}

@@ -196,6 +196,62 @@ fn insecure_tls() -> Result<tokio_rustls::TlsConnector, String> {
     )))
 }
 
+/// `User-Agent` of HTTP lifecycle hooks.
+pub const HOOK_USER_AGENT: &str = "kube-lifecycle/1.36";
+
+/// An HTTP(S) GET lifecycle hook (postStart, preStop): the request is sent and its answer
+/// read; only a failure to get one is an error (upstream ignores the status code). No
+/// certificate verification, as upstream.
+pub async fn http_hook(get: &HTTPGetAction, pod_ip: &str, port: u16) -> Result<(), String> {
+    let (url, mut headers, host_header) = request_parts(get, pod_ip, port);
+    let uri = url
+        .parse::<http::Uri>()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+    {
+        headers.push(("User-Agent".into(), HOOK_USER_AGENT.into()));
+    }
+    get_once(&uri, host_header.as_deref(), &headers)
+        .await
+        .map(drop)
+        .map_err(|e| format!("Get {url:?}: {e}"))
+}
+
+/// The URL, the headers and the `Host` header of a GET action.
+fn request_parts(
+    get: &HTTPGetAction,
+    pod_ip: &str,
+    port: u16,
+) -> (String, Vec<(String, String)>, Option<String>) {
+    let scheme = match get.scheme.as_deref() {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = get
+        .host
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .unwrap_or(pod_ip);
+    let mut path = get.path.clone().unwrap_or_default();
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    let url = format!("{scheme}://{}{path}", host_port(host, port));
+    let headers: Vec<(String, String)> = get
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let host_header = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
+    (url, headers, host_header)
+}
+
 /// One GET: its status, `Location` and (at most [`MAX_BODY`] of) its body.
 async fn get_once(
     uri: &http::Uri,
@@ -307,30 +363,7 @@ pub async fn http_probe(
     port: u16,
     timeout: Duration,
 ) -> Outcome {
-    let scheme = match get.scheme.as_deref() {
-        Some(s) if s.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
-    let host = get
-        .host
-        .as_deref()
-        .filter(|h| !h.is_empty())
-        .unwrap_or(pod_ip);
-    let mut path = get.path.clone().unwrap_or_default();
-    if !path.starts_with('/') {
-        path.insert(0, '/');
-    }
-    let url = format!("{scheme}://{}{path}", host_port(host, port));
-    let headers: Vec<(String, String)> = get
-        .http_headers
-        .iter()
-        .flatten()
-        .map(|h| (h.name.clone(), h.value.clone()))
-        .collect();
-    let host_header = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
-        .map(|(_, v)| v.clone());
+    let (url, headers, host_header) = request_parts(get, pod_ip, port);
     let Ok(first) = url.parse::<http::Uri>() else {
         return Outcome::Failure(format!("invalid URL {url:?}"));
     };
@@ -369,5 +402,236 @@ pub async fn http_probe(
         Err(_) => Outcome::Failure(format!(
             "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::HTTPHeader;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot-per-connection HTTP server on 127.0.0.1 answering each request with
+    /// `respond(request head)`; the heads it saw are kept.
+    async fn server(
+        respond: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (respond, log) = (Arc::new(respond), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (respond, log) = (respond.clone(), log.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut head = String::new();
+                    while !head.contains("\r\n\r\n") {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        head.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                    let answer = respond(&head);
+                    log.lock().unwrap().push(head);
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    use std::sync::Arc;
+
+    fn response(code: u16, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {code} X\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> HTTPGetAction {
+        HTTPGetAction {
+            path: Some(path.into()),
+            http_headers: Some(
+                headers
+                    .iter()
+                    .map(|(n, v)| HTTPHeader {
+                        name: n.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn http_probes_pass_on_2xx_fail_otherwise_and_send_upstreams_headers() {
+        let (port, seen) = server(|head| match head.split(' ').nth(1) {
+            Some("/ok") => response(200, "", "fine"),
+            Some("/big") => response(200, "", &"x".repeat(20_000)),
+            _ => response(500, "", "boom"),
+        })
+        .await;
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            http_probe(&get("/ok", &[]), "127.0.0.1", port, t).await,
+            Outcome::Success("fine".into())
+        );
+        let head = seen.lock().unwrap().last().cloned().unwrap();
+        assert!(head.contains("user-agent: kube-probe/1.36\r\n"), "{head}");
+        assert!(head.contains("accept: */*\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{head}"
+        );
+        assert_eq!(
+            http_probe(&get("/err", &[]), "127.0.0.1", port, t).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 500".into())
+        );
+        // A Host header of the probe's replaces the default; others are sent as given.
+        http_probe(
+            &get("/ok", &[("Host", "example.test"), ("X-Custom", "1")]),
+            "127.0.0.1",
+            port,
+            t,
+        )
+        .await;
+        let head = seen.lock().unwrap().last().cloned().unwrap();
+        assert!(head.contains("host: example.test\r\n"), "{head}");
+        assert!(head.contains("x-custom: 1\r\n"), "{head}");
+        // At most 10 KiB of body is read.
+        let Outcome::Success(body) = http_probe(&get("/big", &[]), "127.0.0.1", port, t).await
+        else {
+            panic!("the big page passes")
+        };
+        assert_eq!(body.len(), MAX_BODY);
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_on_the_same_host_and_a_warning_elsewhere() {
+        let (port, seen) = server(move |head| match head.split(' ').nth(1) {
+            Some("/old") => response(302, "location: /new\r\n", ""),
+            Some("/new") => response(200, "", "moved"),
+            Some("/away") => response(301, "location: http://elsewhere.test/\r\n", "bye"),
+            _ => response(404, "", ""),
+        })
+        .await;
+        let t = Duration::from_secs(2);
+        assert_eq!(
+            http_probe(&get("/old", &[]), "127.0.0.1", port, t).await,
+            Outcome::Success("moved".into())
+        );
+        assert_eq!(
+            http_probe(&get("/away", &[]), "127.0.0.1", port, t).await,
+            Outcome::Warning("Probe terminated redirects, Response body: bye".into())
+        );
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .all(|h| !h.contains("elsewhere")),
+            "the other host is not asked"
+        );
+    }
+
+    #[tokio::test]
+    async fn tcp_probes_and_refused_connections_give_upstreams_messages() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            tcp_probe("127.0.0.1", port, t).await,
+            Outcome::Success(String::new())
+        );
+        drop(listener);
+        assert_eq!(
+            tcp_probe("127.0.0.1", port, t).await,
+            Outcome::Failure(format!(
+                "dial tcp 127.0.0.1:{port}: connect: connection refused"
+            ))
+        );
+        let Outcome::Failure(message) = http_probe(&get("/", &[]), "127.0.0.1", port, t).await
+        else {
+            panic!("a closed port fails")
+        };
+        assert_eq!(
+            message,
+            format!(
+                "Get \"http://127.0.0.1:{port}/\": dial tcp 127.0.0.1:{port}: connect: connection refused"
+            )
+        );
+    }
+
+    /// A runner whose command hangs past any timeout, or exits with the given code.
+    struct Runner(Option<i32>);
+
+    #[async_trait::async_trait]
+    impl CommandRunner for Runner {
+        async fn run_in_container(
+            &self,
+            _id: &ContainerId,
+            _cmd: Vec<String>,
+            timeout: Duration,
+        ) -> Result<crate::runtime::ExecOutput, RuntimeError> {
+            match self.0 {
+                Some(code) => Ok(crate::runtime::ExecOutput {
+                    stdout: b"out ".to_vec(),
+                    stderr: b"err".to_vec(),
+                    exit_code: code,
+                }),
+                None => Err(RuntimeError::DeadlineExceeded(
+                    format!("{timeout:?}").into(),
+                )),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn exec_probes_pass_on_exit_0_and_a_hung_command_fails_at_its_timeout() {
+        let cmd = || vec!["sh".to_string(), "-c".into(), "sleep 100".into()];
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            exec_probe(&Runner(Some(0)), "containerd://c", cmd(), t).await,
+            Ok(Outcome::Success("out err".into()))
+        );
+        assert_eq!(
+            exec_probe(&Runner(Some(1)), "containerd://c", cmd(), t).await,
+            Ok(Outcome::Failure("out err".into()))
+        );
+        assert_eq!(
+            exec_probe(&Runner(None), "containerd://c", cmd(), t).await,
+            Ok(Outcome::Failure(
+                "command \"sh -c sleep 100\" timed out".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn ports_resolve_by_number_or_name() {
+        let c = Container {
+            name: "web".into(),
+            ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::String("nope".into()), &c),
+            Err("couldn't find port: nope in web".into())
+        );
+        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
     }
 }

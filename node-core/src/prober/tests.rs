@@ -222,13 +222,14 @@ async fn a_failed_liveness_probe_is_a_verdict_held_until_a_new_container() {
     set_status(&f, vec![running("app", "one", true)]);
     f.prober.set("app", Outcome::Failure("dead".into()));
     f.manager.add_pod(&pod(vec![app]));
-    advance(Duration::from_secs(6)).await;
+    // The first probe comes within a period (the random start), the second a period later.
+    advance(Duration::from_millis(4900)).await;
     assert_eq!(
         f.results.failed("containerd://one"),
         None,
         "one failure is below 2"
     );
-    advance(Duration::from_secs(5)).await;
+    advance(Duration::from_millis(5200)).await;
     assert_eq!(
         f.results.failed("containerd://one"),
         Some(ProbeType::Liveness)
@@ -299,9 +300,10 @@ async fn a_startup_probe_that_never_succeeds_fails_after_its_threshold() {
     set_status(&f, vec![running("app", "c", false)]);
     f.prober.set("app", Outcome::Failure("no".into()));
     f.manager.add_pod(&pod(vec![app]));
-    advance(Duration::from_secs(5)).await;
+    // Failures at t0, t0 + 2 and t0 + 4 s, t0 within the first period.
+    advance(Duration::from_millis(3900)).await;
     assert_eq!(f.results.failed("containerd://c"), None);
-    advance(Duration::from_secs(4)).await;
+    advance(Duration::from_millis(2200)).await;
     assert_eq!(f.results.failed("containerd://c"), Some(ProbeType::Startup));
 }
 

@@ -11,6 +11,7 @@ mod backoff;
 pub mod container;
 mod gate;
 mod gc;
+mod hooks;
 pub mod labels;
 mod mounts;
 pub mod pull_secrets;
@@ -485,7 +486,68 @@ impl CriRuntime {
             reasons::STARTED_CONTAINER,
             &format!("Started container {}", container.name),
         );
+        // postStart: the container is not reported started until it returns (the status is
+        // regenerated after this sync); a failure kills it, and the restart policy applies.
+        if let Some(hook) = container
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+        {
+            let cid = ContainerId {
+                runtime: self.type_name.clone(),
+                id: id.clone(),
+            };
+            let pod_ip = pod_ips.first().map(String::as_str).unwrap_or_default();
+            if let Err(message) = hooks::run(self, hook, pod, container, &cid, pod_ip).await {
+                self.event(
+                    &object,
+                    EventType::Warning,
+                    reasons::FAILED_POST_START_HOOK,
+                    "PostStartHook failed",
+                );
+                let running = RuntimePod {
+                    uid: PodUid::from(uid.to_string()),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    ..Default::default()
+                };
+                let killed = self
+                    .kill_container(
+                        Some(pod),
+                        &running,
+                        KillTarget {
+                            id: &cid,
+                            name: &container.name,
+                            recorded_grace: None,
+                            grace_override: None,
+                            message: Some("FailedPostStartHook"),
+                            failure: true,
+                        },
+                    )
+                    .await;
+                if let Err(e) = killed {
+                    warn!(container = %container.name, error = %e.message, "killing the container whose postStart hook failed");
+                }
+                return Err(sync_error("PostStartHookError", message));
+            }
+        }
         Ok(())
+    }
+
+    /// The pod's IP, from its sandbox (for HTTP hooks without a host).
+    async fn pod_ip(&self, running: &RuntimePod) -> String {
+        for sandbox in &running.sandboxes {
+            if let Ok(status) = self.client.pod_sandbox_status(&sandbox.id.id, false).await
+                && let Some(ip) = status
+                    .status
+                    .and_then(|s| s.network)
+                    .map(|n| n.ip)
+                    .filter(|ip| !ip.is_empty())
+            {
+                return ip;
+            }
+        }
+        String::new()
     }
 
     /// The container's mounts: the volume manager's (volumes, `/etc/hosts`), then the
@@ -580,7 +642,7 @@ impl CriRuntime {
             message,
             failure,
         } = target;
-        let grace = Self::grace_period(pod, recorded_grace, grace_override);
+        let mut grace = Self::grace_period(pod, recorded_grace, grace_override);
         let object = match pod {
             Some(p) => match ContainerKind::of(p, name) {
                 Some(ContainerKind::Ephemeral) => EventObject::ephemeral_container(p, name),
@@ -604,6 +666,46 @@ impl CriRuntime {
             reasons::KILLING_CONTAINER,
             message.unwrap_or(&default_message),
         );
+        // preStop, for a container still running: its time comes out of the grace period
+        // (at least the minimum is left for the stop), a failure is an event and the kill
+        // goes on.
+        let spec = pod.and_then(|p| {
+            let spec = p.spec.as_ref()?;
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|c| c.name == name)
+        });
+        let still_running = running
+            .containers
+            .iter()
+            .any(|c| c.id == *id && c.state == ContainerState::Running);
+        if let (Some(pod), Some(spec)) = (pod, spec)
+            && let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
+            && still_running
+            && grace > 0
+        {
+            let started = std::time::Instant::now();
+            let pod_ip = match hook.http_get.as_ref().and_then(|g| g.host.as_deref()) {
+                Some(host) if !host.is_empty() => String::new(),
+                _ if hook.http_get.is_some() => self.pod_ip(running).await,
+                _ => String::new(),
+            };
+            let budget = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+            match tokio::time::timeout(budget, hooks::run(self, hook, pod, spec, id, &pod_ip)).await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => self.event(
+                    &object,
+                    EventType::Warning,
+                    reasons::FAILED_PRE_STOP_HOOK,
+                    &message,
+                ),
+                Err(_) => debug!(container = %name, "the preStop hook outlasted the grace period"),
+            }
+            let spent = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+            grace = grace.saturating_sub(spent).max(MINIMUM_GRACE_PERIOD);
+        }
         match self.client.stop_container(&id.id, grace).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
