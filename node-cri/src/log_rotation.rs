@@ -34,15 +34,17 @@ pub struct LogRotationPolicy {
 /// What rotation needs of the runtime.
 #[async_trait]
 pub trait LogRuntime: Send + Sync {
-    /// The running containers: id and log path.
-    async fn running_logs(&self) -> Result<Vec<(String, PathBuf)>, String>;
+    /// The running containers' ids.
+    async fn running(&self) -> Result<Vec<String>, String>;
+    /// A container's log path (asked once per container: it does not change).
+    async fn log_path(&self, id: &str) -> Result<Option<PathBuf>, String>;
     /// Asks the runtime to reopen the container's log file.
     async fn reopen(&self, id: &str) -> Result<(), String>;
 }
 
 #[async_trait]
 impl LogRuntime for CriClient {
-    async fn running_logs(&self) -> Result<Vec<(String, PathBuf)>, String> {
+    async fn running(&self) -> Result<Vec<String>, String> {
         let running = self
             .list_containers(Some(cri::ContainerFilter {
                 state: Some(cri::ContainerStateValue {
@@ -52,15 +54,15 @@ impl LogRuntime for CriClient {
             }))
             .await
             .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for c in running {
-            match self.container_status(&c.id, false).await {
-                Ok(s) if !s.log_path.is_empty() => out.push((c.id, PathBuf::from(s.log_path))),
-                Ok(_) => {}
-                Err(e) => debug!(container = %c.id, error = %e, "no status for log rotation"),
-            }
-        }
-        Ok(out)
+        Ok(running.into_iter().map(|c| c.id).collect())
+    }
+
+    async fn log_path(&self, id: &str) -> Result<Option<PathBuf>, String> {
+        let status = self
+            .container_status(id, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((!status.log_path.is_empty()).then(|| PathBuf::from(status.log_path)))
     }
 
     async fn reopen(&self, id: &str) -> Result<(), String> {
@@ -74,6 +76,9 @@ impl LogRuntime for CriClient {
 pub struct ContainerLogManager {
     runtime: Arc<dyn LogRuntime>,
     policy: LogRotationPolicy,
+    /// The running containers' log paths, learnt once per container (upstream asks the
+    /// runtime for every container's status every pass).
+    paths: std::sync::Mutex<std::collections::HashMap<String, PathBuf>>,
 }
 
 const COMPRESSED: &str = ".gz";
@@ -84,7 +89,11 @@ impl ContainerLogManager {
     pub fn new(runtime: Arc<dyn LogRuntime>, mut policy: LogRotationPolicy) -> Self {
         policy.max_files = policy.max_files.max(2);
         policy.max_workers = policy.max_workers.max(1);
-        ContainerLogManager { runtime, policy }
+        ContainerLogManager {
+            runtime,
+            policy,
+            paths: Default::default(),
+        }
     }
 
     /// Rotates every `interval`, forever.
@@ -99,25 +108,69 @@ impl ContainerLogManager {
 
     /// One pass over the running containers.
     pub async fn rotate_once(&self) {
-        let logs = match self.runtime.running_logs().await {
-            Ok(l) => l,
+        let running = match self.runtime.running().await {
+            Ok(ids) => ids,
             Err(e) => {
                 warn!(error = %e, "log rotation cannot list the running containers");
                 return;
             }
         };
-        futures::stream::iter(logs)
-            .for_each_concurrent(self.policy.max_workers, |(id, path)| async move {
-                if let Err(e) = self.check(&id, &path).await {
+        let known: Vec<String> = {
+            let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+            paths.retain(|id, _| running.contains(id));
+            running
+                .iter()
+                .filter(|id| !paths.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        for id in known {
+            match self.runtime.log_path(&id).await {
+                Ok(Some(path)) => {
+                    self.paths
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, path);
+                }
+                Ok(None) => {}
+                Err(e) => debug!(container = %id, error = %e, "no status for log rotation"),
+            }
+        }
+        let logs: Vec<(String, PathBuf)> = self
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, path)| (id.clone(), path.clone()))
+            .collect();
+        // Every size in one blocking task.
+        let sized = tokio::task::spawn_blocking(move || {
+            logs.into_iter()
+                .map(|(id, path)| {
+                    let size = std::fs::metadata(&path).map(|m| m.len());
+                    (id, path, size)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let max_size = self.policy.max_size;
+        let due = sized.into_iter().filter(|(_, _, size)| match size {
+            Ok(size) => *size >= max_size,
+            Err(_) => true,
+        });
+        futures::stream::iter(due)
+            .for_each_concurrent(self.policy.max_workers, |(id, path, size)| async move {
+                if let Err(e) = self.check(&id, &path, size).await {
                     warn!(container = %id, path = %path.display(), error = %e, "failed to rotate the container's log");
                 }
             })
             .await;
     }
 
-    async fn check(&self, id: &str, path: &Path) -> Result<(), String> {
-        let size = match tokio::fs::metadata(path).await {
-            Ok(m) => m.len(),
+    async fn check(&self, id: &str, path: &Path, size: std::io::Result<u64>) -> Result<(), String> {
+        let size = match size {
+            Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A failed reopen may have lost the live file: ask again.
                 self.runtime.reopen(id).await?;
@@ -240,8 +293,11 @@ mod tests {
 
     #[async_trait]
     impl LogRuntime for Fake {
-        async fn running_logs(&self) -> Result<Vec<(String, PathBuf)>, String> {
-            Ok(vec![("c1".into(), self.log.clone())])
+        async fn running(&self) -> Result<Vec<String>, String> {
+            Ok(vec!["c1".into()])
+        }
+        async fn log_path(&self, _: &str) -> Result<Option<PathBuf>, String> {
+            Ok(Some(self.log.clone()))
         }
         async fn reopen(&self, _: &str) -> Result<(), String> {
             *self.reopened.lock().unwrap() += 1;
