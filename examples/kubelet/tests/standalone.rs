@@ -1839,3 +1839,45 @@ async fn post_start_runs_before_the_container_counts_as_started_and_pre_stop_bef
     assert!(kubelet_log.contains("FailedPostStartHook"), "{kubelet_log}");
     node.shutdown().await;
 }
+
+/// The time of the first line of a CRI log holding `text`.
+fn logged_at(log: &std::path::Path, text: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    std::fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .find(|l| l.contains(text))?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_outlives_the_app_container_during_termination() {
+    let node = Node::start("sidecar-stop", "").await;
+    // The app takes two seconds to stop; the sidecar logs when it is told to.
+    node.write(
+        "pair.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pair\nspec:\n  terminationGracePeriodSeconds: 10\n  initContainers:\n  - name: side\n    image: docker.io/library/busybox:1.35\n    restartPolicy: Always\n    command: [\"sh\", \"-c\", \"trap 'echo side-term; exit 0' TERM; while true; do sleep 0.2; done\"]\n  containers:\n  - name: app\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'sleep 2; echo app-term; exit 0' TERM; while true; do sleep 0.2; done\"]\n",
+    );
+    let pod = node.wait_pod("pair", "running", running).await;
+    let uid = uid(&pod);
+    std::fs::remove_file(node.manifest("pair.yaml")).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "both containers stopped",
+        || async { (node.running_containers_of(&uid).await == 0).then_some(()) },
+    )
+    .await;
+    let logs = node
+        .dir
+        .join("logs")
+        .join(format!("default_pair-{NODE}_{uid}"));
+    let app = logged_at(&logs.join("app/0.log"), "app-term").expect("the app stopped cleanly");
+    let side = logged_at(&logs.join("side/0.log"), "side-term").expect("the sidecar was told");
+    assert!(
+        side > app,
+        "the sidecar is stopped after the app exited: app {app}, sidecar {side}"
+    );
+    node.shutdown().await;
+}

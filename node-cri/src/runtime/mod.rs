@@ -32,8 +32,8 @@ use node_core::events::{EventObject, EventRecorder, EventType, reasons};
 use node_core::runtime::{
     CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
     GcPolicy, PodStateProvider, PodStatus, PodSyncResult, PodUid, Runtime, RuntimeCondition,
-    RuntimeError, RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime, Streams, SyncAction,
-    SyncError,
+    RuntimeContainer, RuntimeError, RuntimePod, RuntimeStatus, RuntimeVersion, StreamingRuntime,
+    Streams, SyncAction, SyncError,
 };
 use node_core::volumes::{ContainerContext, VolumeManager};
 use tracing::{debug, instrument, warn};
@@ -721,13 +721,36 @@ impl CriRuntime {
         Ok(())
     }
 
+    /// Stops one container of a pod being killed.
+    async fn kill_one(
+        &self,
+        pod: Option<&Pod>,
+        running: &RuntimePod,
+        c: &RuntimeContainer,
+        grace_override: Option<i64>,
+    ) -> Result<(), SyncError> {
+        self.kill_container(
+            pod,
+            running,
+            KillTarget {
+                id: &c.id,
+                name: &c.name,
+                recorded_grace: c.termination_grace_period,
+                grace_override,
+                message: None,
+                failure: false,
+            },
+        )
+        .await
+    }
+
     async fn kill_pod_inner(
         &self,
         pod: Option<&Pod>,
         running: &RuntimePod,
         grace_override: Option<i64>,
     ) -> Result<(), SyncError> {
-        let kills = running
+        let live: Vec<&RuntimeContainer> = running
             .containers
             .iter()
             .filter(|c| {
@@ -736,21 +759,36 @@ impl CriRuntime {
                     ContainerState::Running | ContainerState::Created | ContainerState::Unknown
                 )
             })
-            .map(|c| {
-                self.kill_container(
-                    pod,
-                    running,
-                    KillTarget {
-                        id: &c.id,
-                        name: &c.name,
-                        recorded_grace: c.termination_grace_period,
-                        grace_override,
-                        message: None,
-                        failure: false,
-                    },
-                )
-            });
-        let results = futures::future::join_all(kills).await;
+            .collect();
+        // Upstream's termination ordering: regular containers first (at once), then the
+        // sidecars, in reverse order of declaration, each once the ones before it exited; all
+        // within the pod's grace period.
+        let sidecars: Vec<&str> = pod
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| {
+                s.init_containers
+                    .iter()
+                    .flatten()
+                    .filter(|c| is_sidecar(c))
+                    .map(|c| c.name.as_str())
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let started = std::time::Instant::now();
+        let first = live
+            .iter()
+            .filter(|c| !sidecars.contains(&c.name.as_str()))
+            .map(|c| self.kill_one(pod, running, c, grace_override));
+        let mut results = futures::future::join_all(first).await;
+        let total = Self::grace_period(pod, None, grace_override);
+        for name in &sidecars {
+            for c in live.iter().filter(|c| c.name == *name) {
+                let spent = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+                let left = total.saturating_sub(spent).max(MINIMUM_GRACE_PERIOD);
+                results.push(self.kill_one(pod, running, c, Some(left)).await);
+            }
+        }
         if let Some(err) = results.into_iter().find_map(Result::err) {
             return Err(err);
         }
