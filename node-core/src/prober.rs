@@ -111,6 +111,10 @@ pub enum Outcome {
 pub trait ProbeVerdicts: Send + Sync {
     /// The probe container `container_id` (`containerd://<id>`) failed, if any.
     fn failed(&self, container_id: &str) -> Option<ProbeType>;
+
+    /// Whether the startup probe of container `container_id` (which has one) succeeded: a
+    /// sidecar holds the next init container back until it did.
+    fn startup_succeeded(&self, container_id: &str) -> bool;
 }
 
 /// The probes' results by container ID and probe type.
@@ -144,6 +148,10 @@ impl ProbeVerdicts for ProbeResults {
         [ProbeType::Liveness, ProbeType::Startup]
             .into_iter()
             .find(|kind| self.get(container_id, *kind) == Some(ProbeResult::Failure))
+    }
+
+    fn startup_succeeded(&self, container_id: &str) -> bool {
+        self.get(container_id, ProbeType::Startup) == Some(ProbeResult::Success)
     }
 }
 

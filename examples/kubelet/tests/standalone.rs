@@ -1881,3 +1881,33 @@ async fn a_sidecar_outlives_the_app_container_during_termination() {
     );
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_startup_probe_holds_the_next_init_container_back() {
+    let node = Node::start("sidecar-start", "").await;
+    // The sidecar becomes "started" three seconds after it runs; the next init container
+    // must not start before.
+    node.write(
+        "gated.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: gated\nspec:\n  terminationGracePeriodSeconds: 0\n  initContainers:\n  - name: side\n    image: docker.io/library/busybox:1.35\n    restartPolicy: Always\n    command: [\"sh\", \"-c\", \"sleep 3; touch /tmp/up; exec sleep 3600\"]\n    startupProbe:\n      exec:\n        command: [\"test\", \"-f\", \"/tmp/up\"]\n      periodSeconds: 1\n      failureThreshold: 30\n  - name: setup\n    image: docker.io/library/busybox:1.35\n    command: [\"true\"]\n  containers:\n  - name: app\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    let pod = node.wait_pod("gated", "running", running).await;
+    let status = pod.status.unwrap();
+    let init = status.init_container_statuses.unwrap();
+    let started = |name: &str| {
+        let s = init.iter().find(|s| s.name == name).unwrap();
+        let state = s.state.clone().unwrap();
+        state
+            .running
+            .and_then(|r| r.started_at)
+            .or_else(|| state.terminated.and_then(|t| t.started_at))
+            .unwrap()
+            .0
+    };
+    let gap = started("setup").duration_since(started("side"));
+    assert!(
+        gap.as_secs_f64() >= 3.0,
+        "setup started {gap:?} after the sidecar, before its startup probe could succeed"
+    );
+    node.shutdown().await;
+}

@@ -227,6 +227,15 @@ pub(crate) fn compute_pod_actions_with(
                             actions.init_containers_to_start.push(i);
                         }
                     }
+                    // A sidecar with a startup probe holds the next init container back until
+                    // the probe succeeded (while the pod initializes).
+                    let started = match (current, init.startup_probe.is_some(), probes) {
+                        (Some(s), true, Some(p)) => p.startup_succeeded(&s.id.to_string()),
+                        _ => true,
+                    };
+                    if !started && !regular_started {
+                        return actions;
+                    }
                     continue;
                 }
                 None => {
@@ -474,6 +483,41 @@ mod tests {
         fn failed(&self, id: &str) -> Option<ProbeType> {
             self.0.iter().find(|(c, _)| c == id).map(|(_, k)| *k)
         }
+        fn startup_succeeded(&self, _: &str) -> bool {
+            true
+        }
+    }
+
+    /// Nothing failed; the startup probes of the containers listed have not succeeded yet.
+    struct Starting(Vec<String>);
+
+    impl ProbeVerdicts for Starting {
+        fn failed(&self, _: &str) -> Option<ProbeType> {
+            None
+        }
+        fn startup_succeeded(&self, id: &str) -> bool {
+            !self.0.iter().any(|c| c == id)
+        }
+    }
+
+    #[test]
+    fn a_sidecar_with_a_startup_probe_holds_the_next_init_container_until_it_started() {
+        let mut side = container("side");
+        side.restart_policy = Some("Always".into());
+        side.startup_probe = Some(k8s_openapi::api::core::v1::Probe::default());
+        let setup = container("setup");
+        let app = container("app");
+        let p = pod("Always", vec![side.clone(), setup], vec![app]);
+        let s = ready(vec![status_of(&side, ContainerState::Running, 0)]);
+        // Its startup probe has not succeeded yet.
+        let pending = Starting(vec!["containerd://id-side".into()]);
+        let a = compute_pod_actions_with(&p, &s, Some(&pending));
+        assert!(a.init_containers_to_start.is_empty(), "{a:?}");
+        assert!(a.containers_to_start.is_empty());
+        // Started: the next init container goes.
+        let started = Starting(vec![]);
+        let a = compute_pod_actions_with(&p, &s, Some(&started));
+        assert_eq!(a.init_containers_to_start, [1]);
     }
 
     #[test]
