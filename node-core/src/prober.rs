@@ -367,7 +367,7 @@ impl ProbeManager {
     /// Sets the containers' `started` and `ready` from the probes (upstream
     /// `UpdatePodStatus`): a running container is started unless its startup probe has not
     /// succeeded, and ready when its readiness probe succeeded (or it has none) and it
-    /// started. A readiness probe without a result is run at once.
+    /// started. A readiness probe that has no result for the container yet is run at once.
     pub fn update_container_statuses(&self, pod_uid: &str, statuses: &mut [ApiContainerStatus]) {
         let workers = self.workers();
         for status in statuses {
@@ -386,14 +386,18 @@ impl ProbeManager {
             status.started = Some(started);
             let ready = match workers.get(&key(ProbeType::Readiness)) {
                 None => true,
-                Some(worker) => {
-                    let ok = self.inner.results.get(&id, ProbeType::Readiness)
-                        == Some(ProbeResult::Success);
-                    if !ok {
+                Some(worker) => match self.inner.results.get(&id, ProbeType::Readiness) {
+                    Some(result) => result == ProbeResult::Success,
+                    None => {
+                        // The worker has not seen this container yet: probe it now rather
+                        // than a period from now. (Upstream triggers on every status
+                        // generation while the result is not Success, which re-runs failing
+                        // probes at each pod sync; their duplicate events are merged by its
+                        // event correlator.)
                         let _ = worker.trigger.try_send(());
+                        false
                     }
-                    ok
-                }
+                },
             };
             status.ready = status.ready && started && ready;
         }
@@ -456,6 +460,8 @@ impl Worker {
             if *stop.borrow() || !self.probe_once().await {
                 break;
             }
+            // Triggers that came while probing are answered by this round.
+            while trigger.try_recv().is_ok() {}
             tokio::select! {
                 _ = tokio::time::sleep(period) => {}
                 Some(()) = trigger.recv() => {}

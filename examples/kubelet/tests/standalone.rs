@@ -220,6 +220,29 @@ impl Node {
             .count()
     }
 
+    /// `sh -c cmd` in container `name` of `pod`, which must exit 0.
+    async fn exec(&self, pod: &Pod, name: &str, cmd: &str) {
+        let id = container_status(pod, name)
+            .container_id
+            .unwrap_or_else(|| panic!("container {name} has no id"));
+        let id = id.split_once("://").map_or(id.as_str(), |(_, id)| id);
+        let out = self
+            .client
+            .exec_sync(
+                id,
+                vec!["sh".into(), "-c".into(), cmd.into()],
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("exec {cmd:?} in {name}: {e}"));
+        assert_eq!(
+            out.exit_code,
+            0,
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Stops the kubelet, removes every pod from the runtime, stops containerd.
     async fn shutdown(mut self) {
         if self.child.is_some() {
@@ -1725,29 +1748,12 @@ async fn a_readiness_http_probe_follows_busybox_httpd() {
                 .state
                 .is_some_and(|s| s.running.is_some())
     };
-    let pod = node.wait_pod("web", "running", up).await;
-    let id = container_status(&pod, "main").container_id.unwrap();
-    let id = id.split_once("://").unwrap().1.to_string();
+    node.wait_pod("web", "running", up).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pod = node.wait_pod("web", "running", up).await;
     assert!(!container_status(&pod, "main").ready);
     assert_eq!(condition_status(&pod, "Ready").as_deref(), Some("False"));
-    let exec = |cmd: &'static str| {
-        let client = node.client.clone();
-        let id = id.clone();
-        async move {
-            let out = client
-                .exec_sync(
-                    &id,
-                    vec!["sh".into(), "-c".into(), cmd.into()],
-                    Duration::from_secs(5),
-                )
-                .await
-                .expect("exec in the container");
-            assert_eq!(out.exit_code, 0, "{cmd}");
-        }
-    };
-    exec("echo ok > /www/ready").await;
+    node.exec(&pod, "main", "echo ok > /www/ready").await;
     let ready = node
         .wait_pod("web", "ready", |p| {
             container_status(p, "main").ready
@@ -1756,7 +1762,7 @@ async fn a_readiness_http_probe_follows_busybox_httpd() {
         })
         .await;
     assert_eq!(container_status(&ready, "main").started, Some(true));
-    exec("rm /www/ready").await;
+    node.exec(&pod, "main", "rm /www/ready").await;
     node.wait_pod("web", "unready again", |p| {
         !container_status(p, "main").ready
             && condition_status(p, "Ready").as_deref() == Some("False")
@@ -1767,6 +1773,180 @@ async fn a_readiness_http_probe_follows_busybox_httpd() {
         log.contains("Readiness probe failed: HTTP probe failed with statuscode: 404"),
         "{log}"
     );
+    node.shutdown().await;
+}
+
+fn ready(pod: &Pod, name: &str) -> bool {
+    container_status(pod, name).ready
+}
+
+fn restarts(pod: &Pod, name: &str) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.iter().find(|c| c.name == name))
+        .map_or(0, |c| c.restart_count)
+}
+
+/// A gRPC health server on 127.0.0.1 (what a hostNetwork pod's gRPC probe reaches with
+/// `--node-ip 127.0.0.1`), with the reporter that sets its status.
+async fn grpc_health_server() -> (
+    u16,
+    tonic_health::server::HealthReporter,
+    tokio::task::JoinHandle<()>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let incoming = futures::stream::unfold(listener, |l| async move {
+        Some((l.accept().await.map(|(s, _)| s), l))
+    });
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (port, reporter, task)
+}
+
+/// An HTTP server on 127.0.0.1 that redirects every request to another host.
+async fn redirecting_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = "moved";
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: http://elsewhere.invalid:{port}/\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_and_grpc_probes_follow_their_servers_and_a_redirect_elsewhere_warns() {
+    let node = Node::start("probe-kinds", "").await;
+    let (grpc, reporter, grpc_task) = grpc_health_server().await;
+    let redirect = redirecting_server().await;
+    // On the host's network: the probes reach the test's servers on the node IP, 127.0.0.1.
+    node.write(
+        "host.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: host\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: grpc\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    readinessProbe:\n      grpc:\n        port: {grpc}\n      periodSeconds: 1\n      failureThreshold: 1\n  - name: redirect\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    readinessProbe:\n      httpGet:\n        port: {redirect}\n        path: /\n      periodSeconds: 1\n"
+        ),
+    );
+    // In its own network namespace: a TCP server the test starts and stops in the container.
+    node.write(
+        "tcp.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: tcp\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"while true; do if [ -f /tmp/up ]; then httpd -f -p 9000 -h /tmp; fi; sleep 0.2; done\"]\n    readinessProbe:\n      tcpSocket:\n        port: 9000\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    node.wait_pod("host", "ready", |p| {
+        ready(p, "grpc") && ready(p, "redirect")
+    })
+    .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    node.wait_pod("host", "unready: NOT_SERVING", |p| !ready(p, "grpc"))
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    node.wait_pod("host", "ready: SERVING again", |p| ready(p, "grpc"))
+        .await;
+    grpc_task.abort();
+    node.wait_pod("host", "unready: server gone", |p| !ready(p, "grpc"))
+        .await;
+
+    let up = |p: &Pod| {
+        container_status(p, "main")
+            .state
+            .is_some_and(|s| s.running.is_some())
+    };
+    let pod = node.wait_pod("tcp", "running", up).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!ready(&node.wait_pod("tcp", "running", up).await, "main"));
+    node.exec(&pod, "main", "touch /tmp/up").await;
+    node.wait_pod("tcp", "ready: listening", |p| ready(p, "main"))
+        .await;
+    node.exec(&pod, "main", "rm /tmp/up; killall httpd").await;
+    let gone = node
+        .wait_pod("tcp", "unready: not listening", |p| !ready(p, "main"))
+        .await;
+    let ip = gone.status.and_then(|s| s.pod_ip).expect("the pod's IP");
+
+    let log = node.log_text();
+    for line in [
+        "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")".to_string(),
+        format!(
+            "Readiness probe failed: error: health rpc probe failed: rpc error: code = Unavailable desc = connection error: dial tcp 127.0.0.1:{grpc}: connect: connection refused"
+        ),
+        format!("Readiness probe failed: dial tcp {ip}:9000: connect: connection refused"),
+        "Readiness probe warning: Probe terminated redirects, Response body: moved".to_string(),
+    ] {
+        assert!(log.contains(&line), "missing {line:?}:\n{log}");
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_startup_probe_holds_liveness_back_and_hung_or_failing_probes_restart_their_containers() {
+    let node = Node::start("startup", "").await;
+    // gated: liveness always fails, but only once the startup probe passed.
+    // never: its startup probe never passes: killed after failureThreshold x periodSeconds.
+    // hung: its liveness command hangs and is cut at timeoutSeconds, a failure.
+    node.write(
+        "slow.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: gated\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    startupProbe:\n      exec:\n        command: [\"cat\", \"/tmp/started\"]\n      periodSeconds: 1\n      failureThreshold: 600\n    livenessProbe:\n      exec:\n        command: [\"cat\", \"/tmp/alive\"]\n      periodSeconds: 1\n      failureThreshold: 3\n  - name: never\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    startupProbe:\n      exec:\n        command: [\"false\"]\n      periodSeconds: 1\n      failureThreshold: 3\n  - name: hung\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    livenessProbe:\n      exec:\n        command: [\"sleep\", \"100\"]\n      timeoutSeconds: 1\n      periodSeconds: 2\n      failureThreshold: 1\n",
+    );
+    let started = Instant::now();
+    let pod = node
+        .wait_pod("slow", "restarted: never and hung", |p| {
+            restarts(p, "never") >= 1 && restarts(p, "hung") >= 1
+        })
+        .await;
+    // Three failed startup probes, one a second, come before the kill.
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        restarts(&pod, "gated"),
+        0,
+        "liveness ran before startup passed"
+    );
+    assert_eq!(container_status(&pod, "gated").started, Some(false));
+    assert!(!ready(&pod, "gated"));
+    node.exec(&pod, "gated", "touch /tmp/started").await;
+    node.wait_pod("slow", "gated started", |p| {
+        container_status(p, "gated").started == Some(true) && ready(p, "gated")
+    })
+    .await;
+    node.wait_pod("slow", "gated restarted by its liveness probe", |p| {
+        restarts(p, "gated") == 1 && container_status(p, "gated").started == Some(false)
+    })
+    .await;
+    let log = node.log_text();
+    for line in [
+        "Startup probe failed: ",
+        "Container never failed startup probe, will be restarted",
+        "Liveness probe failed: command \"sleep 100\" timed out",
+        "Container hung failed liveness probe, will be restarted",
+        "Liveness probe failed: cat: can't open '/tmp/alive': No such file or directory",
+        "Container gated failed liveness probe, will be restarted",
+    ] {
+        assert!(log.contains(line), "missing {line:?}:\n{log}");
+    }
     node.shutdown().await;
 }
 

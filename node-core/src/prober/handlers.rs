@@ -48,8 +48,13 @@ pub async fn run(
             .unwrap_or(pod_ip);
         return Ok(tcp_probe(host, port, timeout).await);
     }
-    if probe.grpc.is_some() {
-        return Err("gRPC probes are not supported by this kubelet yet".into());
+    if let Some(grpc) = &probe.grpc {
+        let port = u16::try_from(grpc.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid port number: {}", grpc.port))?;
+        let service = grpc.service.as_deref().unwrap_or_default();
+        return Ok(grpc_probe(pod_ip, port, service, timeout).await);
     }
     Err("missing probe handler".into())
 }
@@ -129,6 +134,99 @@ pub async fn tcp_probe(host: &str, port: u16, timeout: Duration) -> Outcome {
         Ok(Ok(_)) => Outcome::Success(String::new()),
         Ok(Err(e)) => Outcome::Failure(format!("dial tcp {addr}: {}", connect_error(&e))),
         Err(_) => Outcome::Failure(format!("dial tcp {addr}: i/o timeout")),
+    }
+}
+
+/// The innermost cause of `e`, as Go's text where it is an OS error
+/// (`connect: connection refused`).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match cause.downcast_ref::<std::io::Error>() {
+        Some(io) => connect_error(io),
+        None => cause.to_string(),
+    }
+}
+
+/// Go's text of a duration of whole or fractional seconds (`1s`, `1.5s`).
+fn go_seconds(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+/// `grpc.health.v1.Health/Check` of `service` ("" is the server as a whole) on `host:port`,
+/// plaintext, within `timeout`: `SERVING` passes. The outputs are upstream's
+/// (`pkg/probe/grpc`): "service healthy", "service unhealthy (responded with \"NOT_SERVING\")",
+/// the timeouts' and an unimplemented health service's messages.
+pub async fn grpc_probe(host: &str, port: u16, service: &str, timeout: Duration) -> Outcome {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+    let addr = host_port(host, port);
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => {
+            return Outcome::Failure(format!("error: failed to connect service at {addr:?}: {e}"));
+        }
+    };
+    let endpoint = match endpoint.user_agent(USER_AGENT) {
+        Ok(e) => e,
+        Err(e) => {
+            return Outcome::Failure(format!("error: failed to connect service at {addr:?}: {e}"));
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => {
+            let cause = root_cause(&e);
+            return Outcome::Failure(format!(
+                "error: health rpc probe failed: rpc error: code = Unavailable desc = connection error: dial tcp {addr}: {cause}"
+            ));
+        }
+        Err(_) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service {addr:?} within {}: context deadline exceeded",
+                go_seconds(timeout)
+            ));
+        }
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let mut client = HealthClient::new(channel);
+    let check = client.check(request);
+    let response = match tokio::time::timeout(left, check).await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => {
+            return Outcome::Failure(match status.code() {
+                tonic::Code::Unimplemented => format!(
+                    "this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+                    status.message()
+                ),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => format!(
+                    "timeout: health rpc did not complete within {}",
+                    go_seconds(timeout)
+                ),
+                code => format!(
+                    "error: health rpc probe failed: rpc error: code = {code:?} desc = {}",
+                    status.message()
+                ),
+            });
+        }
+        Err(_) => {
+            return Outcome::Failure(format!(
+                "timeout: health rpc did not complete within {}",
+                go_seconds(timeout)
+            ));
+        }
+    };
+    match ServingStatus::try_from(response.status) {
+        Ok(ServingStatus::Serving) => Outcome::Success("service healthy".into()),
+        status => Outcome::Failure(format!(
+            "service unhealthy (responded with {:?})",
+            status.map(|s| s.as_str_name()).unwrap_or("UNKNOWN")
+        )),
     }
 }
 
@@ -633,5 +731,124 @@ mod tests {
             Err("couldn't find port: nope in web".into())
         );
         assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
+    }
+
+    /// A gRPC health server on 127.0.0.1 whose reporter the test drives; aborted on drop of
+    /// the handle.
+    async fn grpc_server() -> (
+        u16,
+        tonic_health::server::HealthReporter,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = tokio_stream_from(listener);
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        (port, reporter, task)
+    }
+
+    fn tokio_stream_from(
+        listener: tokio::net::TcpListener,
+    ) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(listener, |l| async move {
+            let accepted = l.accept().await.map(|(s, _)| s);
+            Some((accepted, l))
+        })
+    }
+
+    #[tokio::test]
+    async fn a_grpc_probe_passes_on_serving_and_fails_otherwise_with_upstreams_messages() {
+        use tonic_health::ServingStatus;
+        let (port, reporter, task) = grpc_server().await;
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            grpc_probe("127.0.0.1", port, "", t).await,
+            Outcome::Success("service healthy".into())
+        );
+        reporter
+            .set_service_status("db", ServingStatus::NotServing)
+            .await;
+        assert_eq!(
+            grpc_probe("127.0.0.1", port, "db", t).await,
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        reporter
+            .set_service_status("db", ServingStatus::Serving)
+            .await;
+        assert_eq!(
+            grpc_probe("127.0.0.1", port, "db", t).await,
+            Outcome::Success("service healthy".into())
+        );
+        // A service the server does not know is NotFound, a failure.
+        let Outcome::Failure(out) = grpc_probe("127.0.0.1", port, "nope", t).await else {
+            panic!("an unknown service passed");
+        };
+        assert!(
+            out.starts_with("error: health rpc probe failed: rpc error: code = NotFound"),
+            "{out}"
+        );
+        // The server gone: connection refused, a failure naming the address.
+        task.abort();
+        let _ = task.await;
+        let Outcome::Failure(out) = grpc_probe("127.0.0.1", port, "", t).await else {
+            panic!("a probe of a stopped server passed");
+        };
+        assert!(
+            out.ends_with(&format!(
+                "dial tcp 127.0.0.1:{port}: connect: connection refused"
+            )),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grpc_probe_of_a_server_without_the_health_service_says_so() {
+        // An HTTP/2 server that answers every RPC with Unimplemented: tonic's router with no
+        // services.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let router =
+            tonic::transport::Server::builder().add_routes(tonic::service::Routes::default());
+        let incoming = tokio_stream_from(listener);
+        let task = tokio::spawn(async move {
+            let _ = router.serve_with_incoming(incoming).await;
+        });
+        let out = grpc_probe("127.0.0.1", port, "", Duration::from_secs(1)).await;
+        task.abort();
+        let Outcome::Failure(out) = out else {
+            panic!("a server without the health service passed");
+        };
+        assert!(
+            out.starts_with(
+                "this server does not implement the grpc health protocol (grpc.health.v1.Health)"
+            ),
+            "{out}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grpc_probe_of_a_silent_server_times_out() {
+        // Accepts connections and never speaks: the HTTP/2 handshake never completes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let out = grpc_probe("127.0.0.1", port, "", Duration::from_millis(300)).await;
+        task.abort();
+        let Outcome::Failure(out) = out else {
+            panic!("a silent server passed");
+        };
+        assert!(out.starts_with("timeout: "), "{out}");
+        assert!(out.contains("within 0.3s"), "{out}");
     }
 }
