@@ -758,6 +758,10 @@ async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
         "broken.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata: [this is not\n",
     );
+    node.write(
+        "probe.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\nspec:\n  containers:\n  - name: a\n    image: docker.io/library/busybox:1.35\n    livenessProbe:\n      tcpSocket:\n        port: web\n",
+    );
     node.wait_pod("good", "running", running).await;
     let names: Vec<String> = node
         .pods()
@@ -777,6 +781,13 @@ async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
     assert!(
         log.lines().any(|l| l.contains("broken.yaml")),
         "rejection of broken.yaml:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("probe.yaml")
+            && l.contains(
+                "spec.containers[0].livenessProbe.tcpSocket.port: Invalid value: \"web\""
+            )),
+        "rejection of probe.yaml names the probe's field:\n{log}"
     );
     node.shutdown().await;
 }

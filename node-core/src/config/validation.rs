@@ -5,8 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, ExecAction, GRPCAction, HTTPGetAction, LifecycleHandler, Pod,
+    PodSpec, Probe, ResourceRequirements, SleepAction, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::FieldError;
 
@@ -32,7 +36,8 @@ const MAX_DNS_NAMESERVERS: usize = 3;
 /// protocol, hostNetwork ⇒ hostPort == containerPort); resources (valid, non-negative,
 /// requests ≤ limits); init container restartPolicy; pod restartPolicy and dnsPolicy
 /// (`None` needs dnsConfig with nameservers); terminationGracePeriodSeconds ≥ 0; no ephemeral
-/// containers on create.
+/// containers on create; probes and lifecycle hooks (one valid handler, thresholds, ports,
+/// sleep within the grace period; none on init containers but sidecars).
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let name = pod.metadata.name.as_deref().unwrap_or("");
@@ -69,12 +74,15 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
     // Regular containers first; duplicates with init containers are reported on the init
     // container, as upstream does.
     let mut names = BTreeSet::new();
+    // A negative grace period is reported on its own; sleep hooks are not held against it.
+    let grace = spec.termination_grace_period_seconds.filter(|g| *g >= 0);
     if spec.containers.is_empty() {
         errors.push(FieldError::required("spec.containers", ""));
     }
     for (i, container) in spec.containers.iter().enumerate() {
         let path = format!("spec.containers[{i}]");
         validate_container(container, &path, errors);
+        validate_probes_and_lifecycle(container, &path, grace, errors);
         if !container.name.is_empty() && !names.insert(container.name.as_str()) {
             errors.push(FieldError::duplicate(
                 format!("{path}.name"),
@@ -85,6 +93,24 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
     for (i, container) in spec.init_containers.iter().flatten().enumerate() {
         let path = format!("spec.initContainers[{i}]");
         validate_container(container, &path, errors);
+        if container.restart_policy.as_deref() == Some("Always") {
+            validate_probes_and_lifecycle(container, &path, grace, errors);
+        } else {
+            let fields = [
+                ("lifecycle", container.lifecycle.is_some()),
+                ("livenessProbe", container.liveness_probe.is_some()),
+                ("readinessProbe", container.readiness_probe.is_some()),
+                ("startupProbe", container.startup_probe.is_some()),
+            ];
+            for (field, set) in fields {
+                if set {
+                    errors.push(FieldError::forbidden(
+                        format!("{path}.{field}"),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
         if let Some(policy) = container.restart_policy.as_deref()
             && policy != "Always"
         {
@@ -252,6 +278,258 @@ fn validate_container(container: &Container, path: &str, errors: &mut Vec<FieldE
     );
     if let Some(resources) = container.resources.as_ref() {
         validate_resources(resources, &format!("{path}.resources"), errors);
+    }
+}
+
+/// Probes and lifecycle hooks of a regular container or a sidecar (upstream
+/// `validateLivenessProbe`, `validateReadinessProbe`, `validateStartupProbe`,
+/// `validateLifecycle`). Also, beyond upstream: a named probe port must name one of the
+/// container's ports, since such a probe could never pass.
+fn validate_probes_and_lifecycle(
+    container: &Container,
+    path: &str,
+    grace: Option<i64>,
+    errors: &mut Vec<FieldError>,
+) {
+    let probes = [
+        ("livenessProbe", container.liveness_probe.as_ref()),
+        ("readinessProbe", container.readiness_probe.as_ref()),
+        ("startupProbe", container.startup_probe.as_ref()),
+    ];
+    for (field, probe) in probes {
+        let Some(probe) = probe else { continue };
+        let path = format!("{path}.{field}");
+        validate_probe(probe, container, &path, errors);
+        let success = probe.success_threshold.unwrap_or(1);
+        if field != "readinessProbe" && success != 1 {
+            errors.push(FieldError::invalid(
+                format!("{path}.successThreshold"),
+                success,
+                "must be 1",
+            ));
+        }
+        if field == "readinessProbe" && probe.termination_grace_period_seconds.is_some() {
+            errors.push(FieldError::invalid(
+                format!("{path}.terminationGracePeriodSeconds"),
+                probe.termination_grace_period_seconds.unwrap_or_default(),
+                "must not be set for readinessProbes",
+            ));
+        }
+    }
+    let Some(lifecycle) = container.lifecycle.as_ref() else {
+        return;
+    };
+    let hooks = [
+        ("postStart", lifecycle.post_start.as_ref()),
+        ("preStop", lifecycle.pre_stop.as_ref()),
+    ];
+    for (field, hook) in hooks {
+        if let Some(hook) = hook {
+            let path = format!("{path}.lifecycle.{field}");
+            validate_hook(hook, container, grace, &path, errors);
+        }
+    }
+}
+
+fn validate_probe(probe: &Probe, container: &Container, path: &str, errors: &mut Vec<FieldError>) {
+    let handlers = Handlers {
+        exec: probe.exec.as_ref(),
+        http_get: probe.http_get.as_ref(),
+        tcp_socket: probe.tcp_socket.as_ref(),
+        grpc: probe.grpc.as_ref(),
+        sleep: None,
+    };
+    handlers.validate(container, None, path, errors);
+    let fields = [
+        ("initialDelaySeconds", probe.initial_delay_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ];
+    for (field, value) in fields {
+        if let Some(value) = value.filter(|v| *v < 0) {
+            errors.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                value,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if let Some(grace) = probe.termination_grace_period_seconds.filter(|g| *g <= 0) {
+        errors.push(FieldError::invalid(
+            format!("{path}.terminationGracePeriodSeconds"),
+            grace,
+            "must be greater than 0",
+        ));
+    }
+}
+
+fn validate_hook(
+    hook: &LifecycleHandler,
+    container: &Container,
+    grace: Option<i64>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let handlers = Handlers {
+        exec: hook.exec.as_ref(),
+        http_get: hook.http_get.as_ref(),
+        tcp_socket: hook.tcp_socket.as_ref(),
+        grpc: None,
+        sleep: hook.sleep.as_ref(),
+    };
+    handlers.validate(container, grace, path, errors);
+}
+
+/// The handler of a probe or hook (upstream `commonHandler`).
+struct Handlers<'a> {
+    exec: Option<&'a ExecAction>,
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+    grpc: Option<&'a GRPCAction>,
+    sleep: Option<&'a SleepAction>,
+}
+
+const HTTP_HEADER_NAME_MSG: &str = "a valid HTTP header must consist of alphanumeric characters \
+    or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')";
+
+impl Handlers<'_> {
+    /// Exactly one handler, and that one valid (upstream `validateHandler`).
+    fn validate(
+        &self,
+        container: &Container,
+        grace: Option<i64>,
+        path: &str,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let set = [
+            ("exec", self.exec.is_some()),
+            ("httpGet", self.http_get.is_some()),
+            ("tcpSocket", self.tcp_socket.is_some()),
+            ("grpc", self.grpc.is_some()),
+            ("sleep", self.sleep.is_some()),
+        ];
+        let mut first = None;
+        for (name, present) in set {
+            if !present {
+                continue;
+            }
+            match first {
+                None => first = Some(name),
+                Some(_) => errors.push(FieldError::forbidden(
+                    format!("{path}.{name}"),
+                    "may not specify more than 1 handler type",
+                )),
+            }
+        }
+        let Some(handler) = first else {
+            errors.push(FieldError::required(path, "must specify a handler type"));
+            return;
+        };
+        let path = format!("{path}.{handler}");
+        match handler {
+            "exec" => {
+                if self
+                    .exec
+                    .is_some_and(|e| e.command.as_ref().is_none_or(Vec::is_empty))
+                {
+                    errors.push(FieldError::required(format!("{path}.command"), ""));
+                }
+            }
+            "httpGet" => {
+                let Some(get) = self.http_get else { return };
+                if get.path.as_deref().unwrap_or_default().is_empty() {
+                    errors.push(FieldError::required(format!("{path}.path"), ""));
+                }
+                validate_probe_port(&get.port, container, &format!("{path}.port"), errors);
+                let scheme = get.scheme.as_deref().unwrap_or_default();
+                if !matches!(scheme, "HTTP" | "HTTPS") {
+                    errors.push(FieldError::not_supported(
+                        format!("{path}.scheme"),
+                        scheme,
+                        &["HTTP", "HTTPS"],
+                    ));
+                }
+                for header in get.http_headers.iter().flatten() {
+                    let name = &header.name;
+                    let valid = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    if !valid {
+                        errors.push(FieldError::invalid_str(
+                            format!("{path}.httpHeaders"),
+                            name,
+                            HTTP_HEADER_NAME_MSG,
+                        ));
+                    }
+                }
+            }
+            "tcpSocket" => {
+                if let Some(tcp) = self.tcp_socket {
+                    validate_probe_port(&tcp.port, container, &format!("{path}.port"), errors);
+                }
+            }
+            "grpc" => {
+                if let Some(grpc) = self.grpc
+                    && !(1..=65535).contains(&grpc.port)
+                {
+                    errors.push(FieldError::invalid(
+                        format!("{path}.port"),
+                        grpc.port,
+                        PORT_RANGE_MSG,
+                    ));
+                }
+            }
+            "sleep" => {
+                if let (Some(sleep), Some(grace)) = (self.sleep, grace)
+                    && !(0..=grace).contains(&sleep.seconds)
+                {
+                    errors.push(FieldError::invalid(
+                        path,
+                        sleep.seconds,
+                        &format!(
+                            "must be non-negative and less than terminationGracePeriodSeconds ({grace})"
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A probe's or hook's port: a number in range, or a valid port name that names one of the
+/// container's ports.
+fn validate_probe_port(
+    port: &IntOrString,
+    container: &Container,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    match port {
+        IntOrString::Int(n) => {
+            if !(1..=65535).contains(n) {
+                errors.push(FieldError::invalid(path, n, PORT_RANGE_MSG));
+            }
+        }
+        IntOrString::String(name) => {
+            let msgs = port_name(name);
+            for msg in &msgs {
+                errors.push(FieldError::invalid_str(path, name, msg));
+            }
+            let known = container
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some(name.as_str()));
+            if msgs.is_empty() && !known {
+                errors.push(FieldError::invalid_str(
+                    path,
+                    name,
+                    "must be the name of one of the container's ports",
+                ));
+            }
+        }
     }
 }
 

@@ -687,3 +687,95 @@ fn pod_list_and_single_pod_from_http() {
     .unwrap_err();
     assert!(matches!(other, PodSourceError::Kind { .. }), "{other:?}");
 }
+
+/// A pod whose one container `web` (port `http`) has the given YAML lines (4-space indented).
+fn with_container(extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: web\n    image: nginx:1.27\n    ports:\n    - name: http\n      containerPort: 80\n{extra}"
+    )
+}
+
+#[test]
+fn malformed_probes_are_rejected_naming_the_field() {
+    let c = "spec.containers[0]";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "    livenessProbe:\n      periodSeconds: 5\n",
+            &["livenessProbe: Required value: must specify a handler type"],
+        ),
+        (
+            "    readinessProbe:\n      exec: {command: ['true']}\n      tcpSocket: {port: 80}\n",
+            &["readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"],
+        ),
+        (
+            "    livenessProbe:\n      exec: {command: ['true']}\n      successThreshold: 2\n",
+            &["livenessProbe.successThreshold: Invalid value: 2: must be 1"],
+        ),
+        (
+            "    startupProbe:\n      exec: {command: ['true']}\n      successThreshold: 3\n",
+            &["startupProbe.successThreshold: Invalid value: 3: must be 1"],
+        ),
+        (
+            "    readinessProbe:\n      httpGet: {port: 70000}\n",
+            &[
+                "readinessProbe.httpGet.port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+            ],
+        ),
+        (
+            "    readinessProbe:\n      tcpSocket: {port: metrics}\n",
+            &[
+                "readinessProbe.tcpSocket.port: Invalid value: \"metrics\": must be the name of one of the container's ports",
+            ],
+        ),
+        (
+            "    livenessProbe:\n      grpc: {port: 0}\n",
+            &["livenessProbe.grpc.port: Invalid value: 0: must be between 1 and 65535, inclusive"],
+        ),
+        (
+            "    livenessProbe:\n      exec: {command: []}\n      periodSeconds: -1\n",
+            &[
+                "livenessProbe.exec.command: Required value",
+                "livenessProbe.periodSeconds: Invalid value: -1: must be greater than or equal to 0",
+            ],
+        ),
+        (
+            "    readinessProbe:\n      httpGet: {port: http, scheme: FTP, httpHeaders: [{name: 'Bad Header', value: x}]}\n      terminationGracePeriodSeconds: 5\n",
+            &[
+                "readinessProbe.httpGet.scheme: Unsupported value: \"FTP\": supported values: \"HTTP\", \"HTTPS\"",
+                "readinessProbe.httpGet.httpHeaders: Invalid value: \"Bad Header\": a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+                "readinessProbe.terminationGracePeriodSeconds: Invalid value: 5: must not be set for readinessProbes",
+            ],
+        ),
+        (
+            "    lifecycle:\n      preStop:\n        sleep: {seconds: 11}\n      postStart: {}\n",
+            &[
+                "lifecycle.postStart: Required value: must specify a handler type",
+                "lifecycle.preStop.sleep: Invalid value: 11: must be non-negative and less than terminationGracePeriodSeconds (10)",
+            ],
+        ),
+    ];
+    for (lines, want) in cases {
+        let want: Vec<String> = want.iter().map(|w| format!("{c}.{w}")).collect();
+        assert_eq!(invalid(&with_container(lines)), want, "{lines}");
+    }
+    // Valid: a named port that exists, a zero-second sleep hook, every handler kind once.
+    let ok = with_container(
+        "    livenessProbe:\n      httpGet: {port: http, path: /healthz}\n    readinessProbe:\n      tcpSocket: {port: 80}\n      successThreshold: 2\n    startupProbe:\n      grpc: {port: 9090}\n    lifecycle:\n      preStop:\n        sleep: {seconds: 0}\n",
+    );
+    decode(&ok).unwrap();
+    // Init containers: probes and hooks only on sidecars.
+    let init = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\nspec:\n  initContainers:\n  - name: setup\n    image: busybox\n    readinessProbe:\n      exec: {command: ['true']}\n  - name: side\n    image: busybox\n    restartPolicy: Always\n    readinessProbe:\n      exec: {command: ['true']}\n    livenessProbe:\n      exec: {command: ['true']}\n      successThreshold: 2\n  containers:\n  - name: web\n    image: nginx:1.27\n";
+    assert_eq!(
+        invalid(init),
+        [
+            "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers without restartPolicy=Always",
+            "spec.initContainers[1].livenessProbe.successThreshold: Invalid value: 2: must be 1",
+        ]
+    );
+    // The message names the manifest.
+    let error = decode(&with_container("    livenessProbe: {}\n")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "manifest /etc/kubernetes/manifests/web.yaml: invalid pod: [spec.containers[0].livenessProbe: Required value: must specify a handler type]"
+    );
+}
