@@ -429,13 +429,12 @@ impl Handlers<'_> {
         };
         let path = format!("{path}.{handler}");
         match handler {
-            "exec" => {
+            "exec"
                 if self
                     .exec
-                    .is_some_and(|e| e.command.as_ref().is_none_or(Vec::is_empty))
-                {
-                    errors.push(FieldError::required(format!("{path}.command"), ""));
-                }
+                    .is_some_and(|e| e.command.as_ref().is_none_or(Vec::is_empty)) =>
+            {
+                errors.push(FieldError::required(format!("{path}.command"), ""));
             }
             "httpGet" => {
                 let Some(get) = self.http_get else { return };
