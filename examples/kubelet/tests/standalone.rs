@@ -2031,6 +2031,88 @@ async fn post_start_runs_before_the_container_counts_as_started_and_pre_stop_bef
     node.shutdown().await;
 }
 
+/// The CRI log of container `name` of `pod` (its first instance).
+fn container_log(node: &Node, pod: &Pod, name: &str) -> PathBuf {
+    node.dir.join("logs").join(format!(
+        "default_{}_{}/{name}/0.log",
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        uid(pod)
+    ))
+}
+
+/// Waits until pod `pod` has no running container left.
+async fn wait_stopped(node: &Node, pod: &Pod) {
+    let uid = uid(pod);
+    eventually(
+        Duration::from_secs(30),
+        "the pod's containers stopped",
+        || async { (node.running_containers_of(&uid).await == 0).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_and_sleep_pre_stop_hooks_run_before_the_stop_signal_none_at_grace_zero_and_orphans_get_theirs()
+ {
+    let mut node = Node::start("pre-stop", "").await;
+    // Each process logs the stop signal; "web" also logs the requests it gets.
+    let trap = "trap 'echo got-term; exit 0' TERM";
+    node.write(
+        "hooks.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooks\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: web\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; mkdir -p /www; httpd -f -vv -p 8080 -h /www & wait\"]\n    lifecycle:\n      preStop:\n        httpGet:\n          path: /prestop\n          port: 8080\n  - name: nap\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; while true; do sleep 0.2; done\"]\n    lifecycle:\n      preStop:\n        sleep:\n          seconds: 3\n"
+        ),
+    );
+    let marked = |name: &str, grace: u32| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; while true; do sleep 0.2; done\"]\n    lifecycle:\n      preStop:\n        exec:\n          command: [\"sh\", \"-c\", \"echo pre-stop-ran > /proc/1/fd/1\"]\n"
+        )
+    };
+    node.write("quick.yaml", &marked("quick", 0));
+    node.write("orphan.yaml", &marked("orphan", 10));
+    let hooks = node.wait_pod("hooks", "running", running).await;
+    let quick = node.wait_pod("quick", "running", running).await;
+    let orphan = node.wait_pod("orphan", "running", running).await;
+
+    // HTTP and sleep hooks: the request, then the signal; the sleep inside the grace period.
+    let removed = k8s_openapi::jiff::Timestamp::now();
+    std::fs::remove_file(node.manifest("hooks.yaml")).unwrap();
+    wait_stopped(&node, &hooks).await;
+    let web = std::fs::read_to_string(container_log(&node, &hooks, "web")).unwrap();
+    let (request, term) = (web.find("/prestop"), web.find("got-term"));
+    assert!(
+        request.is_some() && term.is_some() && request < term,
+        "the preStop request before SIGTERM:\n{web}"
+    );
+    let nap = container_log(&node, &hooks, "nap");
+    let signalled = logged_at(&nap, "got-term").expect("nap got SIGTERM within its grace period");
+    let waited = signalled.duration_since(removed).as_secs_f64();
+    assert!(
+        (2.9..10.0).contains(&waited),
+        "SIGTERM {waited:.1} s after removal, after the 3 s sleep hook"
+    );
+
+    // Grace period 0: no preStop hook at all, as upstream.
+    std::fs::remove_file(node.manifest("quick.yaml")).unwrap();
+    wait_stopped(&node, &quick).await;
+    let text = std::fs::read_to_string(container_log(&node, &quick, "main")).unwrap();
+    assert!(!text.contains("pre-stop-ran"), "{text}");
+
+    // Removed while the kubelet was down: its hook is restored from the container's
+    // annotations and runs before the signal.
+    node.stop_kubelet();
+    std::fs::remove_file(node.manifest("orphan.yaml")).unwrap();
+    node.spawn_kubelet();
+    wait_stopped(&node, &orphan).await;
+    let text = std::fs::read_to_string(container_log(&node, &orphan, "main")).unwrap();
+    let (ran, term) = (text.find("pre-stop-ran"), text.find("got-term"));
+    assert!(
+        ran.is_some() && term.is_some() && ran < term,
+        "the orphan's preStop before SIGTERM:\n{text}"
+    );
+    node.shutdown().await;
+}
+
 /// The time of the first line of a CRI log holding `text`.
 fn logged_at(log: &std::path::Path, text: &str) -> Option<k8s_openapi::jiff::Timestamp> {
     std::fs::read_to_string(log)

@@ -27,7 +27,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Lifecycle, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use node_core::events::{EventObject, EventRecorder, EventType, reasons};
 use node_core::runtime::{
     CommandRunner, ContainerEvent, ContainerEventKind, ContainerId, ContainerState, ExecOutput,
@@ -622,10 +623,53 @@ impl CriRuntime {
                     .and_then(|s| s.termination_grace_period_seconds)
             })
         });
-        from_pod
-            .or(recorded)
-            .unwrap_or(MINIMUM_GRACE_PERIOD)
-            .max(MINIMUM_GRACE_PERIOD)
+        // Not raised to the minimum yet: a grace period of 0 skips the preStop hook.
+        from_pod.or(recorded).unwrap_or(MINIMUM_GRACE_PERIOD)
+    }
+
+    /// The pod and container spec a kill needs when the pod is unknown (an orphan, or a pod
+    /// removed while the kubelet was down), restored from the container's annotations as
+    /// upstream's `restoreSpecsFromContainerLabels`: the grace periods, the preStop hook and
+    /// the ports it may name. `None` when the runtime cannot say.
+    async fn restore_specs(
+        &self,
+        running: &RuntimePod,
+        id: &ContainerId,
+        name: &str,
+    ) -> Option<(Pod, Container)> {
+        let status = match self.client.container_status(&id.id, false).await {
+            Ok(status) => status,
+            Err(e) => {
+                debug!(container = %name, error = %e, "cannot restore the container's spec from its annotations");
+                return None;
+            }
+        };
+        let info = labels::ContainerInfo::from_cri(&status.labels, &status.annotations);
+        let container = Container {
+            name: name.to_string(),
+            lifecycle: info.pre_stop_handler.map(|pre_stop| Lifecycle {
+                pre_stop: Some(pre_stop),
+                ..Default::default()
+            }),
+            ports: Some(info.container_ports).filter(|p| !p.is_empty()),
+            ..Default::default()
+        };
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(running.name.clone()),
+                namespace: Some(running.namespace.clone()),
+                uid: Some(running.uid.to_string()),
+                deletion_grace_period_seconds: info.pod_deletion_grace_period,
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                termination_grace_period_seconds: info.termination_grace_period,
+                containers: vec![container.clone()],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        Some((pod, container))
     }
 
     async fn kill_container(
@@ -642,7 +686,6 @@ impl CriRuntime {
             message,
             failure,
         } = target;
-        let mut grace = Self::grace_period(pod, recorded_grace, grace_override);
         let object = match pod {
             Some(p) => match ContainerKind::of(p, name) {
                 Some(ContainerKind::Ephemeral) => EventObject::ephemeral_container(p, name),
@@ -666,23 +709,39 @@ impl CriRuntime {
             reasons::KILLING_CONTAINER,
             message.unwrap_or(&default_message),
         );
-        // preStop, for a container still running: its time comes out of the grace period
-        // (at least the minimum is left for the stop), a failure is an event and the kill
-        // goes on.
-        let spec = pod.and_then(|p| {
-            let spec = p.spec.as_ref()?;
-            spec.containers
-                .iter()
-                .chain(spec.init_containers.iter().flatten())
-                .find(|c| c.name == name)
-        });
+        // preStop, for a container still running and a grace period above 0: its time comes
+        // out of the grace period (at least the minimum is left for the stop), a failure is
+        // an event and the kill goes on.
         let still_running = running
             .containers
             .iter()
             .any(|c| c.id == *id && c.state == ContainerState::Running);
+        let restored = match pod {
+            None if still_running => self.restore_specs(running, id, name).await,
+            _ => None,
+        };
+        let (pod, spec) = match (pod, &restored) {
+            (Some(p), _) => {
+                let spec = p.spec.as_ref().and_then(|spec| {
+                    spec.containers
+                        .iter()
+                        .chain(spec.init_containers.iter().flatten())
+                        .find(|c| c.name == name)
+                });
+                (Some(p), spec)
+            }
+            (None, Some((p, c))) => (Some(p), Some(c)),
+            (None, None) => (None, None),
+        };
+        let mut grace = Self::grace_period(pod, recorded_grace, grace_override);
+        // Whether the hook runs depends on the pod's own grace period, as upstream: the pod
+        // worker's override (at least 1 s) does not bring back a hook that a pod with
+        // terminationGracePeriodSeconds 0 skips.
+        let own_grace = Self::grace_period(pod, recorded_grace, None);
         if let (Some(pod), Some(spec)) = (pod, spec)
             && let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
             && still_running
+            && own_grace > 0
             && grace > 0
         {
             let started = std::time::Instant::now();
@@ -705,6 +764,9 @@ impl CriRuntime {
             }
             let spent = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
             grace = grace.saturating_sub(spent).max(MINIMUM_GRACE_PERIOD);
+        } else if grace_override.is_none() {
+            // Always a minimal window to shut down, as upstream.
+            grace = grace.max(MINIMUM_GRACE_PERIOD);
         }
         match self.client.stop_container(&id.id, grace).await {
             Ok(()) => {}
