@@ -670,3 +670,112 @@ impl PodStatus {
         }
     }
 }
+
+/// Linux signals by name, with the CRI's numbers.
+const LINUX_SIGNALS: &[(&str, i32)] = &[
+    ("SIGABRT", 6),
+    ("SIGALRM", 14),
+    ("SIGBUS", 7),
+    ("SIGCHLD", 17),
+    ("SIGCLD", 17),
+    ("SIGCONT", 18),
+    ("SIGFPE", 8),
+    ("SIGHUP", 1),
+    ("SIGILL", 4),
+    ("SIGINT", 2),
+    ("SIGIO", 29),
+    ("SIGIOT", 6),
+    ("SIGKILL", 9),
+    ("SIGPIPE", 13),
+    ("SIGPOLL", 29),
+    ("SIGPROF", 27),
+    ("SIGPWR", 30),
+    ("SIGQUIT", 3),
+    ("SIGSEGV", 11),
+    ("SIGSTKFLT", 16),
+    ("SIGSTOP", 19),
+    ("SIGSYS", 31),
+    ("SIGTERM", 15),
+    ("SIGTRAP", 5),
+    ("SIGTSTP", 20),
+    ("SIGTTIN", 21),
+    ("SIGTTOU", 22),
+    ("SIGURG", 23),
+    ("SIGUSR1", 10),
+    ("SIGUSR2", 12),
+    ("SIGVTALRM", 26),
+    ("SIGWINCH", 28),
+    ("SIGXCPU", 24),
+    ("SIGXFSZ", 25),
+];
+const SIGRTMIN: i32 = 34;
+const SIGRTMAX: i32 = 64;
+
+/// Every name [`linux_stop_signal`] knows, sorted (upstream's list of supported values).
+pub fn linux_stop_signal_names() -> Vec<String> {
+    let mut names: Vec<String> = LINUX_SIGNALS.iter().map(|(n, _)| n.to_string()).collect();
+    names.extend(["SIGRTMIN".to_string(), "SIGRTMAX".to_string()]);
+    names.extend((1..=15).map(|n| format!("SIGRTMIN+{n}")));
+    names.extend((1..=14).map(|n| format!("SIGRTMAX-{n}")));
+    names.sort();
+    names
+}
+
+/// The signals a Linux container's `lifecycle.stopSignal` may name (upstream's validation
+/// list, `ContainerStopSignals`) and their numbers, as the CRI's `Signal` enum numbers them
+/// (`SIGRTMIN` is 34, after the two glibc reserves).
+pub fn linux_stop_signal(name: &str) -> Option<i32> {
+    const RTMIN: i32 = SIGRTMIN;
+    const RTMAX: i32 = SIGRTMAX;
+    if let Some((_, n)) = LINUX_SIGNALS.iter().find(|(n, _)| *n == name) {
+        return Some(*n);
+    }
+    let offset = |rest: &str, max: i32| {
+        rest.parse::<i32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n) && !rest.starts_with('0'))
+    };
+    match name {
+        "SIGRTMIN" => Some(RTMIN),
+        "SIGRTMAX" => Some(RTMAX),
+        _ => {
+            if let Some(rest) = name.strip_prefix("SIGRTMIN+") {
+                offset(rest, 15).map(|n| RTMIN + n)
+            } else if let Some(rest) = name.strip_prefix("SIGRTMAX-") {
+                offset(rest, 14).map(|n| RTMAX - n)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod stop_signal_tests {
+    use super::linux_stop_signal;
+
+    #[test]
+    fn stop_signals_by_name_as_the_cri_numbers_them() {
+        assert_eq!(linux_stop_signal("SIGTERM"), Some(15));
+        assert_eq!(linux_stop_signal("SIGUSR1"), Some(10));
+        assert_eq!(linux_stop_signal("SIGCLD"), Some(17));
+        assert_eq!(linux_stop_signal("SIGRTMIN"), Some(34));
+        assert_eq!(linux_stop_signal("SIGRTMIN+15"), Some(49));
+        assert_eq!(linux_stop_signal("SIGRTMAX-14"), Some(50));
+        assert_eq!(linux_stop_signal("SIGRTMAX"), Some(64));
+        let names = super::linux_stop_signal_names();
+        assert_eq!(names.len(), 34 + 2 + 15 + 14);
+        assert!(names.iter().all(|n| linux_stop_signal(n).is_some()));
+        for bad in [
+            "TERM",
+            "sigterm",
+            "SIGRTMIN+16",
+            "SIGRTMIN+0",
+            "SIGRTMAX-15",
+            "SIGFOO",
+            "",
+        ] {
+            assert_eq!(linux_stop_signal(bad), None, "{bad}");
+        }
+    }
+}

@@ -546,6 +546,33 @@ impl CriClient {
         })
     }
 
+    /// The host PID of a container's first process, from the runtime's verbose
+    /// `ContainerStatus` (containerd's `info.pid`); `None` when the runtime does not say (a
+    /// container not running, or a runtime without that detail).
+    pub async fn container_pid(&self, container_id: &str) -> Result<Option<u32>> {
+        let req = cri::ContainerStatusRequest {
+            container_id: container_id.into(),
+            verbose: true,
+        };
+        let resp = self
+            .runtime_call(
+                "ContainerStatus",
+                || format!("container {container_id}"),
+                self.timeout(),
+                req,
+                |mut c, r| async move { c.container_status(r).await },
+            )
+            .await?;
+        let pid = resp
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info.get("pid").and_then(serde_json::Value::as_u64))
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid > 0);
+        Ok(pid)
+    }
+
     /// `UpdateContainerResources`: changes a running container's Linux resources.
     pub async fn update_container_resources(
         &self,

@@ -438,7 +438,8 @@ async fn run(
         }
         .with_image_manager(images)
         .with_volume_manager(volumes.clone())
-        .with_probe_results(probe_results.clone()),
+        .with_probe_results(probe_results.clone())
+        .with_stop_signals(config.feature_gate("ContainerStopSignals") == Some(true)),
     );
     // Container logs rotated at containerLogMaxSize, containerLogMaxFiles kept.
     let rotation = node_cri::log_rotation::ContainerLogManager::new(

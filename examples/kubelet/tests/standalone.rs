@@ -2113,6 +2113,33 @@ async fn http_and_sleep_pre_stop_hooks_run_before_the_stop_signal_none_at_grace_
     node.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn with_container_stop_signals_a_containers_stop_signal_stops_it() {
+    let node = Node::start(
+        "stop-signal",
+        "featureGates:\n  ContainerStopSignals: true\n",
+    )
+    .await;
+    // SIGUSR1 ends it at once; SIGTERM (the image's signal) would only be logged.
+    node.write(
+        "usr1.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: usr1\nspec:\n  os:\n    name: linux\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'echo got-usr1; exit 0' USR1; trap 'echo got-term' TERM; while true; do sleep 0.2; done\"]\n    lifecycle:\n      stopSignal: SIGUSR1\n",
+    );
+    let pod = node.wait_pod("usr1", "running", running).await;
+    let t = Instant::now();
+    std::fs::remove_file(node.manifest("usr1.yaml")).unwrap();
+    wait_stopped(&node, &pod).await;
+    let took = t.elapsed();
+    let text = std::fs::read_to_string(container_log(&node, &pod, "main")).unwrap();
+    assert!(text.contains("got-usr1"), "{text}");
+    assert!(!text.contains("got-term"), "{text}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped by its signal, not killed after 30 s: {took:?}"
+    );
+    node.shutdown().await;
+}
+
 /// The time of the first line of a CRI log holding `text`.
 fn logged_at(log: &std::path::Path, text: &str) -> Option<k8s_openapi::jiff::Timestamp> {
     std::fs::read_to_string(log)

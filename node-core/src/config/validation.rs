@@ -158,6 +158,7 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
         )),
     }
     validate_dns_config(spec, dns_policy, errors);
+    validate_stop_signals(spec, errors);
     if let Some(seconds) = spec.termination_grace_period_seconds
         && seconds < 0
     {
@@ -184,6 +185,40 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
                         ));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// `lifecycle.stopSignal` (upstream `validateContainerStopSignal`): only with `spec.os.name`,
+/// and on Linux one of the Linux signals.
+fn validate_stop_signals(spec: &PodSpec, errors: &mut Vec<FieldError>) {
+    let os = spec.os.as_ref().map(|os| os.name.as_str());
+    let lists = [
+        ("containers", Some(&spec.containers)),
+        ("initContainers", spec.init_containers.as_ref()),
+    ];
+    for (list, containers) in lists {
+        for (i, container) in containers.into_iter().flatten().enumerate() {
+            let Some(signal) = container
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.stop_signal.as_deref())
+            else {
+                continue;
+            };
+            let path = format!("spec.{list}[{i}].lifecycle.stopSignal");
+            match os {
+                None | Some("") => errors.push(FieldError::forbidden(
+                    path,
+                    "may not be set for containers with empty `spec.os.name`",
+                )),
+                Some("linux") if crate::runtime::linux_stop_signal(signal).is_none() => {
+                    let names = crate::runtime::linux_stop_signal_names();
+                    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                    errors.push(FieldError::not_supported(path, signal, &names));
+                }
+                _ => {}
             }
         }
     }

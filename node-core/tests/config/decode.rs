@@ -772,6 +772,27 @@ fn malformed_probes_are_rejected_naming_the_field() {
             "spec.initContainers[1].livenessProbe.successThreshold: Invalid value: 2: must be 1",
         ]
     );
+    // Stop signals: only with spec.os.name, and a Linux signal on Linux.
+    assert_eq!(
+        invalid(&with_container(
+            "    lifecycle:\n      stopSignal: SIGUSR1\n"
+        )),
+        [
+            "spec.containers[0].lifecycle.stopSignal: Forbidden: may not be set for containers with empty `spec.os.name`"
+        ]
+    );
+    let on_linux = |signal: &str| {
+        with_container(&format!("    lifecycle:\n      stopSignal: {signal}\n"))
+            .replace("spec:\n", "spec:\n  os:\n    name: linux\n")
+    };
+    decode(&on_linux("SIGUSR1")).unwrap();
+    decode(&on_linux("SIGRTMIN+3")).unwrap();
+    let errors = invalid(&on_linux("SIGNOPE"));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("spec.containers[0].lifecycle.stopSignal: Unsupported value: \"SIGNOPE\": supported values: \"SIGABRT\", \"SIGALRM\""),
+        "{errors:?}"
+    );
     // The message names the manifest.
     let error = decode(&with_container("    livenessProbe: {}\n")).unwrap_err();
     assert_eq!(

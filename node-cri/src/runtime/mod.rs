@@ -74,6 +74,8 @@ pub struct CriRuntime {
     container_stats: Arc<stats::ContainerStatsCache>,
     /// The probes' verdicts: running containers that failed liveness or startup are killed.
     probes: Option<Arc<dyn node_core::prober::ProbeVerdicts>>,
+    /// `ContainerStopSignals`: a container's `lifecycle.stopSignal` is what stops it.
+    stop_signals: bool,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -158,7 +160,63 @@ impl CriRuntime {
             runtime_classes: None,
             container_stats: Arc::default(),
             probes: None,
+            stop_signals: false,
         }
+    }
+
+    /// Honours containers' `lifecycle.stopSignal` (the `ContainerStopSignals` feature gate,
+    /// alpha and off by default upstream). The kubelet delivers the signal to the container's
+    /// first process itself, waits the grace period for it to exit, then has the runtime kill
+    /// it: CRI runtimes before containerd 2.1 ignore the stop signal of the container's
+    /// config. The real-time signals (`SIGRTMIN+n`) are not delivered that way; the runtime's
+    /// stop signal (the image's) stops those containers.
+    pub fn with_stop_signals(mut self, enabled: bool) -> Self {
+        self.stop_signals = enabled;
+        self
+    }
+
+    /// Sends `signal` to container `id`'s first process and waits up to `grace` seconds for
+    /// the container to exit; returns the grace period left for `StopContainer` (0 once the
+    /// signal was delivered: what is still running then is killed), or `grace` unchanged
+    /// when the signal could not be delivered.
+    async fn stop_with_signal(
+        &self,
+        id: &ContainerId,
+        name: &str,
+        signal: &str,
+        grace: i64,
+    ) -> i64 {
+        let Some(signal) = node_core::runtime::linux_stop_signal(signal)
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+        else {
+            warn!(container = %name, signal, "this stop signal is left to the runtime (the image's stop signal applies)");
+            return grace;
+        };
+        let pid = match self.client.container_pid(&id.id).await {
+            Ok(Some(pid)) => pid,
+            Ok(None) => return grace,
+            Err(e) => {
+                debug!(container = %name, error = %e, "no process to signal");
+                return grace;
+            }
+        };
+        let Ok(pid) = i32::try_from(pid) else {
+            return grace;
+        };
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal) {
+            debug!(container = %name, error = %e, "cannot deliver the stop signal");
+            return grace;
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        while tokio::time::Instant::now() < deadline {
+            match self.client.container_status(&id.id, false).await {
+                Ok(s) if s.state == cri::ContainerState::ContainerRunning as i32 => {}
+                _ => break,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        0
     }
 
     /// Kills (and, per the restart policy, restarts) running containers that failed their
@@ -767,6 +825,14 @@ impl CriRuntime {
         } else if grace_override.is_none() {
             // Always a minimal window to shut down, as upstream.
             grace = grace.max(MINIMUM_GRACE_PERIOD);
+        }
+        if self.stop_signals
+            && still_running
+            && let Some(signal) = spec
+                .and_then(|c| c.lifecycle.as_ref())
+                .and_then(|l| l.stop_signal.as_deref())
+        {
+            grace = self.stop_with_signal(id, name, signal, grace).await;
         }
         match self.client.stop_container(&id.id, grace).await {
             Ok(()) => {}
