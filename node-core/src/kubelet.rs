@@ -526,6 +526,16 @@ impl Kubelet {
                 }
                 Some(uid) = probe_rx.recv() => {
                     if let Some(pod) = shared.pods.get(uid.as_str()) {
+                        // Readiness reaches the status at once, as upstream's
+                        // SetContainerReadiness; the sync does the rest (kills, started).
+                        if let Some(prober) = shared.prober.get()
+                            && let Some(mut status) = shared.statuses.get(uid.as_str())
+                            && crate::status::refresh_readiness(&pod, &mut status, |c| {
+                                prober.readiness_of(uid.as_str(), c)
+                            })
+                        {
+                            shared.statuses.set(uid.as_str(), status);
+                        }
                         workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
                     }
                 }

@@ -403,6 +403,25 @@ impl ProbeManager {
         }
     }
 
+    /// A running container's readiness as its probes have it now: started (its startup
+    /// probe passed, or it has none) and ready (its readiness probe passed, or it has none);
+    /// `None` for a container that is not running. For
+    /// [`refresh_readiness`](crate::status::refresh_readiness).
+    pub fn readiness_of(&self, pod_uid: &str, status: &ApiContainerStatus) -> Option<bool> {
+        let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
+        let id = status.container_id.as_deref().filter(|id| !id.is_empty())?;
+        if !running {
+            return None;
+        }
+        let workers = self.workers();
+        let passed = |kind| {
+            let key = (pod_uid.to_string(), status.name.clone(), kind);
+            !workers.contains_key(&key)
+                || self.inner.results.get(id, kind) == Some(ProbeResult::Success)
+        };
+        Some(passed(ProbeType::Startup) && passed(ProbeType::Readiness))
+    }
+
     /// The probes' results, for the runtime.
     pub fn results(&self) -> Arc<ProbeResults> {
         self.inner.results.clone()
@@ -627,7 +646,7 @@ impl Worker {
             &event,
             EventType::Warning,
             crate::events::reasons::UNHEALTHY,
-            &format!("{kind} probe errored: {last_error}"),
+            &format!("{kind} probe errored and resulted in unknown state: {last_error}"),
         );
         if let Some(m) = &self.inner.metrics {
             m.count_probe(&self.pod, &self.container.name, kind, "unknown");

@@ -378,6 +378,112 @@ fn names(list: &[String]) -> String {
     format!("[{}]", list.join(" "))
 }
 
+/// The ContainersReady and Ready conditions from the container statuses (upstream
+/// `GenerateContainersReadyCondition`, `GeneratePodReadyCondition`).
+fn readiness_conditions(
+    pod: &Pod,
+    init: &[ApiContainerStatus],
+    regular: &[ApiContainerStatus],
+    phase: &str,
+) -> (PodCondition, PodCondition) {
+    let spec = pod.spec.as_ref();
+    let init_specs = spec
+        .and_then(|s| s.init_containers.as_deref())
+        .unwrap_or_default();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    // ContainersReady covers sidecars and regular containers.
+    let mut unready: Vec<String> = init_specs
+        .iter()
+        .filter(|c| is_sidecar(c))
+        .filter(|c| !init.iter().any(|s| s.name == c.name && s.ready))
+        .map(|c| c.name.clone())
+        .collect();
+    unready.extend(
+        containers
+            .iter()
+            .filter(|c| !regular.iter().any(|s| s.name == c.name && s.ready))
+            .map(|c| c.name.clone()),
+    );
+    let containers_ready = if phase == "Succeeded" {
+        condition("ContainersReady", false, Some(reasons::POD_COMPLETED), None)
+    } else if phase == "Failed" {
+        condition("ContainersReady", false, Some(reasons::POD_FAILED), None)
+    } else if !unready.is_empty() {
+        condition(
+            "ContainersReady",
+            false,
+            Some(reasons::CONTAINERS_NOT_READY),
+            Some(format!(
+                "containers with unready status: {}",
+                names(&unready)
+            )),
+        )
+    } else {
+        condition("ContainersReady", true, None, None)
+    };
+    let mut ready = containers_ready.clone();
+    ready.type_ = "Ready".into();
+    if ready.status == "True"
+        && let Some(message) = readiness_gates_not_ready(pod)
+    {
+        ready = condition(
+            "Ready",
+            false,
+            Some(reasons::READINESS_GATES_NOT_READY),
+            Some(message),
+        );
+    }
+
+    (containers_ready, ready)
+}
+
+/// Upstream's `SetContainerReadiness`: a readiness result that changed is written into the
+/// pod's current status at once (the container's `ready`, then ContainersReady and Ready),
+/// without waiting for the pod worker, which may be busy stopping the pod: readiness is
+/// probed until the containers stop, and EndpointSlices' `serving` follows it. `ready_of`
+/// gives a running container's readiness by its status. Whether anything changed.
+pub fn refresh_readiness(
+    pod: &Pod,
+    status: &mut ApiPodStatus,
+    ready_of: impl Fn(&ApiContainerStatus) -> Option<bool>,
+) -> bool {
+    let mut changed = false;
+    let lists = [
+        status.init_container_statuses.iter_mut().flatten(),
+        status.container_statuses.iter_mut().flatten(),
+    ];
+    for s in lists.into_iter().flatten() {
+        if let Some(ready) = ready_of(s)
+            && s.ready != ready
+        {
+            s.ready = ready;
+            changed = true;
+        }
+    }
+    if !changed {
+        return false;
+    }
+    let phase = status.phase.clone().unwrap_or_default();
+    let (containers_ready, ready) = readiness_conditions(
+        pod,
+        status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default(),
+        status.container_statuses.as_deref().unwrap_or_default(),
+        &phase,
+    );
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    for mut new in [containers_ready, ready] {
+        new.observed_generation = pod.metadata.generation;
+        match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+            Some(c) => *c = new,
+            None => conditions.push(new),
+        }
+    }
+    true
+}
+
 /// Generates the API status of `pod` from its runtime status and the errors of its last sync
 /// (container name -> error).
 pub fn generate_pod_status(
@@ -515,48 +621,7 @@ pub fn generate_pod_status(
         phase = "Failed";
     }
 
-    // ContainersReady covers sidecars and regular containers.
-    let mut unready: Vec<String> = init_specs
-        .iter()
-        .filter(|c| is_sidecar(c))
-        .filter(|c| !init.iter().any(|s| s.name == c.name && s.ready))
-        .map(|c| c.name.clone())
-        .collect();
-    unready.extend(
-        containers
-            .iter()
-            .filter(|c| !regular.iter().any(|s| s.name == c.name && s.ready))
-            .map(|c| c.name.clone()),
-    );
-    let containers_ready = if phase == "Succeeded" {
-        condition("ContainersReady", false, Some(reasons::POD_COMPLETED), None)
-    } else if phase == "Failed" {
-        condition("ContainersReady", false, Some(reasons::POD_FAILED), None)
-    } else if !unready.is_empty() {
-        condition(
-            "ContainersReady",
-            false,
-            Some(reasons::CONTAINERS_NOT_READY),
-            Some(format!(
-                "containers with unready status: {}",
-                names(&unready)
-            )),
-        )
-    } else {
-        condition("ContainersReady", true, None, None)
-    };
-    let mut ready = containers_ready.clone();
-    ready.type_ = "Ready".into();
-    if ready.status == "True"
-        && let Some(message) = readiness_gates_not_ready(pod)
-    {
-        ready = condition(
-            "Ready",
-            false,
-            Some(reasons::READINESS_GATES_NOT_READY),
-            Some(message),
-        );
-    }
+    let (containers_ready, ready) = readiness_conditions(pod, &init, &regular, phase);
 
     let regular_started = regular.iter().any(|s| {
         s.state

@@ -624,6 +624,177 @@ async fn api_pods_run_report_their_status_and_are_deleted_gracefully_or_at_once(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // A readiness probe drives the container's ready and the pod's ContainersReady and Ready
+    // conditions in the API, with their transition times. It goes on while the pod
+    // terminates (as upstream; EndpointSlices' `serving` follows it): the container's TERM
+    // handler removes the file, and Ready turns False before the container is gone.
+    let mut probed = api_pod("probed", 10);
+    probed.spec.as_mut().unwrap().containers[0].command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "trap 'rm -f /tmp/ready; sleep 30' TERM; while true; do sleep 0.2; done".into(),
+    ]);
+    probed.spec.as_mut().unwrap().containers[0].readiness_probe = Some(
+        serde_json::from_value(serde_json::json!({
+            "exec": {"command": ["cat", "/tmp/ready"]},
+            "periodSeconds": 1,
+            "failureThreshold": 1
+        }))
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &probed).await.unwrap();
+    let condition = |p: Option<&Pod>, kind: &str| {
+        p?.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| {
+                (
+                    c.status.clone(),
+                    c.last_transition_time.clone().map(|t| t.0),
+                )
+            })
+    };
+    let is = |p: Option<&Pod>, kind: &str, status: &str| {
+        condition(p, kind).is_some_and(|(s, _)| s == status)
+    };
+    let unready = wait_pod(&pods, "probed", 60, &mut kubelet, "ran unready", |p| {
+        phase_of(p) == Some("Running")
+            && is(p, "Ready", "False")
+            && is(p, "ContainersReady", "False")
+    })
+    .await;
+    let (_, unready_at) = condition(unready.as_ref(), "Ready").unwrap();
+    let id = unready
+        .as_ref()
+        .unwrap()
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let id = id.split_once("://").unwrap().1.to_string();
+    let cri = node_cri::CriClient::connect(
+        &format!("unix://{}/containerd/containerd.sock", root.display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let sh = |cmd: &str| vec!["sh".to_string(), "-c".to_string(), cmd.to_string()];
+    // Transition times have a resolution of a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = cri
+        .exec_sync(&id, sh("touch /tmp/ready"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let ready_pod = wait_pod(&pods, "probed", 30, &mut kubelet, "turned ready", |p| {
+        is(p, "Ready", "True") && is(p, "ContainersReady", "True")
+    })
+    .await;
+    assert!(
+        ready_pod
+            .as_ref()
+            .unwrap()
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .ready
+    );
+    let (_, ready_at) = condition(ready_pod.as_ref(), "Ready").unwrap();
+    assert!(ready_at > unready_at, "{ready_at:?} after {unready_at:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = cri
+        .exec_sync(&id, sh("rm /tmp/ready"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let unready_again = wait_pod(&pods, "probed", 30, &mut kubelet, "turned unready", |p| {
+        is(p, "Ready", "False")
+    })
+    .await;
+    let (_, again_at) = condition(unready_again.as_ref(), "Ready").unwrap();
+    assert!(again_at > ready_at, "{again_at:?} after {ready_at:?}");
+    // The Unhealthy event on the API server.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = events.list(&Default::default()).await.unwrap();
+        let unhealthy = list.items.iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("probed")
+                && e.reason.as_deref() == Some("Unhealthy")
+        });
+        if let Some(e) = unhealthy {
+            assert_eq!(e.type_.as_deref(), Some("Warning"));
+            let message = e.message.as_deref().unwrap_or_default();
+            assert!(
+                message.starts_with("Readiness probe failed: cat: can't open '/tmp/ready'"),
+                "{message}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Unhealthy event:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Ready again, then deleted: Ready turns False while the container is still stopping.
+    let out = cri
+        .exec_sync(&id, sh("touch /tmp/ready"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    wait_pod(
+        &pods,
+        "probed",
+        30,
+        &mut kubelet,
+        "turned ready again",
+        |p| is(p, "Ready", "True"),
+    )
+    .await;
+    pods.delete("probed", &DeleteParams::default().grace_period(10))
+        .await
+        .unwrap();
+    wait_pod(
+        &pods,
+        "probed",
+        8,
+        &mut kubelet,
+        "unready while terminating",
+        |p| {
+            // Not the final status: the container still runs.
+            let running = p
+                .and_then(|p| {
+                    p.status
+                        .as_ref()?
+                        .container_statuses
+                        .as_ref()?
+                        .first()
+                        .cloned()
+                })
+                .is_some_and(|c| c.state.is_some_and(|s| s.running.is_some()));
+            p.is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+                && running
+                && is(p, "Ready", "False")
+        },
+    )
+    .await;
+    wait_pod(&pods, "probed", 30, &mut kubelet, "went away", |p| {
+        p.is_none()
+    })
+    .await;
+
     // kubectl delete --grace-period 5: the container is stopped within the grace period (sleep
     // ignores SIGTERM, so it takes the 5 s), the final status is written, then the kubelet
     // deletes the object.

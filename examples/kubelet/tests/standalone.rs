@@ -1962,6 +1962,37 @@ async fn a_startup_probe_holds_liveness_back_and_hung_or_failing_probes_restart_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn readiness_is_probed_while_the_pod_terminates() {
+    let node = Node::start("terminating-readiness", "").await;
+    // Ready while /tmp/ready exists; its TERM handler removes it, then takes its time.
+    node.write(
+        "draining.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: draining\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"trap 'rm -f /tmp/ready; sleep 30' TERM; touch /tmp/ready; while true; do sleep 0.2; done\"]\n    readinessProbe:\n      exec:\n        command: [\"cat\", \"/tmp/ready\"]\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    let pod = node
+        .wait_pod("draining", "ready", |p| ready(p, "main"))
+        .await;
+    std::fs::remove_file(node.manifest("draining.yaml")).unwrap();
+    // The probe fails once the TERM handler removed the file, while the container stops.
+    eventually(
+        Duration::from_secs(8),
+        "a failed readiness probe while terminating",
+        || async {
+            node.log_text()
+                .contains("Readiness probe failed: cat: can't open '/tmp/ready'")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        node.running_containers_of(&uid(&pod)).await,
+        1,
+        "still stopping"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn post_start_runs_before_the_container_counts_as_started_and_pre_stop_before_the_stop_signal()
  {
     let node = Node::start("hooks", "").await;

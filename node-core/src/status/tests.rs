@@ -327,3 +327,46 @@ fn a_stopped_pod_keeps_its_ips() {
     assert_eq!(s.pod_ip.as_deref(), Some("10.88.0.5"));
     assert_eq!(s.pod_ips.unwrap().len(), 1);
 }
+
+#[test]
+fn a_readiness_change_reaches_the_containers_ready_and_ready_conditions_directly() {
+    let p = pod("Always", &[], &["a", "b"], API_SOURCE);
+    let rt = runtime(
+        vec![
+            container("a", ContainerState::Running, 0),
+            container("b", ContainerState::Running, 0),
+        ],
+        true,
+    );
+    let mut status = generate(&p, &rt, StatusContext::default());
+    assert_eq!(condition(&status, "Ready").status, "True");
+    // b's readiness probe fails: b unready, both conditions False naming it.
+    let b_unready = |c: &ApiContainerStatus| Some(c.name != "b");
+    assert!(refresh_readiness(&p, &mut status, b_unready));
+    let ready_of = |s: &ApiStatus, name: &str| {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .unwrap()
+            .ready
+    };
+    assert!(ready_of(&status, "a"));
+    assert!(!ready_of(&status, "b"));
+    for kind in ["ContainersReady", "Ready"] {
+        let c = condition(&status, kind);
+        assert_eq!(c.status, "False", "{kind}");
+        assert_eq!(c.reason.as_deref(), Some("ContainersNotReady"));
+        assert_eq!(
+            c.message.as_deref(),
+            Some("containers with unready status: [b]")
+        );
+        assert_eq!(c.observed_generation, Some(3));
+    }
+    // Nothing changed: nothing to write.
+    assert!(!refresh_readiness(&p, &mut status, b_unready));
+    // Not running (None): left as it is.
+    assert!(!refresh_readiness(&p, &mut status, |_| None));
+    assert!(refresh_readiness(&p, &mut status, |_| Some(true)));
+    assert_eq!(condition(&status, "Ready").status, "True");
+}

@@ -834,6 +834,7 @@ impl CriRuntime {
         {
             grace = self.stop_with_signal(id, name, signal, grace).await;
         }
+        debug!(container = %name, grace, "stopping the container");
         match self.client.stop_container(&id.id, grace).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
