@@ -2091,7 +2091,7 @@ async fn http_and_sleep_pre_stop_hooks_run_before_the_stop_signal_none_at_grace_
     node.write(
         "hooks.yaml",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooks\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: web\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; mkdir -p /www; httpd -f -vv -p 8080 -h /www & wait\"]\n    lifecycle:\n      preStop:\n        httpGet:\n          path: /prestop\n          port: 8080\n  - name: nap\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; while true; do sleep 0.2; done\"]\n    lifecycle:\n      preStop:\n        sleep:\n          seconds: 3\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooks\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: web\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; mkdir -p /www; httpd -f -vv -p 8080 -h /www & wait\"]\n    lifecycle:\n      preStop:\n        httpGet:\n          path: /prestop\n          port: 8080\n  - name: nap\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; while true; do sleep 0.2; done\"]\n    lifecycle:\n      preStop:\n        sleep:\n          seconds: 3\n  - name: broken\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"{trap}; while true; do sleep 0.2; done\"]\n    lifecycle:\n      preStop:\n        exec:\n          command: [\"sh\", \"-c\", \"exit 7\"]\n"
         ),
     );
     let marked = |name: &str, grace: u32| {
@@ -2121,6 +2121,20 @@ async fn http_and_sleep_pre_stop_hooks_run_before_the_stop_signal_none_at_grace_
     assert!(
         (2.9..10.0).contains(&waited),
         "SIGTERM {waited:.1} s after removal, after the 3 s sleep hook"
+    );
+
+    // A failing hook is an event, and the stop goes on.
+    let broken = std::fs::read_to_string(container_log(&node, &hooks, "broken")).unwrap();
+    assert!(broken.contains("got-term"), "{broken}");
+    let log = node.log_text();
+    let failed = format!(
+        "Exec lifecycle hook ([sh -c exit 7]) for Container \"broken\" in Pod \"hooks-{NODE}_default({})\" failed - error: command 'sh -c exit 7' exited with 7: , message: \"\"",
+        uid(&hooks)
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&failed) && l.contains("FailedPreStopHook")),
+        "missing {failed:?}:\n{log}"
     );
 
     // Grace period 0: no preStop hook at all, as upstream.
