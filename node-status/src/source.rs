@@ -52,6 +52,13 @@ pub struct RuntimeStatusSource {
     runtime: Arc<dyn Runtime>,
     images: Option<Arc<dyn ImageSource>>,
     health: Option<Arc<Health>>,
+    pressure: Option<Arc<dyn PressureSource>>,
+}
+
+/// Where the pressure conditions come from (the eviction manager).
+pub trait PressureSource: Send + Sync {
+    /// The pressure conditions that hold now.
+    fn pressure(&self) -> crate::status::Pressure;
 }
 
 impl RuntimeStatusSource {
@@ -62,7 +69,14 @@ impl RuntimeStatusSource {
             runtime,
             images: None,
             health: None,
+            pressure: None,
         }
+    }
+
+    /// Reports `pressure`'s MemoryPressure, DiskPressure and PIDPressure.
+    pub fn with_pressure(mut self, pressure: Arc<dyn PressureSource>) -> Self {
+        self.pressure = Some(pressure);
+        self
     }
 
     /// Reports the engine's PLEG health in the Ready condition.
@@ -94,6 +108,9 @@ impl NodeStatusSource for RuntimeStatusSource {
         }
         if let Some(images) = &self.images {
             inputs.images = images.images().await;
+        }
+        if let Some(pressure) = &self.pressure {
+            inputs.pressure = pressure.pressure();
         }
         inputs
     }
