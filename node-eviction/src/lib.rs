@@ -9,10 +9,13 @@
 //!   `evictionPressureTransitionPeriod`); node-level reclaim before evicting for disk; one pod
 //!   evicted per pass through a [`manager::PodEvictor`] (the pod workers), with status
 //!   `Failed`/`Evicted` and a `DisruptionTarget` condition; admission under pressure;
+//! - [`engine`]: the manager on the kubelet engine (its pod manager and pod workers; the
+//!   runtime's container GC and node-images' image GC for node-level reclaim);
 //! - [`notifier`]: the [`notifier::ThresholdNotifier`] trait, with memory cgroup threshold
 //!   events on cgroup v1 and a 500 ms poll on v2 (see the module for why).
 #![forbid(unsafe_code)]
 
+pub mod engine;
 pub mod manager;
 pub mod notifier;
 pub mod rank;

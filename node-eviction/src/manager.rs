@@ -61,7 +61,13 @@ pub trait PodEvictor: Send + Sync {
     fn active_pods(&self) -> Vec<Pod>;
     /// Stops `pod` with `grace_period` seconds, `status` editing its final status.
     fn evict(&self, pod: &Pod, grace_period: i64, status: StatusFn);
+    /// Whether an evicted pod is stopped and its resources are free.
+    fn is_cleaned_up(&self, pod: &Pod) -> bool;
 }
+
+/// How long a pass waits for the pods it evicted to be stopped before the next (upstream
+/// `podCleanupTimeout`).
+const POD_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Frees node-level resources before pods are evicted (upstream `reclaimNodeLevelResources`:
 /// for disk, dead containers and then unused images).
@@ -170,12 +176,28 @@ impl EvictionManager {
             });
         }
         loop {
-            self.synchronize().await;
+            let evicted = self.synchronize().await;
+            if !evicted.is_empty() {
+                self.wait_for_cleanup(&evicted).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
                 _ = self.wake.notified() => {}
             }
         }
+    }
+
+    /// Waits (up to [`POD_CLEANUP_TIMEOUT`]) until `pods` are stopped, so that the next pass
+    /// sees what their eviction freed (upstream `waitForPodsCleanup`).
+    async fn wait_for_cleanup(&self, pods: &[Pod]) {
+        let deadline = Instant::now() + POD_CLEANUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if pods.iter().all(|p| self.evictor.is_cleaned_up(p)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        warn!("eviction manager: timed out waiting for evicted pods to be cleaned up");
     }
 
     /// One pass (upstream `synchronize`); the pods evicted (at most one).

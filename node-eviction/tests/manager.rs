@@ -47,6 +47,10 @@ impl PodEvictor for FakeEvictor {
         self.pods.lock().unwrap().clone()
     }
 
+    fn is_cleaned_up(&self, _pod: &Pod) -> bool {
+        true
+    }
+
     fn evict(&self, pod: &Pod, grace: i64, status: StatusFn) {
         let mut s = PodStatus::default();
         status(&mut s);

@@ -55,6 +55,8 @@ pub(crate) struct Node<'a> {
     pub(crate) images: Arc<dyn ImageService>,
     /// The engine's health: PLEG's goes into the Ready condition.
     pub(crate) health: Arc<node_core::kubelet::Health>,
+    /// The eviction manager's pressure conditions.
+    pub(crate) pressure: Arc<dyn node_status::source::PressureSource>,
     /// The engine, for its pods from and statuses to the API server (with `--kubeconfig`).
     pub(crate) engine: Option<Engine>,
 }
@@ -121,7 +123,8 @@ pub(crate) async fn start(node: Node<'_>) -> Result<()> {
     let base = status_base(node.flags, config, node.name, node.ips, node.version)?;
     let source = RuntimeStatusSource::new(base, node.runtime.clone())
         .with_images(Arc::new(Images(node.images.clone())))
-        .with_health(node.health.clone());
+        .with_health(node.health.clone())
+        .with_pressure(node.pressure.clone());
     let registration = config
         .register_node
         .then(|| registration_of(node.flags, config, node.name));

@@ -415,7 +415,8 @@ async fn run(
     )
     .context("image garbage collection policy")?;
     info!(filesystem = %image_fs.display(), "image garbage collection every 5m");
-    let _image_gc = Arc::new(image_gc).run(IMAGE_GC_PERIOD);
+    let image_gc = Arc::new(image_gc);
+    let _image_gc = image_gc.clone().run(IMAGE_GC_PERIOD);
     let stats_config = LinuxStatsConfig {
         pod_logs_dir: config.pod_logs_dir.clone(),
         cgroup_root: node.cgroup_root.clone(),
@@ -456,10 +457,13 @@ async fn run(
         cgroup_version = stats_config.cgroups.version(),
         "node and pod statistics from the cgroups, /proc and the runtime"
     );
+    let cgroups = stats_config.cgroups.clone();
+    let proc_fs = stats_config.proc.clone();
+    let pods_cgroup = node_core::qos::pods_cgroup(&stats_config.cgroup_root, config.cgroup_driver);
     let stats = Arc::new(LinuxStatsProvider::new(stats_config, cri_runtime.clone()));
     let kubelet = Kubelet::new(
         cri_runtime.clone(),
-        recorder,
+        recorder.clone(),
         EngineConfig {
             node_name: node_name.clone(),
             node_ips: node_ips.iter().map(ToString::to_string).collect(),
@@ -478,6 +482,22 @@ async fn run(
         Arc::new(node_core::prober::DefaultProber::new(cri_runtime.clone())),
         probe_results,
     );
+    let eviction = eviction_manager(
+        &config,
+        EvictionParts {
+            stats: stats.clone(),
+            kubelet: &kubelet,
+            runtime: cri_runtime.clone(),
+            image_gc: image_gc.clone(),
+            recorder,
+            metrics: metrics.clone(),
+            cgroups,
+            proc_fs,
+            pods_cgroup,
+        },
+    )?;
+    kubelet.add_admit_handler(eviction.clone());
+    tokio::spawn(eviction.clone().run());
     let (sources, updates) = PodConfig::new(&node_name);
     // The server's webhooks are set once the API client exists (the server starts later).
     let (webhooks_tx, webhooks_rx) = match flags.kubeconfig.is_some() {
@@ -495,6 +515,7 @@ async fn run(
         version: &version,
         runtime: cri_runtime.clone(),
         health: kubelet.health(),
+        pressure: eviction.clone(),
         images: image_service.clone(),
         engine: flags.kubeconfig.is_some().then(|| cluster::Engine {
             source: sources.source(node_core::config::API_SOURCE),
@@ -600,3 +621,84 @@ async fn run(
     }
     Ok(())
 }
+
+/// What the eviction manager is built from.
+struct EvictionParts<'a> {
+    stats: Arc<LinuxStatsProvider>,
+    kubelet: &'a Kubelet,
+    runtime: Arc<CriRuntime>,
+    image_gc: Arc<ImageGcManager>,
+    recorder: Arc<dyn EventRecorder>,
+    metrics: Arc<node_core::metrics::KubeletMetrics>,
+    cgroups: node_status::stats::cgroup::Cgroups,
+    proc_fs: node_status::stats::host::ProcFs,
+    pods_cgroup: String,
+}
+
+/// The eviction manager on the engine, with a memory threshold notifier for each memory
+/// signal that has thresholds: cgroup v1 memory events, or a poll on v2.
+fn eviction_manager(
+    config: &node_config::KubeletConfiguration,
+    parts: EvictionParts<'_>,
+) -> anyhow::Result<Arc<node_eviction::EvictionManager>> {
+    use node_config::Signal;
+    use node_eviction::{MemcgNotifier, PollNotifier, ThresholdNotifier};
+    let eviction_config =
+        node_eviction::EvictionConfig::from_config(config).context("eviction thresholds")?;
+    let pods = parts.kubelet.pod_manager();
+    let evictor = node_eviction::engine::EnginePods::new(
+        pods.clone(),
+        parts.kubelet.pod_workers(),
+        parts.kubelet.status_manager(),
+    );
+    let reclaimer =
+        node_eviction::engine::RuntimeReclaimer::new(parts.runtime, pods, Some(parts.image_gc));
+    let has = |signal| eviction_config.thresholds.iter().any(|t| t.signal == signal);
+    let (memory, allocatable) = (
+        has(Signal::MemoryAvailable),
+        has(Signal::AllocatableMemoryAvailable),
+    );
+    let mut manager = node_eviction::EvictionManager::new(
+        eviction_config,
+        parts.stats,
+        Arc::new(evictor),
+        parts.recorder,
+    )
+    .with_reclaimer(Arc::new(reclaimer))
+    .with_metrics(parts.metrics);
+    let cgroups = parts.cgroups;
+    let notifier = |cgroup: &str, what: &str| -> Arc<dyn ThresholdNotifier> {
+        match cgroups.version() {
+            1 => Arc::new(MemcgNotifier::new(cgroups.dir("memory", cgroup))),
+            _ if cgroup == "/" => {
+                let proc_fs = parts.proc_fs.clone();
+                Arc::new(PollNotifier::new(what.to_string(), move || {
+                    proc_fs.node_memory().ok().map(|m| m.usage)
+                }))
+            }
+            _ => {
+                let (cgroups, cgroup) = (cgroups.clone(), cgroup.to_string());
+                Arc::new(PollNotifier::new(what.to_string(), move || {
+                    cgroups.memory(&cgroup).ok().map(|m| m.usage)
+                }))
+            }
+        }
+    };
+    if memory {
+        manager = manager.with_notifier(
+            Signal::MemoryAvailable,
+            notifier("/", "the node's memory usage (/proc/meminfo)"),
+        );
+    }
+    if allocatable && cgroups.exists(&parts.pods_cgroup) {
+        manager = manager.with_notifier(
+            Signal::AllocatableMemoryAvailable,
+            notifier(&parts.pods_cgroup, "the pods' cgroup memory.current"),
+        );
+    }
+    if !memory && !allocatable {
+        info!("no memory eviction thresholds: no memory threshold notifier");
+    }
+    Ok(Arc::new(manager))
+}
+
