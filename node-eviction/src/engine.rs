@@ -26,7 +26,11 @@ pub struct EnginePods {
 
 impl EnginePods {
     /// The engine's pod manager, pod workers and status manager.
-    pub fn new(pods: Arc<PodManager>, workers: Arc<PodWorkers>, statuses: Arc<StatusManager>) -> Self {
+    pub fn new(
+        pods: Arc<PodManager>,
+        workers: Arc<PodWorkers>,
+        statuses: Arc<StatusManager>,
+    ) -> Self {
         EnginePods {
             pods,
             workers,

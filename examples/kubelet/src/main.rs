@@ -653,7 +653,12 @@ fn eviction_manager(
     );
     let reclaimer =
         node_eviction::engine::RuntimeReclaimer::new(parts.runtime, pods, Some(parts.image_gc));
-    let has = |signal| eviction_config.thresholds.iter().any(|t| t.signal == signal);
+    let has = |signal| {
+        eviction_config
+            .thresholds
+            .iter()
+            .any(|t| t.signal == signal)
+    };
     let (memory, allocatable) = (
         has(Signal::MemoryAvailable),
         has(Signal::AllocatableMemoryAvailable),
@@ -701,4 +706,3 @@ fn eviction_manager(
     }
     Ok(Arc::new(manager))
 }
-

@@ -2382,3 +2382,209 @@ async fn with_server_tls_bootstrap_the_serving_certificate_is_requested_served_o
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The node's memory available as the kubelet computes it on cgroup v1: MemTotal minus the
+/// root memory cgroup's working set (usage minus inactive file pages).
+fn node_memory_available() -> u64 {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let total = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let usage: u64 = read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+        .trim()
+        .parse()
+        .unwrap();
+    let inactive = read("/sys/fs/cgroup/memory/memory.stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("total_inactive_file "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap();
+    total.saturating_sub(usage.saturating_sub(inactive))
+}
+
+fn node_condition(node: &Node, kind: &str) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status.clone())
+}
+
+#[tokio::test]
+async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rejects_new_best_effort_pods()
+ {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::PostParams;
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-eviction", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    // The threshold 1.5 GiB below what is available now; the hog fills 2.5 GiB.
+    let threshold_mib = node_memory_available() / (1 << 20) - 1536;
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+             nodeStatusUpdateFrequency: 2s\nevictionHard:\n  memory.available: {threshold_mib}Mi\n\
+             evictionPressureTransitionPeriod: 20s\n"
+        ),
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.display()),
+        format!("--hostname-override={NODE}"),
+    ]);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until_ready(&nodes, &mut kubelet).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    let mut steady = api_pod("steady", 1);
+    steady.spec.as_mut().unwrap().containers[0].resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"}
+        }))
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &steady).await.unwrap();
+    wait_pod(&pods, "steady", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    // 100 MiB into a memory-backed emptyDir every 0.3 s, 25 times.
+    let hog: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hog", "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [{"operator": "Exists"}],
+            "volumes": [{"name": "fill", "emptyDir": {"medium": "Memory"}}],
+            "containers": [{
+                "name": "hog",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "for i in $(seq 1 25); do head -c 104857600 /dev/zero > /fill/$i; sleep 0.3; done; sleep 3600"],
+                "volumeMounts": [{"name": "fill", "mountPath": "/fill"}]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &hog).await.unwrap();
+    let evicted = wait_pod(&pods, "hog", 90, &mut kubelet, "evicted", |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+        })
+    })
+    .await
+    .unwrap();
+    let status = evicted.status.unwrap();
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "The node was low on resource: memory. Threshold quantity: {threshold_mib}Mi, available: "
+        )) && message.contains("Container hog was using ")
+            && message.ends_with("request is 0, has larger consumption of memory. "),
+        "{message}"
+    );
+    let disruption = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .expect("a DisruptionTarget condition");
+    assert_eq!(disruption.reason.as_deref(), Some("TerminationByKubelet"));
+    // The node reports MemoryPressure; a new BestEffort pod is rejected, a Guaranteed one is
+    // admitted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let node = nodes.get(NODE).await.unwrap();
+        if node_condition(&node, "MemoryPressure").as_deref() == Some("True") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no MemoryPressure on the node:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Without api_pod's blanket toleration, which tolerates the memory-pressure taint too.
+    let mut late = api_pod("late", 1);
+    late.spec.as_mut().unwrap().tolerations = None;
+    pods.create(&PostParams::default(), &late).await.unwrap();
+    let mut late_guaranteed = steady.clone();
+    late_guaranteed.metadata.name = Some("late-guaranteed".into());
+    pods.create(&PostParams::default(), &late_guaranteed)
+        .await
+        .unwrap();
+    let late = wait_pod(&pods, "late", 30, &mut kubelet, "rejected", |p| {
+        phase_of(p) == Some("Failed")
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap();
+    assert_eq!(late.reason.as_deref(), Some("Evicted"));
+    assert_eq!(
+        late.message.as_deref(),
+        Some("Pod was rejected: The node had condition: [MemoryPressure]. ")
+    );
+    wait_pod(&pods, "late-guaranteed", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    // The pressure ends once the hog's memory is freed, and the condition clears after the
+    // transition period.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let node = nodes.get(NODE).await.unwrap();
+        if node_condition(&node, "MemoryPressure").as_deref() == Some("False") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "MemoryPressure never cleared:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let steady = pods.get("steady").await.unwrap();
+    assert_eq!(
+        phase_of(Some(&steady)),
+        Some("Running"),
+        "the Guaranteed pod within its request kept running:\n{}",
+        kubelet.log()
+    );
+    let log = kubelet.log();
+    assert!(log.contains("memory threshold notifier"), "{log}");
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = std::fs::remove_dir_all(&root);
+}
