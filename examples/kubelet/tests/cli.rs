@@ -50,6 +50,45 @@ fn an_invalid_config_is_rejected_naming_the_file_and_field() {
 }
 
 #[test]
+fn bad_eviction_thresholds_are_rejected_at_start_up_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubelet.yaml");
+    let cases = [
+        ("evictionHard:\n  memory.free: 100Mi\n", "memory.free"),
+        (
+            "evictionHard:\n  memory.available: -100Mi\n",
+            "evictionHard[memory.available]",
+        ),
+        (
+            "evictionHard:\n  nodefs.available: 150%\n",
+            "evictionHard[nodefs.available]",
+        ),
+        (
+            "evictionSoft:\n  memory.available: 1Gi\n",
+            "evictionSoftGracePeriod[memory.available]",
+        ),
+    ];
+    for (body, field) in cases {
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n{body}"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(KUBELET)
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}: {stderr}");
+        assert!(stderr.contains(field), "{body}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn an_unreachable_runtime_endpoint_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(KUBELET)
