@@ -202,9 +202,6 @@ impl EvictionManager {
 
     /// One pass (upstream `synchronize`); the pods evicted (at most one).
     pub async fn synchronize(&self) -> Vec<Pod> {
-        if self.config.thresholds.is_empty() {
-            return Vec::new();
-        }
         let summary = match self.stats.summary().await {
             Ok(s) => s,
             Err(e) => {
@@ -215,6 +212,12 @@ impl EvictionManager {
         self.arm_notifiers(&summary);
         let observations = observe(&summary);
         let ready = self.update_state(&observations, Instant::now());
+        // Pods over their local storage limits go whatever the node's pressure (upstream
+        // `localStorageEviction`; LocalStorageCapacityIsolation is on by default).
+        let evicted = self.local_storage_eviction(&summary);
+        if !evicted.is_empty() {
+            return evicted;
+        }
         let mut starved: Vec<EvictionThreshold> = ready
             .iter()
             .map(|i| self.config.thresholds[*i].clone())
@@ -263,7 +266,7 @@ impl EvictionManager {
                 &pod,
                 stats.get(uid.as_str()).copied(),
             );
-            self.evict(&pod, grace, &message);
+            self.evict(&pod, grace, &message, true);
             if let Some(m) = &self.metrics {
                 m.evictions
                     .with_label_values(&[threshold.signal.as_str()])
@@ -347,7 +350,37 @@ impl EvictionManager {
         Reclaimed::NotEnough(Box::new((summary, observations)))
     }
 
-    fn evict(&self, pod: &Pod, grace: i64, message: &str) {
+    /// Evicts the pods whose emptyDir exceeds its sizeLimit, whose local ephemeral storage
+    /// exceeds the sum of their containers' limits, or with a container over its own limit
+    /// (grace period 0, no DisruptionTarget condition, as upstream).
+    fn local_storage_eviction(&self, summary: &node_core::stats::Summary) -> Vec<Pod> {
+        let stats = by_uid(&summary.pods);
+        let mut evicted = Vec::new();
+        for pod in self.evictor.active_pods() {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let Some(s) = stats.get(uid.as_str()) else {
+                continue;
+            };
+            let Some((message, signal)) = crate::rank::local_storage_violation(&pod, s) else {
+                continue;
+            };
+            if is_critical_pod(&pod) {
+                debug!(
+                    pod = pod.metadata.name.as_deref().unwrap_or_default(),
+                    "cannot evict a critical pod"
+                );
+                continue;
+            }
+            self.evict(&pod, 0, &message, false);
+            if let Some(m) = &self.metrics {
+                m.evictions.with_label_values(&[signal]).inc();
+            }
+            evicted.push(pod);
+        }
+        evicted
+    }
+
+    fn evict(&self, pod: &Pod, grace: i64, message: &str, disruption_condition: bool) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         info!(pod = %name, grace, message, "eviction manager: evicting pod");
         self.recorder
@@ -357,6 +390,9 @@ impl EvictionManager {
             status.phase = Some("Failed".into());
             status.reason = Some(REASON.into());
             status.message = Some(message.clone());
+            if !disruption_condition {
+                return;
+            }
             let conditions = status.conditions.get_or_insert_with(Vec::new);
             conditions.retain(|c| c.type_ != "DisruptionTarget");
             conditions.push(PodCondition {

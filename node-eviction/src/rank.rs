@@ -191,3 +191,92 @@ pub fn eviction_message(
     }
     message
 }
+
+fn parse_quantity(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Option<i64> {
+    q.0.parse::<node_config::Quantity>().ok().map(|q| q.value())
+}
+
+/// The pod's first local storage limit exceeded, as upstream's message and the eviction
+/// signal label: an emptyDir over its `sizeLimit`, the pod's local ephemeral storage over the
+/// sum of its containers' `ephemeral-storage` limits, a container's logs and writable layer
+/// over its own limit.
+pub fn local_storage_violation(pod: &Pod, stats: &PodStats) -> Option<(String, &'static str)> {
+    let spec = pod.spec.as_ref()?;
+    for volume in spec.volumes.iter().flatten() {
+        let Some(limit) = volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.as_ref())
+        else {
+            continue;
+        };
+        let Some(size) = parse_quantity(limit).filter(|s| *s > 0) else {
+            continue;
+        };
+        let used = stats
+            .volume_stats
+            .iter()
+            .find(|v| v.name == volume.name)
+            .and_then(|v| v.fs.used_bytes)
+            .and_then(|u| i64::try_from(u).ok());
+        if used.is_some_and(|u| u > size) {
+            return Some((
+                format!(
+                    "Usage of EmptyDir volume {:?} exceeds the limit {:?}. ",
+                    volume.name, limit.0
+                ),
+                "emptydirfs.limit",
+            ));
+        }
+    }
+    let limit_of = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()?
+            .limits
+            .as_ref()?
+            .get("ephemeral-storage")
+            .cloned()
+    };
+    let limits: Vec<(
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    )> = spec
+        .containers
+        .iter()
+        .filter_map(|c| limit_of(c).map(|l| (c.name.clone(), l)))
+        .collect();
+    if !limits.is_empty() {
+        let total: i64 = limits.iter().filter_map(|(_, l)| parse_quantity(l)).sum();
+        if disk_usage(stats, pod) > total {
+            return Some((
+                format!(
+                    "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
+                    format_bytes(total)
+                ),
+                "ephemeralpodfs.limit",
+            ));
+        }
+    }
+    for c in &stats.containers {
+        let Some((_, limit)) = limits.iter().find(|(name, _)| *name == c.name) else {
+            continue;
+        };
+        let Some(value) = parse_quantity(limit).filter(|v| *v != 0) else {
+            continue;
+        };
+        let used = |fs: &Option<node_core::stats::FsStats>| {
+            fs.as_ref().and_then(|f| f.used_bytes).unwrap_or(0)
+        };
+        let used = i64::try_from(used(&c.logs) + used(&c.rootfs)).unwrap_or(i64::MAX);
+        if used > value {
+            return Some((
+                format!(
+                    "Container {} exceeded its local ephemeral storage limit {:?}. ",
+                    c.name, limit.0
+                ),
+                "ephemeralcontainerfs.limit",
+            ));
+        }
+    }
+    None
+}

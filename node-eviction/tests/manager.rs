@@ -380,3 +380,69 @@ async fn admission_under_pressure_follows_upstream() {
     );
     assert!(admit(&static_pod("critical")).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn local_storage_limits_evict_whatever_the_pressure() {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+    use node_core::stats::VolumeStats;
+    let s = setup(Vec::new(), 30, 0);
+    let mut scratch = pod("scratch", None, None);
+    scratch.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+        name: "cache".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(ApiQuantity("100Mi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }]);
+    let mut limited = pod("limited", None, None);
+    limited.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+        limits: Some(BTreeMap::from([(
+            "ephemeral-storage".into(),
+            ApiQuantity("1Gi".into()),
+        )])),
+        ..Default::default()
+    });
+    let within = pod("within", None, None);
+    *s.evictor.pods.lock().unwrap() = vec![scratch, limited, within];
+    let mut scratch_stats = pod_stats("scratch", MI, 0, 1);
+    scratch_stats.volume_stats = vec![VolumeStats {
+        name: "cache".into(),
+        fs: FsStats {
+            used_bytes: Some(150 * MI),
+            ..Default::default()
+        },
+    }];
+    *s.stats.0.lock().unwrap() = node(
+        900,
+        90,
+        vec![
+            scratch_stats,
+            pod_stats("limited", MI, 2 << 30, 1),
+            pod_stats("within", MI, 5 << 30, 1),
+        ],
+    );
+    let evicted: Vec<String> = s
+        .manager
+        .synchronize()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(evicted, ["scratch", "limited"]);
+    let done = s.evictor.evicted.lock().unwrap().clone();
+    assert_eq!(
+        done[0].2.message.as_deref(),
+        Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"100Mi\". ")
+    );
+    assert_eq!(
+        done[1].2.message.as_deref(),
+        Some("Pod ephemeral local storage usage exceeds the total limit of containers 1Gi. ")
+    );
+    assert_eq!(done[0].1, 0, "grace period 0");
+    assert!(
+        done[0].2.conditions.is_none(),
+        "no DisruptionTarget, as upstream"
+    );
+    assert!(!s.manager.pressure().disk, "no pressure involved");
+}

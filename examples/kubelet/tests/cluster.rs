@@ -2416,7 +2416,7 @@ fn node_condition(node: &Node, kind: &str) -> Option<String> {
 }
 
 #[tokio::test]
-async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rejects_new_best_effort_pods()
+async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rejects_new_best_effort_pods_and_an_empty_dir_over_its_size_limit_is_evicted()
  {
     use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
     use kube::api::PostParams;
@@ -2580,6 +2580,38 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
         Some("Running"),
         "the Guaranteed pod within its request kept running:\n{}",
         kubelet.log()
+    );
+    // An emptyDir over its sizeLimit: evicted whatever the node's pressure.
+    let scratch: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "scratch", "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "10Mi"}}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "head -c 20971520 /dev/zero > /cache/big; sleep 3600"],
+                "volumeMounts": [{"name": "cache", "mountPath": "/cache"}]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &scratch).await.unwrap();
+    let evicted = wait_pod(&pods, "scratch", 60, &mut kubelet, "evicted", |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        evicted.status.unwrap().message.as_deref(),
+        Some("Usage of EmptyDir volume \"cache\" exceeds the limit \"10Mi\". ")
     );
     let log = kubelet.log();
     assert!(log.contains("memory threshold notifier"), "{log}");
