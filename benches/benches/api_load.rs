@@ -48,6 +48,9 @@ fn main() {
         let root = std::path::PathBuf::from(format!("/tmp/na-{}-apiload", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let mut kubelet = Command::new(KUBELET)
+            // Memory only: the default disk thresholds would put the node under DiskPressure
+            // on a build machine whose disk is nearly full.
+            .arg("--eviction-hard=memory.available<100Mi")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--root-dir={}", root.display()))
             .arg(format!("--hostname-override={NODE}"))

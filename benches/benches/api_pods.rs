@@ -186,6 +186,9 @@ fn main() {
         )
         .unwrap();
         let mut kubelet = Command::new(KUBELET)
+            // Memory only: the default disk thresholds would put the node under DiskPressure
+            // on a build machine whose disk is nearly full.
+            .arg("--eviction-hard=memory.available<100Mi")
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--config={}", config.display()))
             .arg(format!("--root-dir={}", root.display()))

@@ -298,6 +298,9 @@ fn main() {
     .expect("kubelet config");
     let cert_dir = dir.join("pki");
     let kubelet = Command::new(KUBELET)
+        // Memory only: the default disk thresholds would put the node under DiskPressure
+        // on a build machine whose disk is nearly full.
+        .arg("--eviction-hard=memory.available<100Mi")
         .arg("--config")
         .arg(&config)
         .arg("--root-dir")

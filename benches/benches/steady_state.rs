@@ -186,6 +186,9 @@ fn run(rt: &tokio::runtime::Runtime, pods: usize, window: Duration, probes: bool
     )
     .expect("kubelet config");
     let mut kubelet = Command::new(KUBELET)
+        // Memory only: the default disk thresholds would put the node under DiskPressure
+        // on a build machine whose disk is nearly full.
+        .arg("--eviction-hard=memory.available<100Mi")
         .arg("--config")
         .arg(&config)
         .arg("--root-dir")

@@ -161,6 +161,8 @@ pub mod reasons {
     pub const SANDBOX_CHANGED: &str = "SandboxChanged";
     /// The pod's sandbox could not be created.
     pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    /// The pod's cgroup could not be created.
+    pub const FAILED_TO_CREATE_POD_CONTAINER: &str = "FailedToCreatePodContainer";
     /// The pod's volumes could not be set up.
     pub const FAILED_MOUNT_VOLUME: &str = "FailedMount";
     /// The pod's directories could not be made.

@@ -383,3 +383,165 @@ mod tests {
         assert_eq!(QosClass::from_api("guaranteed"), None);
     }
 }
+
+/// The resources of a pod's cgroup (upstream `ResourceConfigForPod`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodResourceConfig {
+    /// `cpu.shares` (v1; v2's `cpu.weight` is converted from it): from the CPU requests.
+    pub cpu_shares: u64,
+    /// CFS quota in microseconds per [`CFS_PERIOD_US`], when every container limits CPU
+    /// (always for Guaranteed pods) and `cpuCFSQuota` is on.
+    pub cpu_quota: Option<i64>,
+    /// The memory limit in bytes, when every container limits memory.
+    pub memory_limit: Option<i64>,
+}
+
+/// The default CFS period, microseconds.
+pub const CFS_PERIOD_US: i64 = 100_000;
+
+/// Upstream `MilliCPUToShares`: 1024 per CPU, between 2 and 262144.
+pub fn milli_cpu_to_shares(milli: i64) -> u64 {
+    if milli <= 0 {
+        return 2;
+    }
+    u64::try_from((milli * 1024 / 1000).clamp(2, 262_144)).unwrap_or(2)
+}
+
+/// Upstream `MilliCPUToQuota`: the quota for `milli` CPUs per `period` µs, at least 1000.
+pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
+    if milli <= 0 {
+        return 0;
+    }
+    (milli * period / 1000).max(1000)
+}
+
+/// The pod's cgroup resources: CPU shares from its requests; quota and memory limit from the
+/// sums of its containers' limits when every container (regular, sidecar; init containers
+/// count by their maximum) declares one.
+pub fn pod_resource_config(pod: &Pod, cfs_quota: bool) -> PodResourceConfig {
+    let qos = pod_qos(pod);
+    if qos == QosClass::BestEffort {
+        return PodResourceConfig {
+            cpu_shares: 2,
+            ..Default::default()
+        };
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return PodResourceConfig::default();
+    };
+    let of = |c: &k8s_openapi::api::core::v1::Container, kind: &str, name: &str| {
+        let list = c.resources.as_ref().and_then(|r| match kind {
+            "requests" => r.requests.as_ref(),
+            _ => r.limits.as_ref(),
+        });
+        crate::downward::parse_quantity(list, name).filter(|q| q.nanos() > 0)
+    };
+    let (mut cpu_declared, mut memory_declared) = (true, true);
+    let (mut cpu_request, mut cpu_limit, mut memory_limit) = (0i64, 0i64, 0i64);
+    let (mut init_cpu_request, mut init_cpu_limit, mut init_memory_limit) = (0i64, 0i64, 0i64);
+    let init = spec.init_containers.iter().flatten();
+    for c in spec
+        .containers
+        .iter()
+        .chain(init.clone().filter(|c| crate::pod_manager::is_sidecar(c)))
+    {
+        // A request defaults to the limit (the API's defaulting, which static pods may lack).
+        cpu_request += of(c, "requests", "cpu")
+            .or_else(|| of(c, "limits", "cpu"))
+            .map_or(0, |q| q.milli_value());
+        match of(c, "limits", "cpu") {
+            Some(q) => cpu_limit += q.milli_value(),
+            None => cpu_declared = false,
+        }
+        match of(c, "limits", "memory") {
+            Some(q) => memory_limit += q.value(),
+            None => memory_declared = false,
+        }
+    }
+    for c in init.filter(|c| !crate::pod_manager::is_sidecar(c)) {
+        init_cpu_request = init_cpu_request.max(
+            of(c, "requests", "cpu")
+                .or_else(|| of(c, "limits", "cpu"))
+                .map_or(0, |q| q.milli_value()),
+        );
+        match of(c, "limits", "cpu") {
+            Some(q) => init_cpu_limit = init_cpu_limit.max(q.milli_value()),
+            None => cpu_declared = false,
+        }
+        match of(c, "limits", "memory") {
+            Some(q) => init_memory_limit = init_memory_limit.max(q.value()),
+            None => memory_declared = false,
+        }
+    }
+    let cpu_request = cpu_request.max(init_cpu_request);
+    let cpu_limit = cpu_limit.max(init_cpu_limit);
+    let memory_limit = memory_limit.max(init_memory_limit);
+    let guaranteed = qos == QosClass::Guaranteed;
+    PodResourceConfig {
+        cpu_shares: milli_cpu_to_shares(cpu_request),
+        cpu_quota: ((guaranteed || cpu_declared) && cfs_quota)
+            .then(|| milli_cpu_to_quota(cpu_limit, CFS_PERIOD_US)),
+        memory_limit: (guaranteed || memory_declared).then_some(memory_limit),
+    }
+}
+
+#[cfg(test)]
+mod resource_config_tests {
+    use super::*;
+
+    fn pod(containers: serde_json::Value, init: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": containers, "initContainers": init}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pod_cgroup_resources_follow_upstream() {
+        let guaranteed = pod(
+            serde_json::json!([
+                {"name": "a", "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}}},
+                {"name": "b", "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}}}
+            ]),
+            serde_json::json!([]),
+        );
+        assert_eq!(
+            pod_resource_config(&guaranteed, true),
+            PodResourceConfig {
+                cpu_shares: 768,
+                cpu_quota: Some(75_000),
+                memory_limit: Some(192 << 20),
+            }
+        );
+        assert_eq!(pod_resource_config(&guaranteed, false).cpu_quota, None);
+        // Burstable: one container without a memory limit, so no pod memory limit.
+        let burstable = pod(
+            serde_json::json!([
+                {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1", "memory": "1Gi"}}},
+                {"name": "b", "resources": {"limits": {"cpu": "1"}}}
+            ]),
+            serde_json::json!([{"name": "init", "resources": {"limits": {"cpu": "3", "memory": "2Gi"}}}]),
+        );
+        let c = pod_resource_config(&burstable, true);
+        // b's request defaults to its limit: 100m + 1; the init container's 3 CPUs win.
+        assert_eq!(c.cpu_shares, 3072);
+        assert_eq!(
+            c.cpu_quota,
+            Some(300_000),
+            "the init container's 3 CPUs win"
+        );
+        assert_eq!(c.memory_limit, None);
+        let best_effort = pod(serde_json::json!([{"name": "a"}]), serde_json::json!([]));
+        assert_eq!(
+            pod_resource_config(&best_effort, true),
+            PodResourceConfig {
+                cpu_shares: 2,
+                ..Default::default()
+            }
+        );
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(1_000_000), 262_144);
+        assert_eq!(milli_cpu_to_quota(5, CFS_PERIOD_US), 1000);
+    }
+}

@@ -494,6 +494,16 @@ pub trait PodStateProvider: Send + Sync {
     fn should_pod_content_be_removed(&self, uid: &PodUid) -> bool;
 }
 
+/// Pod-level cgroups (upstream's pod container manager): each pod's cgroup exists with its
+/// resources before its sandbox is created, and goes once the pod is gone.
+pub trait PodCgroups: Send + Sync {
+    /// Creates the pod's cgroup (if missing) and applies its resources.
+    fn ensure(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Result<(), String>;
+    /// Removes the cgroup of the pod with `uid` (whatever its QoS class); a cgroup still in
+    /// use is left for a later call.
+    fn remove(&self, uid: &str);
+}
+
 /// The container garbage collection policy (upstream defaults: min age 0, 1 dead container
 /// kept per container, no global limit).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod client;
 mod error;
 pub mod lease;
 pub mod machine;
+pub mod pod_cgroups;
 pub mod ratelimit;
 pub mod registration;
 pub mod rotation;

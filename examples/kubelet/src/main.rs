@@ -427,21 +427,36 @@ async fn run(
     // The probes' results: the engine's prober writes them, the runtime kills containers
     // that failed liveness or startup probes.
     let probe_results = Arc::new(node_core::prober::ProbeResults::default());
-    let cri_runtime = Arc::new(
-        match (&api_objects, &services, &runtime_classes) {
-            (Some(objects), Some(services), Some(classes)) => {
-                CriRuntime::new(client.clone(), node, recorder.clone())
-                    .with_object_source(objects.clone())
-                    .with_service_env(services.clone())
-                    .with_runtime_classes(classes.clone())
-            }
-            _ => CriRuntime::new(client.clone(), node, recorder.clone()),
+    let cri_runtime = match (&api_objects, &services, &runtime_classes) {
+        (Some(objects), Some(services), Some(classes)) => {
+            CriRuntime::new(client.clone(), node, recorder.clone())
+                .with_object_source(objects.clone())
+                .with_service_env(services.clone())
+                .with_runtime_classes(classes.clone())
         }
-        .with_image_manager(images)
-        .with_volume_manager(volumes.clone())
-        .with_probe_results(probe_results.clone())
-        .with_stop_signals(config.feature_gate("ContainerStopSignals") == Some(true)),
-    );
+        _ => CriRuntime::new(client.clone(), node, recorder.clone()),
+    }
+    .with_image_manager(images)
+    .with_volume_manager(volumes.clone())
+    .with_probe_results(probe_results.clone())
+    .with_stop_signals(config.feature_gate("ContainerStopSignals") == Some(true));
+    // cgroupsPerQOS: kubepods sized to node allocatable, a cgroup per pod under its QoS class.
+    let cri_runtime = Arc::new(match config.cgroups_per_qos {
+        true => {
+            let pod_cgroups = node_status::pod_cgroups::LinuxPodCgroups::new(
+                stats_config.cgroups.clone(),
+                stats_config.cgroup_root.clone(),
+                config.cgroup_driver,
+                config.pod_pids_limit,
+                config.cpu_cfs_quota,
+            );
+            pod_cgroups
+                .setup(kubepods_allocatable(&config, allocatable))
+                .map_err(|e| anyhow::anyhow!("pod cgroups: {e}"))?;
+            cri_runtime.with_pod_cgroups(Arc::new(pod_cgroups))
+        }
+        false => cri_runtime,
+    });
     // Container logs rotated at containerLogMaxSize, containerLogMaxFiles kept.
     let rotation = node_cri::log_rotation::ContainerLogManager::new(
         Arc::new(client.clone()),
@@ -705,4 +720,44 @@ fn eviction_manager(
         info!("no memory eviction thresholds: no memory threshold notifier");
     }
     Ok(Arc::new(manager))
+}
+
+/// What `kubepods` is sized to: the machine less `kubeReserved` and `systemReserved` when
+/// `enforceNodeAllocatable` names `pods` (upstream's allocatable for the pods cgroup, without
+/// the eviction thresholds), else the machine.
+fn kubepods_allocatable(
+    config: &node_config::KubeletConfiguration,
+    machine: node_core::downward::NodeAllocatable,
+) -> node_status::pod_cgroups::Allocatable {
+    let enforced = config
+        .enforce_node_allocatable
+        .contains(&node_config::NodeAllocatableEnforcement::Pods);
+    let reserved = |name: &str, milli: bool| -> i64 {
+        if !enforced {
+            return 0;
+        }
+        [&config.kube_reserved, &config.system_reserved]
+            .iter()
+            .filter_map(|m| m.get(name))
+            .map(|q| if milli { q.milli_value() } else { q.value() })
+            .sum()
+    };
+    let pids = [&config.kube_reserved, &config.system_reserved]
+        .iter()
+        .any(|m| m.contains_key("pid"))
+        .then(|| {
+            node_status::stats::host::ProcFs::new("/proc")
+                .max_pid()
+                .ok()
+                .and_then(|m| i64::try_from(m).ok())
+                .map(|m| m - reserved("pid", false))
+        })
+        .flatten()
+        .filter(|_| enforced);
+    node_status::pod_cgroups::Allocatable {
+        cpu_milli: machine.cpu_millis - reserved("cpu", true),
+        memory: (machine.memory_bytes > 0)
+            .then(|| machine.memory_bytes - reserved("memory", false)),
+        pids,
+    }
 }

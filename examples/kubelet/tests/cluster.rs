@@ -42,9 +42,14 @@ impl Kubelet {
         // /var/lib/kubelet/pki, would be shared by the tests running at once).
         let cert_dir = (!args.iter().any(|a| a.starts_with("--cert-dir")))
             .then(|| format!("--cert-dir=/tmp/na-{}-pki-{port}", std::process::id()));
+        // Memory only: the default disk thresholds (nodefs.available<10%, ...) would put every
+        // test node under DiskPressure on a build machine whose disk is nearly full.
+        let eviction = (!args.iter().any(|a| a.starts_with("--eviction-hard")))
+            .then_some("--eviction-hard=memory.available<100Mi");
         let mut child = Command::new(KUBELET)
             .args(args)
             .args(cert_dir)
+            .args(eviction)
             .arg("--address=127.0.0.1")
             .arg(format!("--port={port}"))
             .env(
@@ -2436,11 +2441,8 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
     let config = root.join("config.yaml");
     std::fs::write(
         &config,
-        format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
-             nodeStatusUpdateFrequency: 2s\nevictionHard:\n  memory.available: {threshold_mib}Mi\n\
-             evictionPressureTransitionPeriod: 20s\n"
-        ),
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+         nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 20s\n",
     )
     .unwrap();
     let mut kubelet = Kubelet::start(&[
@@ -2448,6 +2450,7 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
         format!("--config={}", config.display()),
         format!("--root-dir={}", root.display()),
         format!("--hostname-override={NODE}"),
+        format!("--eviction-hard=memory.available<{threshold_mib}Mi"),
     ]);
     let admin = cp.admin_client();
     let nodes: Api<Node> = Api::all(admin.clone());

@@ -76,6 +76,8 @@ pub struct CriRuntime {
     probes: Option<Arc<dyn node_core::prober::ProbeVerdicts>>,
     /// `ContainerStopSignals`: a container's `lifecycle.stopSignal` is what stops it.
     stop_signals: bool,
+    /// Pod-level cgroups (`cgroupsPerQOS`), made before each sandbox, removed with the pod.
+    pod_cgroups: Option<Arc<dyn node_core::runtime::PodCgroups>>,
 }
 
 impl std::fmt::Debug for CriRuntime {
@@ -161,7 +163,15 @@ impl CriRuntime {
             container_stats: Arc::default(),
             probes: None,
             stop_signals: false,
+            pod_cgroups: None,
         }
+    }
+
+    /// Makes each pod's cgroup with its resources before its sandbox, and removes it once the
+    /// pod is gone (`cgroupsPerQOS`).
+    pub fn with_pod_cgroups(mut self, cgroups: Arc<dyn node_core::runtime::PodCgroups>) -> Self {
+        self.pod_cgroups = Some(cgroups);
+        self
     }
 
     /// Honours containers' `lifecycle.stopSignal` (the `ContainerStopSignals` feature gate,
@@ -928,6 +938,10 @@ impl CriRuntime {
                 Err(e) => return Err(sync_error("KillPodSandboxError", e.to_string())),
             }
         }
+        // Its cgroup goes with it (a cgroup still busy is removed by a later GC).
+        if let Some(cgroups) = &self.pod_cgroups {
+            cgroups.remove(running.uid.as_str());
+        }
         Ok(())
     }
 }
@@ -1132,6 +1146,29 @@ impl Runtime for CriRuntime {
             if pod.metadata.deletion_timestamp.is_some() {
                 return result;
             }
+            // The pod's cgroup, with its resources, is the sandbox's parent.
+            if let Some(cgroups) = &self.pod_cgroups
+                && let Err(e) = cgroups.ensure(pod)
+            {
+                self.event(
+                    &pod_object,
+                    EventType::Warning,
+                    reasons::FAILED_TO_CREATE_POD_CONTAINER,
+                    &format!("unable to ensure pod container exists: {e}"),
+                );
+                result.push(
+                    SyncAction::CreatePodSandbox,
+                    format_pod(pod),
+                    Some(sync_error(
+                        "CreatePodSandboxError",
+                        format!(
+                            "failed to ensure that the pod: {} cgroups exist and are correctly applied: {e}",
+                            pod.metadata.uid.as_deref().unwrap_or_default()
+                        ),
+                    )),
+                );
+                return result;
+            }
             let handler = match self.runtime_handler_of(pod) {
                 Ok(handler) => handler,
                 Err(e) => {
@@ -1305,6 +1342,11 @@ impl Runtime for CriRuntime {
         )
         .await
         .map_err(RuntimeError::from)?;
+        if let Some(cgroups) = &self.pod_cgroups {
+            for uid in &removed {
+                cgroups.remove(uid);
+            }
+        }
         let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
         for uid in removed {
             backoff.forget_pod(&uid);

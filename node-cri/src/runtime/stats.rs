@@ -55,8 +55,46 @@ impl ContainerStatsCache {
     }
 
     /// The container stats: measured now the first time, else the last ones, with a
-    /// background refresh started when they are older than `max_age`.
+    /// background refresh started when they are older than `max_age`. Containers of
+    /// `running` the last ones do not have (started since) are measured now, one
+    /// `ContainerStats` each.
     async fn stats(
+        self: &Arc<Self>,
+        client: &crate::CriClient,
+        max_age: Duration,
+        running: &[cri::Container],
+    ) -> Result<Arc<Vec<cri::ContainerStats>>, RuntimeError> {
+        let stats = self.cached_stats(client, max_age).await?;
+        let known = |id: &str| {
+            stats
+                .iter()
+                .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id))
+        };
+        let missing: Vec<&str> = running
+            .iter()
+            .map(|c| c.id.as_str())
+            .filter(|id| !known(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(stats);
+        }
+        let mut merged = (*stats).clone();
+        for id in missing {
+            match client.container_stats(id).await {
+                Ok(s) => merged.push(s),
+                Err(e) => tracing::debug!(container = id, error = %e, "stats of a new container"),
+            }
+        }
+        let merged = Arc::new(merged);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, _)) = last.as_ref() {
+            // Keep the time of the full listing: the periodic refresh stays on schedule.
+            *last = Some((*at, merged.clone()));
+        }
+        Ok(merged)
+    }
+
+    async fn cached_stats(
         self: &Arc<Self>,
         client: &crate::CriClient,
         max_age: Duration,
@@ -119,7 +157,7 @@ impl RuntimeStatsSource for CriRuntime {
             .map_err(RuntimeError::from)?;
         let container_stats = self
             .container_stats
-            .stats(&self.client, CONTAINER_STATS_MAX_AGE)
+            .stats(&self.client, CONTAINER_STATS_MAX_AGE, &containers)
             .await?;
         Ok(pod_stats(&sandboxes, &containers, &[], &container_stats))
     }

@@ -1,0 +1,238 @@
+//! Pod cgroups on Linux, cgroup v1 and v2 (upstream's QoS and pod container managers with
+//! the cgroupfs driver): `kubepods` sized to node allocatable, `kubepods/burstable` and
+//! `kubepods/besteffort`, and one `pod<uid>` cgroup per pod under its QoS class with the
+//! pod's CPU shares, CFS quota, memory limit and `podPidsLimit`.
+//!
+//! Written by hand, a handful of files per cgroup: the Rust cgroup crates either pull a D-Bus
+//! stack in (cgroups-rs) or manage containers rather than bare hierarchies.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Pod;
+use node_config::CgroupDriver;
+use node_core::qos::{
+    CFS_PERIOD_US, QosClass, milli_cpu_to_shares, pod_cgroup, pod_qos, pod_resource_config,
+    pods_cgroup,
+};
+use node_core::runtime::PodCgroups;
+use tracing::{debug, info};
+
+use crate::stats::cgroup::Cgroups;
+
+/// The v1 controllers pod cgroups are made in (cpu and cpuacct are usually one hierarchy).
+const V1_CONTROLLERS: [&str; 4] = ["cpu", "cpuacct", "memory", "pids"];
+
+/// What `kubepods` is sized to (node allocatable, with `enforceNodeAllocatable: pods`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocatable {
+    /// CPU, millicores.
+    pub cpu_milli: i64,
+    /// Memory, bytes (`None`: no limit).
+    pub memory: Option<i64>,
+    /// Process IDs (`None`: no limit).
+    pub pids: Option<i64>,
+}
+
+/// Pod cgroups under `cgroupRoot` on the node's hierarchy.
+#[derive(Clone, Debug)]
+pub struct LinuxPodCgroups {
+    cgroups: Cgroups,
+    cgroup_root: String,
+    driver: CgroupDriver,
+    pod_pids_limit: Option<i64>,
+    cfs_quota: bool,
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+    let path = dir.join(file);
+    std::fs::write(&path, value)
+        .map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// v2's `cpu.weight` for v1 `cpu.shares` (runc's conversion).
+fn shares_to_weight(shares: u64) -> u64 {
+    1 + (shares.saturating_sub(2) * 9999) / 262_142
+}
+
+impl LinuxPodCgroups {
+    /// Pod cgroups on `cgroups` below `cgroup_root` (cgroup names as `driver` spells them),
+    /// with `podPidsLimit` (-1 or 0: none) and `cpuCFSQuota`.
+    pub fn new(
+        cgroups: Cgroups,
+        cgroup_root: impl Into<String>,
+        driver: CgroupDriver,
+        pod_pids_limit: i64,
+        cfs_quota: bool,
+    ) -> Self {
+        LinuxPodCgroups {
+            cgroups,
+            cgroup_root: cgroup_root.into(),
+            driver,
+            pod_pids_limit: (pod_pids_limit > 0).then_some(pod_pids_limit),
+            cfs_quota,
+        }
+    }
+
+    /// The directories of `cgroup`: one per controller on v1 (one when controllers share a
+    /// hierarchy), the one on v2.
+    fn dirs(&self, cgroup: &str) -> Vec<PathBuf> {
+        match &self.cgroups {
+            Cgroups::V2 { .. } => vec![self.cgroups.dir("", cgroup)],
+            Cgroups::V1 { .. } => {
+                let mut roots: Vec<PathBuf> = Vec::new();
+                for controller in V1_CONTROLLERS {
+                    let root = self.cgroups.dir(controller, "/");
+                    if !root.join("cgroup.procs").is_file() {
+                        // Not mounted: nothing to make there.
+                        continue;
+                    }
+                    let real = std::fs::canonicalize(&root).unwrap_or(root);
+                    if !roots.contains(&real) {
+                        roots.push(real);
+                    }
+                }
+                let cgroup = cgroup.trim_start_matches('/');
+                roots.into_iter().map(|r| r.join(cgroup)).collect()
+            }
+        }
+    }
+
+    /// The controller directory of `cgroup` a file of `controller` is in.
+    fn dir(&self, controller: &str, cgroup: &str) -> PathBuf {
+        self.cgroups.dir(controller, cgroup)
+    }
+
+    fn create(&self, cgroup: &str) -> Result<(), String> {
+        if let Cgroups::V2 { root } = &self.cgroups {
+            // Controllers must be enabled in every ancestor's subtree.
+            let mut dir = root.clone();
+            let _ = write(&dir, "cgroup.subtree_control", "+cpu +memory +pids");
+            for part in cgroup.split('/').filter(|p| !p.is_empty()) {
+                dir.push(part);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                let _ = write(&dir, "cgroup.subtree_control", "+cpu +memory +pids");
+            }
+            return Ok(());
+        }
+        for dir in self.dirs(cgroup) {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Applies CPU shares, quota (µs per 100 ms), memory and pids limits to `cgroup`.
+    fn apply(
+        &self,
+        cgroup: &str,
+        shares: u64,
+        quota: Option<i64>,
+        memory: Option<i64>,
+        pids: Option<i64>,
+    ) -> Result<(), String> {
+        match &self.cgroups {
+            Cgroups::V1 { .. } => {
+                let cpu = self.dir("cpu", cgroup);
+                write(&cpu, "cpu.shares", &shares.to_string())?;
+                write(&cpu, "cpu.cfs_quota_us", &quota.unwrap_or(-1).to_string())?;
+                write(
+                    &self.dir("memory", cgroup),
+                    "memory.limit_in_bytes",
+                    &memory.unwrap_or(-1).to_string(),
+                )?;
+                let pids_dir = self.dir("pids", cgroup);
+                if pids_dir.is_dir() {
+                    write(
+                        &pids_dir,
+                        "pids.max",
+                        &pids.map_or("max".into(), |p| p.to_string()),
+                    )?;
+                }
+            }
+            Cgroups::V2 { .. } => {
+                let dir = self.dir("", cgroup);
+                write(&dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+                let quota = quota.map_or("max".into(), |q| q.to_string());
+                write(&dir, "cpu.max", &format!("{quota} {CFS_PERIOD_US}"))?;
+                write(
+                    &dir,
+                    "memory.max",
+                    &memory.map_or("max".into(), |m| m.to_string()),
+                )?;
+                write(
+                    &dir,
+                    "pids.max",
+                    &pids.map_or("max".into(), |p| p.to_string()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates `kubepods` sized to `allocatable` and the Burstable and BestEffort cgroups
+    /// (BestEffort with the minimum CPU shares).
+    pub fn setup(&self, allocatable: Allocatable) -> Result<(), String> {
+        let pods = pods_cgroup(&self.cgroup_root, self.driver);
+        self.create(&pods)?;
+        self.apply(
+            &pods,
+            milli_cpu_to_shares(allocatable.cpu_milli),
+            None,
+            allocatable.memory,
+            allocatable.pids,
+        )?;
+        let (burstable, best_effort) = (
+            self.qos_cgroup(QosClass::Burstable),
+            self.qos_cgroup(QosClass::BestEffort),
+        );
+        self.create(&burstable)?;
+        self.create(&best_effort)?;
+        self.apply(&best_effort, 2, None, None, None)?;
+        info!(cgroup = %pods, version = self.cgroups.version(), ?allocatable, "pod cgroups: kubepods sized to node allocatable");
+        Ok(())
+    }
+
+    fn qos_cgroup(&self, qos: QosClass) -> String {
+        // The pod cgroup's parent.
+        let pod = pod_cgroup(&self.cgroup_root, self.driver, qos, "x");
+        pod.rsplit_once('/')
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl PodCgroups for LinuxPodCgroups {
+    fn ensure(&self, pod: &Pod) -> Result<(), String> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let cgroup = pod_cgroup(&self.cgroup_root, self.driver, pod_qos(pod), uid);
+        let config = pod_resource_config(pod, self.cfs_quota);
+        self.create(&cgroup)?;
+        self.apply(
+            &cgroup,
+            config.cpu_shares,
+            config.cpu_quota,
+            config.memory_limit,
+            self.pod_pids_limit,
+        )
+    }
+
+    fn remove(&self, uid: &str) {
+        for qos in [
+            QosClass::Guaranteed,
+            QosClass::Burstable,
+            QosClass::BestEffort,
+        ] {
+            let cgroup = pod_cgroup(&self.cgroup_root, self.driver, qos, uid);
+            for dir in self.dirs(&cgroup) {
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => debug!(dir = %dir.display(), "pod cgroup removed"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        debug!(dir = %dir.display(), error = %e, "pod cgroup not removed yet")
+                    }
+                }
+            }
+        }
+    }
+}

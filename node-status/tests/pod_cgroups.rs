@@ -1,0 +1,138 @@
+//! Pod cgroups on this machine's real hierarchy (cgroup v1 here; the code has the v2 paths
+//! too), under a cgroup root of the test's own.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Pod;
+use node_config::CgroupDriver;
+use node_core::runtime::PodCgroups;
+use node_status::pod_cgroups::{Allocatable, LinuxPodCgroups};
+use node_status::stats::cgroup::Cgroups;
+
+fn pod(uid: &str, resources: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": uid, "uid": uid},
+        "spec": {"containers": [{"name": "c", "resources": resources}]}
+    }))
+    .unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn pod_cgroups_have_their_qos_place_and_limits_and_go_with_the_pod() {
+    let cgroups = Cgroups::detect("/sys/fs/cgroup");
+    assert_eq!(
+        cgroups.version(),
+        1,
+        "this machine's hierarchy is v1 (hybrid)"
+    );
+    let root = format!("/node-status-test-{}", std::process::id());
+    let manager = LinuxPodCgroups::new(cgroups.clone(), &root, CgroupDriver::Cgroupfs, 1024, true);
+    manager
+        .setup(Allocatable {
+            cpu_milli: 2000,
+            memory: Some(1 << 30),
+            pids: None,
+        })
+        .unwrap();
+    let mem = |cgroup: &str| cgroups.dir("memory", &format!("{root}/{cgroup}"));
+    let cpu = |cgroup: &str| cgroups.dir("cpu", &format!("{root}/{cgroup}"));
+    let pids = |cgroup: &str| cgroups.dir("pids", &format!("{root}/{cgroup}"));
+    assert_eq!(
+        read(&mem("kubepods").join("memory.limit_in_bytes")),
+        (1u64 << 30).to_string()
+    );
+    assert_eq!(read(&cpu("kubepods").join("cpu.shares")), "2048");
+    assert_eq!(read(&cpu("kubepods/besteffort").join("cpu.shares")), "2");
+
+    let guaranteed = pod(
+        "g1",
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "128Mi"}}),
+    );
+    let burstable = pod(
+        "b1",
+        serde_json::json!({"requests": {"cpu": "250m", "memory": "64Mi"}}),
+    );
+    let best_effort = pod("e1", serde_json::json!({}));
+    for p in [&guaranteed, &burstable, &best_effort] {
+        manager.ensure(p).unwrap();
+    }
+    assert_eq!(
+        read(&mem("kubepods/podg1").join("memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(read(&cpu("kubepods/podg1").join("cpu.shares")), "512");
+    assert_eq!(
+        read(&cpu("kubepods/podg1").join("cpu.cfs_quota_us")),
+        "50000"
+    );
+    assert_eq!(read(&pids("kubepods/podg1").join("pids.max")), "1024");
+    assert_eq!(
+        read(&cpu("kubepods/burstable/podb1").join("cpu.shares")),
+        "256"
+    );
+    assert_eq!(
+        read(&cpu("kubepods/burstable/podb1").join("cpu.cfs_quota_us")),
+        "-1"
+    );
+    let unlimited: u64 = read(&mem("kubepods/burstable/podb1").join("memory.limit_in_bytes"))
+        .parse()
+        .unwrap();
+    assert!(unlimited > 1 << 50, "no memory limit: {unlimited}");
+    assert_eq!(
+        read(&cpu("kubepods/besteffort/pode1").join("cpu.shares")),
+        "2"
+    );
+
+    for uid in ["g1", "b1", "e1"] {
+        manager.remove(uid);
+    }
+    for dir in [
+        mem("kubepods/podg1"),
+        cpu("kubepods/burstable/podb1"),
+        pids("kubepods/besteffort/pode1"),
+    ] {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // Clean up the test's hierarchy.
+    for controller in ["cpu", "cpuacct", "memory", "pids"] {
+        for cgroup in ["kubepods/burstable", "kubepods/besteffort", "kubepods", ""] {
+            let _ = std::fs::remove_dir(cgroups.dir(controller, &format!("{root}/{cgroup}")));
+        }
+    }
+}
+
+#[test]
+fn a_cgroup_that_cannot_be_made_is_reported_by_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // A v1 layout whose memory "controller" is a plain file: mkdir fails under it.
+    for c in ["cpu", "cpuacct", "pids"] {
+        std::fs::create_dir_all(dir.path().join(c)).unwrap();
+        std::fs::write(dir.path().join(c).join("cgroup.procs"), "").unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("memory")).unwrap();
+    std::fs::write(dir.path().join("memory").join("cgroup.procs"), "").unwrap();
+    std::fs::write(dir.path().join("memory").join("root"), "").unwrap();
+    let manager = LinuxPodCgroups::new(
+        Cgroups::V1 {
+            root: dir.path().to_path_buf(),
+        },
+        "/root",
+        CgroupDriver::Cgroupfs,
+        0,
+        true,
+    );
+    let error = manager
+        .ensure(&pod("x", serde_json::json!({})))
+        .unwrap_err();
+    assert!(
+        error.contains("memory/root/kubepods/besteffort/podx"),
+        "{error}"
+    );
+}
