@@ -426,7 +426,8 @@ pub(crate) fn from_wire(
         volume_plugin_dir: path(&w.volume_plugin_dir)
             .unwrap_or_else(|| PathBuf::from(defaults::DEFAULT_VOLUME_PLUGIN_DIR)),
         provider_id: non_empty(&w.provider_id),
-        kernel_memcg_notification: w.kernel_memcg_notification.unwrap_or(false),
+        // On unless turned off: the choice over upstream's `false`.
+        kernel_memcg_notification: w.kernel_memcg_notification.unwrap_or(true),
         shutdown_grace_period: cx.duration("shutdownGracePeriod", w.shutdown_grace_period, 0),
         shutdown_grace_period_critical_pods: cx.duration(
             "shutdownGracePeriodCriticalPods",

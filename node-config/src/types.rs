@@ -350,8 +350,9 @@ pub struct KubeletConfiguration {
     pub volume_plugin_dir: PathBuf,
     /// `providerID`: cloud provider ID of this node. Default none.
     pub provider_id: Option<String>,
-    /// `kernelMemcgNotification`: use memcg notifications for memory thresholds instead of
-    /// polling. Default `false`.
+    /// `kernelMemcgNotification`: wake the eviction manager when memory usage crosses a
+    /// threshold (memory cgroup events on v1, a fast poll on v2) instead of only polling every
+    /// 10 s. Default `true` here (upstream: `false`, and v1 only).
     pub kernel_memcg_notification: bool,
     /// `shutdownGracePeriod`: total delay of node shutdown for pod termination; zero
     /// disables graceful shutdown. Default 0.

@@ -136,7 +136,7 @@ fn assert_upstream_defaults(c: &KubeletConfiguration) {
         PathBuf::from("/usr/libexec/kubernetes/kubelet-plugins/volume/exec/")
     );
     assert_eq!(c.provider_id, None);
-    assert!(!c.kernel_memcg_notification);
+    assert!(c.kernel_memcg_notification, "on by default (upstream: off)");
     assert_eq!(c.shutdown_grace_period, Duration::ZERO);
     assert_eq!(c.shutdown_grace_period_critical_pods, Duration::ZERO);
     assert!(!c.seccomp_default);

@@ -704,6 +704,10 @@ fn eviction_manager(
             }
         }
     };
+    if !config.kernel_memcg_notification {
+        info!("kernelMemcgNotification: false: memory thresholds are seen at the 10 s passes only");
+        return Ok(Arc::new(manager));
+    }
     if memory {
         manager = manager.with_notifier(
             Signal::MemoryAvailable,

@@ -2623,3 +2623,168 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
     node_cri::harness::detach_mounts_under(&root);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+#[tokio::test]
+async fn disk_pressure_reclaims_dead_containers_and_images_first_then_evicts_the_pod_filling_the_disk()
+ {
+    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use kube::api::PostParams;
+
+    node_cri::harness::clean_stale_dirs();
+    let cp = ControlPlane::start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+    let kubeconfig = cp
+        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+        .unwrap();
+    // The kubelet's root directory (pods, volumes, the managed containerd's images) on a
+    // 384 MiB tmpfs: nodefs.available is that filesystem's.
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-disk", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=384m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs at {}", root.display());
+    let config = root.join("config.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
+         nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 10s\n",
+    )
+    .unwrap();
+    let mut kubelet = Kubelet::start(&[
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", config.display()),
+        format!("--root-dir={}", root.join("kubelet").display()),
+        format!("--hostname-override={NODE}"),
+        "--eviction-hard=nodefs.available<128Mi,memory.available<100Mi".into(),
+    ]);
+    let admin = cp.admin_client();
+    let nodes: Api<Node> = Api::all(admin.clone());
+    wait_until_ready(&nodes, &mut kubelet).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let _ = accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
+        )
+        .await;
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    // A pod that ran and exited leaves a dead container for the reclaim.
+    let mut done = api_pod("done", 1);
+    done.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+    done.spec.as_mut().unwrap().containers[0].command = Some(vec!["true".into()]);
+    pods.create(&PostParams::default(), &done).await.unwrap();
+    wait_pod(&pods, "done", 60, &mut kubelet, "succeeded", |p| {
+        phase_of(p) == Some("Succeeded")
+    })
+    .await;
+    // 10 MiB every 0.2 s into a disk-backed emptyDir, up to 300 MiB.
+    let filler: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "filler", "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [{"name": "data", "emptyDir": {}}],
+            "containers": [{
+                "name": "filler",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "for i in $(seq 1 30); do head -c 10485760 /dev/zero > /data/$i; sleep 0.2; done; sleep 3600"],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &filler).await.unwrap();
+    let running = wait_pod(&pods, "filler", 60, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await
+    .unwrap();
+    let uid = running.metadata.uid.clone().unwrap();
+    let evicted = wait_pod(&pods, "filler", 90, &mut kubelet, "evicted", |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+            s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some("Evicted")
+        })
+    })
+    .await
+    .unwrap();
+    let message = evicted.status.unwrap().message.unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: ephemeral-storage. Threshold quantity: 128Mi, available: "
+        ),
+        "{message}"
+    );
+    let log = kubelet.log();
+    let reclaimed = log
+        .find("eviction manager: deleting dead containers")
+        .expect("dead containers reclaimed first");
+    let images = log
+        .find("unused images")
+        .expect("unused images reclaimed first");
+    let evicting = log.find("eviction manager: evicting pod").unwrap();
+    assert!(reclaimed < evicting && images < evicting, "{log}");
+    // The dead container of the pod that ran to completion is gone from the runtime.
+    let cri = node_cri::CriClient::connect(
+        &format!(
+            "unix://{}/kubelet/containerd/containerd.sock",
+            root.display()
+        ),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let dead: Vec<_> = cri
+        .list_containers(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some("done"))
+        .collect();
+    assert!(dead.is_empty(), "dead containers left: {dead:?}");
+    // Its emptyDir goes with it, and the pressure ends.
+    let volume = root
+        .join("kubelet/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~empty-dir/data");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while volume.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still there",
+            volume.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let node = nodes.get(NODE).await.unwrap();
+        if node_condition(&node, "DiskPressure").as_deref() == Some("False") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "DiskPressure never cleared:\n{}",
+            kubelet.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(kubelet);
+    cp.stop().await;
+    node_cri::harness::detach_mounts_under(&root);
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(&root)
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(&root);
+}
