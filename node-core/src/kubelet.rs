@@ -274,6 +274,8 @@ struct Shared {
     metrics: OnceLock<Arc<KubeletMetrics>>,
     /// The probes, when the binary asked for them.
     prober: OnceLock<crate::prober::ProbeManager>,
+    /// The pod cgroups, whose QoS classes housekeeping keeps up to date.
+    pod_cgroups: OnceLock<Arc<dyn crate::runtime::PodCgroups>>,
     config: EngineConfig,
 }
 
@@ -384,6 +386,7 @@ impl Kubelet {
             node: node.clone(),
             metrics: OnceLock::new(),
             prober: OnceLock::new(),
+            pod_cgroups: OnceLock::new(),
             config,
         });
         let workers = PodWorkers::new(
@@ -427,6 +430,13 @@ impl Kubelet {
         } else {
             self.probe_updates = Some(updates);
         }
+        self
+    }
+
+    /// Keeps the QoS cgroups (`kubepods/burstable`'s CPU shares) in line with the active pods,
+    /// at each housekeeping (every 2 s).
+    pub fn with_pod_cgroups(self, cgroups: Arc<dyn crate::runtime::PodCgroups>) -> Self {
+        let _ = self.shared.pod_cgroups.set(cgroups);
         self
     }
 
@@ -1081,6 +1091,15 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
         if !desired.contains(&gone) {
             shared.forget(&gone);
         }
+    }
+    if let Some(cgroups) = shared.pod_cgroups.get() {
+        let active: Vec<Pod> = shared
+            .pods
+            .pods()
+            .into_iter()
+            .filter(|p| !workers.is_pod_known_terminated(uid(p)))
+            .collect();
+        cgroups.update_qos(&active);
     }
     let running = match shared.runtime.get_pods(false).await {
         Ok(pods) => pods,

@@ -394,6 +394,8 @@ pub struct PodResourceConfig {
     pub cpu_quota: Option<i64>,
     /// The memory limit in bytes, when every container limits memory.
     pub memory_limit: Option<i64>,
+    /// The pod's CPU request, millicores (what the Burstable cgroup's shares sum up).
+    pub cpu_request_milli: i64,
 }
 
 /// The default CFS period, microseconds.
@@ -478,6 +480,7 @@ pub fn pod_resource_config(pod: &Pod, cfs_quota: bool) -> PodResourceConfig {
     let memory_limit = memory_limit.max(init_memory_limit);
     let guaranteed = qos == QosClass::Guaranteed;
     PodResourceConfig {
+        cpu_request_milli: cpu_request,
         cpu_shares: milli_cpu_to_shares(cpu_request),
         cpu_quota: ((guaranteed || cpu_declared) && cfs_quota)
             .then(|| milli_cpu_to_quota(cpu_limit, CFS_PERIOD_US)),
@@ -512,6 +515,7 @@ mod resource_config_tests {
                 cpu_shares: 768,
                 cpu_quota: Some(75_000),
                 memory_limit: Some(192 << 20),
+                cpu_request_milli: 750,
             }
         );
         assert_eq!(pod_resource_config(&guaranteed, false).cpu_quota, None);

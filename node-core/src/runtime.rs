@@ -502,6 +502,11 @@ pub trait PodCgroups: Send + Sync {
     /// Removes the cgroup of the pod with `uid` (whatever its QoS class); a cgroup still in
     /// use is left for a later call.
     fn remove(&self, uid: &str);
+    /// Updates the QoS classes' cgroups for the active `pods` (the Burstable cgroup's CPU
+    /// shares are the sum of its pods' requests, as upstream's QoS container manager).
+    fn update_qos(&self, pods: &[k8s_openapi::api::core::v1::Pod]) {
+        let _ = pods;
+    }
 }
 
 /// The container garbage collection policy (upstream defaults: min age 0, 1 dead container

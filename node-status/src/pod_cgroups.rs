@@ -34,13 +34,15 @@ pub struct Allocatable {
 }
 
 /// Pod cgroups under `cgroupRoot` on the node's hierarchy.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LinuxPodCgroups {
     cgroups: Cgroups,
     cgroup_root: String,
     driver: CgroupDriver,
     pod_pids_limit: Option<i64>,
     cfs_quota: bool,
+    /// The Burstable cgroup's CPU shares as last written.
+    burstable_shares: std::sync::Mutex<Option<u64>>,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
@@ -70,6 +72,7 @@ impl LinuxPodCgroups {
             driver,
             pod_pids_limit: (pod_pids_limit > 0).then_some(pod_pids_limit),
             cfs_quota,
+            burstable_shares: std::sync::Mutex::new(None),
         }
     }
 
@@ -193,6 +196,55 @@ impl LinuxPodCgroups {
         Ok(())
     }
 
+    /// Applies a reservation to an existing cgroup (`systemReservedCgroup`,
+    /// `kubeReservedCgroup` with `enforceNodeAllocatable` naming them): CPU shares for
+    /// `cpu_milli`, and with `memory`, the memory limit (the `-compressible` enforcements pass
+    /// none). The cgroup must exist, as upstream's refuses otherwise.
+    pub fn enforce_reserved(
+        &self,
+        cgroup: &str,
+        cpu_milli: i64,
+        memory: Option<i64>,
+    ) -> Result<(), String> {
+        let missing: Vec<PathBuf> = self
+            .dirs(cgroup)
+            .into_iter()
+            .filter(|d| !d.is_dir())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "cgroup {cgroup} does not exist ({})",
+                missing
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let shares = milli_cpu_to_shares(cpu_milli);
+        match &self.cgroups {
+            Cgroups::V1 { .. } => {
+                write(&self.dir("cpu", cgroup), "cpu.shares", &shares.to_string())?;
+                if let Some(m) = memory {
+                    write(
+                        &self.dir("memory", cgroup),
+                        "memory.limit_in_bytes",
+                        &m.to_string(),
+                    )?;
+                }
+            }
+            Cgroups::V2 { .. } => {
+                let dir = self.dir("", cgroup);
+                write(&dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+                if let Some(m) = memory {
+                    write(&dir, "memory.max", &m.to_string())?;
+                }
+            }
+        }
+        info!(cgroup, cpu_milli, ?memory, "reserved resources enforced");
+        Ok(())
+    }
+
     fn qos_cgroup(&self, qos: QosClass) -> String {
         // The pod cgroup's parent.
         let pod = pod_cgroup(&self.cgroup_root, self.driver, qos, "x");
@@ -215,6 +267,37 @@ impl PodCgroups for LinuxPodCgroups {
             config.memory_limit,
             self.pod_pids_limit,
         )
+    }
+
+    fn update_qos(&self, pods: &[Pod]) {
+        let request: i64 = pods
+            .iter()
+            .filter(|p| pod_qos(p) == QosClass::Burstable)
+            .map(|p| pod_resource_config(p, self.cfs_quota).cpu_request_milli)
+            .sum();
+        let shares = milli_cpu_to_shares(request);
+        let mut last = self
+            .burstable_shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *last == Some(shares) {
+            return;
+        }
+        let cgroup = self.qos_cgroup(QosClass::Burstable);
+        let result = match &self.cgroups {
+            Cgroups::V1 { .. } => {
+                write(&self.dir("cpu", &cgroup), "cpu.shares", &shares.to_string())
+            }
+            Cgroups::V2 { .. } => write(
+                &self.dir("", &cgroup),
+                "cpu.weight",
+                &shares_to_weight(shares).to_string(),
+            ),
+        };
+        match result {
+            Ok(()) => *last = Some(shares),
+            Err(e) => debug!(error = %e, "updating the Burstable cgroup"),
+        }
     }
 
     fn remove(&self, uid: &str) {

@@ -89,6 +89,17 @@ fn pod_cgroups_have_their_qos_place_and_limits_and_go_with_the_pod() {
         read(&cpu("kubepods/besteffort/pode1").join("cpu.shares")),
         "2"
     );
+    // The Burstable class's shares are its pods' requests.
+    let burstable2 = pod("b2", serde_json::json!({"requests": {"cpu": "750m"}}));
+    manager.update_qos(&[
+        guaranteed.clone(),
+        burstable.clone(),
+        burstable2,
+        best_effort.clone(),
+    ]);
+    assert_eq!(read(&cpu("kubepods/burstable").join("cpu.shares")), "1024");
+    manager.update_qos(std::slice::from_ref(&guaranteed));
+    assert_eq!(read(&cpu("kubepods/burstable").join("cpu.shares")), "2");
 
     for uid in ["g1", "b1", "e1"] {
         manager.remove(uid);
@@ -135,4 +146,27 @@ fn a_cgroup_that_cannot_be_made_is_reported_by_path() {
         error.contains("memory/root/kubepods/besteffort/podx"),
         "{error}"
     );
+}
+
+#[test]
+fn reservations_are_enforced_on_existing_cgroups_only() {
+    let cgroups = Cgroups::detect("/sys/fs/cgroup");
+    let name = format!("/node-status-reserved-{}", std::process::id());
+    let manager = LinuxPodCgroups::new(cgroups.clone(), "/", CgroupDriver::Cgroupfs, 0, true);
+    let error = manager
+        .enforce_reserved(&name, 500, Some(256 << 20))
+        .unwrap_err();
+    assert!(error.contains("does not exist"), "{error}");
+    for c in ["cpu", "cpuacct", "memory", "pids"] {
+        std::fs::create_dir_all(cgroups.dir(c, &name)).unwrap();
+    }
+    let result = manager.enforce_reserved(&name, 500, Some(256 << 20));
+    let shares = std::fs::read_to_string(cgroups.dir("cpu", &name).join("cpu.shares"));
+    let limit = std::fs::read_to_string(cgroups.dir("memory", &name).join("memory.limit_in_bytes"));
+    for c in ["cpu", "cpuacct", "memory", "pids"] {
+        let _ = std::fs::remove_dir(cgroups.dir(c, &name));
+    }
+    result.unwrap();
+    assert_eq!(shares.unwrap().trim(), "512");
+    assert_eq!(limit.unwrap().trim(), (256u64 << 20).to_string());
 }

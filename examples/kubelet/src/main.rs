@@ -441,7 +441,8 @@ async fn run(
     .with_probe_results(probe_results.clone())
     .with_stop_signals(config.feature_gate("ContainerStopSignals") == Some(true));
     // cgroupsPerQOS: kubepods sized to node allocatable, a cgroup per pod under its QoS class.
-    let cri_runtime = Arc::new(match config.cgroups_per_qos {
+    let pod_cgroups: Option<Arc<dyn node_core::runtime::PodCgroups>> = match config.cgroups_per_qos
+    {
         true => {
             let pod_cgroups = node_status::pod_cgroups::LinuxPodCgroups::new(
                 stats_config.cgroups.clone(),
@@ -453,9 +454,14 @@ async fn run(
             pod_cgroups
                 .setup(kubepods_allocatable(&config, allocatable))
                 .map_err(|e| anyhow::anyhow!("pod cgroups: {e}"))?;
-            cri_runtime.with_pod_cgroups(Arc::new(pod_cgroups))
+            enforce_reservations(&config, &pod_cgroups)?;
+            Some(Arc::new(pod_cgroups))
         }
-        false => cri_runtime,
+        false => None,
+    };
+    let cri_runtime = Arc::new(match &pod_cgroups {
+        Some(cgroups) => cri_runtime.with_pod_cgroups(cgroups.clone()),
+        None => cri_runtime,
     });
     // Container logs rotated at containerLogMaxSize, containerLogMaxFiles kept.
     let rotation = node_cri::log_rotation::ContainerLogManager::new(
@@ -513,6 +519,10 @@ async fn run(
     )?;
     kubelet.add_admit_handler(eviction.clone());
     tokio::spawn(eviction.clone().run());
+    let kubelet = match pod_cgroups {
+        Some(cgroups) => kubelet.with_pod_cgroups(cgroups),
+        None => kubelet,
+    };
     let (sources, updates) = PodConfig::new(&node_name);
     // The server's webhooks are set once the API client exists (the server starts later).
     let (webhooks_tx, webhooks_rx) = match flags.kubeconfig.is_some() {
@@ -764,4 +774,54 @@ fn kubepods_allocatable(
             .then(|| machine.memory_bytes - reserved("memory", false)),
         pids,
     }
+}
+
+/// `systemReserved` and `kubeReserved` on their cgroups where `enforceNodeAllocatable` names
+/// them (validation made sure the cgroups are configured).
+fn enforce_reservations(
+    config: &node_config::KubeletConfiguration,
+    cgroups: &node_status::pod_cgroups::LinuxPodCgroups,
+) -> anyhow::Result<()> {
+    use node_config::NodeAllocatableEnforcement as E;
+    let amounts = |m: &std::collections::BTreeMap<String, node_config::Quantity>| {
+        (
+            m.get("cpu").map_or(0, |q| q.milli_value()),
+            m.get("memory").map(|q| q.value()),
+        )
+    };
+    for enforcement in &config.enforce_node_allocatable {
+        let (cgroup, reserved, compressible, field) = match enforcement {
+            E::SystemReserved => (
+                &config.system_reserved_cgroup,
+                &config.system_reserved,
+                false,
+                "systemReservedCgroup",
+            ),
+            E::SystemReservedCompressible => (
+                &config.system_reserved_cgroup,
+                &config.system_reserved,
+                true,
+                "systemReservedCgroup",
+            ),
+            E::KubeReserved => (
+                &config.kube_reserved_cgroup,
+                &config.kube_reserved,
+                false,
+                "kubeReservedCgroup",
+            ),
+            E::KubeReservedCompressible => (
+                &config.kube_reserved_cgroup,
+                &config.kube_reserved,
+                true,
+                "kubeReservedCgroup",
+            ),
+            _ => continue,
+        };
+        let Some(cgroup) = cgroup else { continue };
+        let (cpu, memory) = amounts(reserved);
+        cgroups
+            .enforce_reserved(cgroup, cpu, memory.filter(|_| !compressible))
+            .map_err(|e| anyhow::anyhow!("{field} {cgroup}: {e}"))?;
+    }
+    Ok(())
 }

@@ -2268,6 +2268,16 @@ async fn pods_get_cgroups_under_their_qos_class_with_their_limits_and_lose_them_
         uids.push((place, uid));
     }
     assert_eq!(read(dir("cpu", "besteffort/cpu.shares")), "2");
+    // The Burstable class's shares follow its pods' requests (housekeeping, every 2 s).
+    let burstable_shares = dir("cpu", "burstable/cpu.shares");
+    eventually(
+        Duration::from_secs(10),
+        "burstable shares of 250m",
+        || async {
+            (std::fs::read_to_string(&burstable_shares).ok()?.trim() == "256").then_some(())
+        },
+    )
+    .await;
     for name in ["guaranteed.yaml", "burstable.yaml", "besteffort.yaml"] {
         std::fs::remove_file(node.manifest(name)).unwrap();
     }
