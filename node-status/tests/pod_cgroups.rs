@@ -170,3 +170,43 @@ fn reservations_are_enforced_on_existing_cgroups_only() {
     assert_eq!(shares.unwrap().trim(), "512");
     assert_eq!(limit.unwrap().trim(), (256u64 << 20).to_string());
 }
+
+#[test]
+fn on_cgroup_v2_pods_get_weight_max_and_controllers_enabled() {
+    // A v2 hierarchy stand-in: plain directories take the writes the kernel would.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+    let cgroups = Cgroups::detect(dir.path());
+    assert_eq!(cgroups.version(), 2);
+    let manager = LinuxPodCgroups::new(cgroups, "/", CgroupDriver::Cgroupfs, 64, true);
+    manager
+        .setup(Allocatable {
+            cpu_milli: 2000,
+            memory: Some(1 << 30),
+            pids: Some(1000),
+        })
+        .unwrap();
+    let kubepods = dir.path().join("kubepods");
+    assert_eq!(read(&kubepods.join("memory.max")), (1u64 << 30).to_string());
+    assert_eq!(read(&kubepods.join("pids.max")), "1000");
+    assert_eq!(read(&kubepods.join("cgroup.subtree_control")), "+cpu +memory +pids");
+    assert_eq!(read(&dir.path().join("cgroup.subtree_control")), "+cpu +memory +pids");
+    manager
+        .ensure(&pod(
+            "g2",
+            serde_json::json!({"limits": {"cpu": "500m", "memory": "128Mi"}}),
+        ))
+        .unwrap();
+    let pod_dir = kubepods.join("podg2");
+    // 512 shares as runc converts them: 1 + (512 - 2) * 9999 / 262142.
+    assert_eq!(read(&pod_dir.join("cpu.weight")), "20");
+    assert_eq!(read(&pod_dir.join("cpu.max")), "50000 100000");
+    assert_eq!(read(&pod_dir.join("memory.max")), (128u64 << 20).to_string());
+    assert_eq!(read(&pod_dir.join("pids.max")), "64");
+    manager
+        .ensure(&pod("e2", serde_json::json!({})))
+        .unwrap();
+    let best_effort = kubepods.join("besteffort/pode2");
+    assert_eq!(read(&best_effort.join("cpu.max")), "max 100000");
+    assert_eq!(read(&best_effort.join("memory.max")), "max");
+}
