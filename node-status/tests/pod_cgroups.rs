@@ -189,8 +189,14 @@ fn on_cgroup_v2_pods_get_weight_max_and_controllers_enabled() {
     let kubepods = dir.path().join("kubepods");
     assert_eq!(read(&kubepods.join("memory.max")), (1u64 << 30).to_string());
     assert_eq!(read(&kubepods.join("pids.max")), "1000");
-    assert_eq!(read(&kubepods.join("cgroup.subtree_control")), "+cpu +memory +pids");
-    assert_eq!(read(&dir.path().join("cgroup.subtree_control")), "+cpu +memory +pids");
+    assert_eq!(
+        read(&kubepods.join("cgroup.subtree_control")),
+        "+cpu +memory +pids"
+    );
+    assert_eq!(
+        read(&dir.path().join("cgroup.subtree_control")),
+        "+cpu +memory +pids"
+    );
     manager
         .ensure(&pod(
             "g2",
@@ -201,11 +207,12 @@ fn on_cgroup_v2_pods_get_weight_max_and_controllers_enabled() {
     // 512 shares as runc converts them: 1 + (512 - 2) * 9999 / 262142.
     assert_eq!(read(&pod_dir.join("cpu.weight")), "20");
     assert_eq!(read(&pod_dir.join("cpu.max")), "50000 100000");
-    assert_eq!(read(&pod_dir.join("memory.max")), (128u64 << 20).to_string());
+    assert_eq!(
+        read(&pod_dir.join("memory.max")),
+        (128u64 << 20).to_string()
+    );
     assert_eq!(read(&pod_dir.join("pids.max")), "64");
-    manager
-        .ensure(&pod("e2", serde_json::json!({})))
-        .unwrap();
+    manager.ensure(&pod("e2", serde_json::json!({}))).unwrap();
     let best_effort = kubepods.join("besteffort/pode2");
     assert_eq!(read(&best_effort.join("cpu.max")), "max 100000");
     assert_eq!(read(&best_effort.join("memory.max")), "max");
