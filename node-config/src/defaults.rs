@@ -184,6 +184,7 @@ pub fn set_defaults(c: &mut KubeletConfiguration) {
     string_or_default(&mut c.volume_plugin_dir, DEFAULT_VOLUME_PLUGIN_DIR);
     // On by default here (upstream: off): the eviction manager reacts to memory thresholds at once.
     or_default(&mut c.kernel_memcg_notification, || true);
+    or_default(&mut c.memory_throttling_factor, || 0.9);
     or_default(&mut c.shutdown_grace_period, || Duration::ZERO);
     or_default(&mut c.shutdown_grace_period_critical_pods, || {
         Duration::ZERO

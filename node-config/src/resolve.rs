@@ -428,6 +428,7 @@ pub(crate) fn from_wire(
         provider_id: non_empty(&w.provider_id),
         // On unless turned off: the choice over upstream's `false`.
         kernel_memcg_notification: w.kernel_memcg_notification.unwrap_or(true),
+        memory_throttling_factor: w.memory_throttling_factor.unwrap_or(0.9),
         shutdown_grace_period: cx.duration("shutdownGracePeriod", w.shutdown_grace_period, 0),
         shutdown_grace_period_critical_pods: cx.duration(
             "shutdownGracePeriodCriticalPods",
@@ -578,6 +579,7 @@ pub(crate) fn to_wire(c: &KubeletConfiguration) -> v1beta1::KubeletConfiguration
         volume_plugin_dir: Some(c.volume_plugin_dir.to_string_lossy().into_owned()),
         provider_id: c.provider_id.clone(),
         kernel_memcg_notification: Some(c.kernel_memcg_notification),
+        memory_throttling_factor: Some(c.memory_throttling_factor),
         shutdown_grace_period: go(c.shutdown_grace_period),
         shutdown_grace_period_critical_pods: go(c.shutdown_grace_period_critical_pods),
         seccomp_default: Some(c.seccomp_default),

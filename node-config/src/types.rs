@@ -354,6 +354,9 @@ pub struct KubeletConfiguration {
     /// threshold (memory cgroup events on v1, a fast poll on v2) instead of only polling every
     /// 10 s. Default `true` here (upstream: `false`, and v1 only).
     pub kernel_memcg_notification: bool,
+    /// `memoryThrottlingFactor`: with `MemoryQoS`, where between its memory request and
+    /// limit a container's `memory.high` sits. Default `0.9`.
+    pub memory_throttling_factor: f64,
     /// `shutdownGracePeriod`: total delay of node shutdown for pod termination; zero
     /// disables graceful shutdown. Default 0.
     pub shutdown_grace_period: Duration,

@@ -51,7 +51,6 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "reservedMemory",
     "enableProfilingHandler",
     "enableDebugFlagsHandler",
-    "memoryThrottlingFactor",
     "memoryReservationPolicy",
     "tracing",
     "userNamespaces",
@@ -251,6 +250,8 @@ pub struct KubeletConfiguration {
     pub provider_id: Option<String>,
     /// `kernelMemcgNotification`.
     pub kernel_memcg_notification: Option<bool>,
+    /// `memoryThrottlingFactor`.
+    pub memory_throttling_factor: Option<f64>,
     /// `shutdownGracePeriod`.
     pub shutdown_grace_period: Option<Duration>,
     /// `shutdownGracePeriodCriticalPods`.

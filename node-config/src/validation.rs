@@ -37,6 +37,13 @@ impl KubeletConfiguration {
                 "invalid configuration: NodeLogQuery feature gate is required for enableSystemLogHandler".into(),
             );
         }
+        let factor = self.memory_throttling_factor;
+        if self.feature_gate("MemoryQoS") == Some(true) && !(factor > 0.0 && factor <= 1.0) {
+            err(
+                "memoryThrottlingFactor",
+                format!("{factor} must be greater than 0 and less than or equal to 1.0"),
+            );
+        }
         if self.enable_system_log_query && !self.enable_system_log_handler {
             err(
                 "enableSystemLogQuery",

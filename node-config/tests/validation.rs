@@ -471,3 +471,25 @@ fn system_log_query_needs_its_feature_gate_and_the_log_handler() {
     assert!(c.enable_system_log_query);
     assert!(!accepts("").enable_system_log_query, "off by default");
 }
+
+#[test]
+fn memory_throttling_factor_in_range_with_memory_qos() {
+    let err = rejects(
+        "featureGates:\n  MemoryQoS: true\nmemoryThrottlingFactor: 1.5\n",
+        &["memoryThrottlingFactor"],
+    );
+    assert!(
+        err.to_string()
+            .contains("1.5 must be greater than 0 and less than or equal to 1.0"),
+        "{err}"
+    );
+    rejects(
+        "featureGates:\n  MemoryQoS: true\nmemoryThrottlingFactor: 0\n",
+        &["memoryThrottlingFactor"],
+    );
+    let c = accepts("featureGates:\n  MemoryQoS: true\nmemoryThrottlingFactor: 0.8\n");
+    assert_eq!(c.memory_throttling_factor, 0.8);
+    // Without the gate it is not looked at, as upstream.
+    accepts("memoryThrottlingFactor: 7\n");
+    assert_eq!(accepts("").memory_throttling_factor, 0.9);
+}

@@ -43,6 +43,10 @@ pub struct LinuxPodCgroups {
     cfs_quota: bool,
     /// The Burstable cgroup's CPU shares as last written.
     burstable_shares: std::sync::Mutex<Option<u64>>,
+    /// `MemoryQoS` (cgroup v2 only): `memory.min` from memory requests.
+    memory_qos: bool,
+    /// The QoS classes' `memory.min` as last written (Burstable, kubepods).
+    memory_mins: std::sync::Mutex<Option<(i64, i64)>>,
 }
 
 fn write(dir: &Path, file: &str, value: &str) -> Result<(), String> {
@@ -73,7 +77,17 @@ impl LinuxPodCgroups {
             pod_pids_limit: (pod_pids_limit > 0).then_some(pod_pids_limit),
             cfs_quota,
             burstable_shares: std::sync::Mutex::new(None),
+            memory_qos: false,
+            memory_mins: std::sync::Mutex::new(None),
         }
+    }
+
+    /// `MemoryQoS` (feature gate, alpha): on cgroup v2, each pod's cgroup gets `memory.min` =
+    /// its memory requests, the Burstable cgroup the sum of its pods', `kubepods` the sum of
+    /// the Burstable and Guaranteed pods' (upstream's QoS container manager). Nothing on v1.
+    pub fn with_memory_qos(mut self, enabled: bool) -> Self {
+        self.memory_qos = enabled && self.cgroups.version() == 2;
+        self
     }
 
     /// The directories of `cgroup`: one per controller on v1 (one when controllers share a
@@ -245,6 +259,34 @@ impl LinuxPodCgroups {
         Ok(())
     }
 
+    /// `memory.min` of the Burstable cgroup (its pods' memory requests) and of `kubepods`
+    /// (the Burstable and Guaranteed pods' requests), written when they change.
+    fn update_memory_mins(&self, pods: &[Pod]) {
+        let sum = |qos: QosClass| -> i64 {
+            pods.iter()
+                .filter(|p| pod_qos(p) == qos)
+                .map(|p| node_core::admission::request_of(p, "memory"))
+                .sum()
+        };
+        let burstable = sum(QosClass::Burstable);
+        let all = burstable + sum(QosClass::Guaranteed);
+        let mut last = self.memory_mins.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == Some((burstable, all)) {
+            return;
+        }
+        let pods_cgroup = pods_cgroup(&self.cgroup_root, self.driver);
+        let result = write(
+            &self.dir("", &self.qos_cgroup(QosClass::Burstable)),
+            "memory.min",
+            &burstable.to_string(),
+        )
+        .and_then(|()| write(&self.dir("", &pods_cgroup), "memory.min", &all.to_string()));
+        match result {
+            Ok(()) => *last = Some((burstable, all)),
+            Err(e) => debug!(error = %e, "updating the QoS cgroups' memory.min"),
+        }
+    }
+
     fn qos_cgroup(&self, qos: QosClass) -> String {
         // The pod cgroup's parent.
         let pod = pod_cgroup(&self.cgroup_root, self.driver, qos, "x");
@@ -266,7 +308,12 @@ impl PodCgroups for LinuxPodCgroups {
             config.cpu_quota,
             config.memory_limit,
             self.pod_pids_limit,
-        )
+        )?;
+        let request = node_core::admission::request_of(pod, "memory");
+        if self.memory_qos && request > 0 {
+            write(&self.dir("", &cgroup), "memory.min", &request.to_string())?;
+        }
+        Ok(())
     }
 
     fn update_qos(&self, pods: &[Pod]) {
@@ -276,6 +323,9 @@ impl PodCgroups for LinuxPodCgroups {
             .map(|p| pod_resource_config(p, self.cfs_quota).cpu_request_milli)
             .sum();
         let shares = milli_cpu_to_shares(request);
+        if self.memory_qos {
+            self.update_memory_mins(pods);
+        }
         let mut last = self
             .burstable_shares
             .lock()

@@ -217,3 +217,52 @@ fn on_cgroup_v2_pods_get_weight_max_and_controllers_enabled() {
     assert_eq!(read(&best_effort.join("cpu.max")), "max 100000");
     assert_eq!(read(&best_effort.join("memory.max")), "max");
 }
+
+#[test]
+fn memory_qos_on_cgroup_v2_sets_memory_min_from_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids").unwrap();
+    let manager = LinuxPodCgroups::new(
+        Cgroups::detect(dir.path()),
+        "/",
+        CgroupDriver::Cgroupfs,
+        0,
+        true,
+    )
+    .with_memory_qos(true);
+    manager
+        .setup(Allocatable {
+            cpu_milli: 2000,
+            memory: Some(1 << 30),
+            pids: None,
+        })
+        .unwrap();
+    let guaranteed = pod(
+        "g3",
+        serde_json::json!({
+            "requests": {"cpu": "1", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"}
+        }),
+    );
+    let burstable = pod("b3", serde_json::json!({"requests": {"memory": "64Mi"}}));
+    manager.ensure(&guaranteed).unwrap();
+    manager.ensure(&burstable).unwrap();
+    let kubepods = dir.path().join("kubepods");
+    assert_eq!(
+        read(&kubepods.join("podg3/memory.min")),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(
+        read(&kubepods.join("burstable/podb3/memory.min")),
+        (64u64 << 20).to_string()
+    );
+    manager.update_qos(&[guaranteed, burstable]);
+    assert_eq!(
+        read(&kubepods.join("burstable/memory.min")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read(&kubepods.join("memory.min")),
+        (320u64 << 20).to_string()
+    );
+}

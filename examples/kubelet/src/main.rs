@@ -378,6 +378,10 @@ async fn run(
         cgroup_root: config.cgroup_root.clone().unwrap_or_else(|| "/".into()),
         allocatable,
         machine_memory_capacity_bytes: memory,
+        // MemoryQoS: alpha upstream, cgroup v2 only.
+        memory_qos: (config.feature_gate("MemoryQoS") == Some(true)
+            && node_status::stats::cgroup::Cgroups::detect("/sys/fs/cgroup").version() == 2)
+            .then_some(config.memory_throttling_factor),
     };
     let concurrency = if config.serialize_image_pulls {
         PullConcurrency::Serial
@@ -450,7 +454,8 @@ async fn run(
                 config.cgroup_driver,
                 config.pod_pids_limit,
                 config.cpu_cfs_quota,
-            );
+            )
+            .with_memory_qos(config.feature_gate("MemoryQoS") == Some(true));
             pod_cgroups
                 .setup(kubepods_allocatable(&config, allocatable))
                 .map_err(|e| anyhow::anyhow!("pod cgroups: {e}"))?;

@@ -426,7 +426,48 @@ pub fn container_resources(
     );
     resources.oom_score_adj =
         oom_score_adj(pod, container, kind, ctx.machine_memory_capacity_bytes);
+    if let Some(factor) = ctx.memory_qos {
+        let (_, request_memory) = resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
+        resources.unified = memory_qos(
+            request_memory.unwrap_or(0),
+            limit_memory.unwrap_or(0),
+            ctx.allocatable.memory_bytes,
+            factor,
+        );
+    }
     resources
+}
+
+/// The page size `memory.high` is rounded down to (upstream's `defaultPageSize`).
+const PAGE_SIZE: i64 = 4096;
+
+/// `MemoryQoS`'s cgroup v2 settings of a container (upstream
+/// `generateLinuxContainerResources`): `memory.min` = its memory request; unless request and
+/// limit are equal, `memory.high` = request + factor x (limit, or node allocatable, - request),
+/// rounded down to a page, when above the request.
+pub fn memory_qos(
+    request: i64,
+    limit: i64,
+    allocatable: i64,
+    factor: f64,
+) -> std::collections::HashMap<String, String> {
+    let mut unified = std::collections::HashMap::new();
+    if request != 0 {
+        unified.insert("memory.min".to_string(), request.to_string());
+    }
+    if request != limit {
+        let top = if limit != 0 { limit } else { allocatable };
+        let high = if top > 0 {
+            let raw = request as f64 + (top - request) as f64 * factor;
+            (raw / PAGE_SIZE as f64).floor() as i64 * PAGE_SIZE
+        } else {
+            0
+        };
+        if high != 0 && high > request {
+            unified.insert("memory.high".to_string(), high.to_string());
+        }
+    }
+    unified
 }
 
 /// The container's OOM score adjustment (upstream `GetContainerOOMScoreAdjust`).
@@ -1127,6 +1168,46 @@ mod tests {
 
     const UID: &str = "uid-1";
     const GI: i64 = 1 << 30;
+
+    #[test]
+    fn memory_qos_sets_min_from_the_request_and_high_between_request_and_limit() {
+        let m = memory_qos(GI, 2 * GI, 8 * GI, 0.9);
+        assert_eq!(m["memory.min"], GI.to_string());
+        // 1Gi + 0.9 x 1Gi, rounded down to a page.
+        let high = ((GI as f64 + 0.9 * GI as f64) / 4096.0).floor() as i64 * 4096;
+        assert_eq!(m["memory.high"], high.to_string());
+        // No limit: up to node allocatable.
+        let m = memory_qos(GI, 0, 8 * GI, 0.9);
+        let high = ((GI as f64 + 0.9 * 7.0 * GI as f64) / 4096.0).floor() as i64 * 4096;
+        assert_eq!(m["memory.high"], high.to_string());
+        // Request equal to limit (Guaranteed memory): memory.min only.
+        let m = memory_qos(GI, GI, 8 * GI, 0.9);
+        assert_eq!(m.len(), 1);
+        // Nothing requested nor limited (request == limit == 0): nothing, as upstream.
+        assert!(memory_qos(0, 0, 8 * GI, 0.9).is_empty());
+        // Through the container's resources, only when enabled.
+        let mut c = app();
+        c.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "memory".into(),
+                ApiQuantity("1Gi".into()),
+            )])),
+            limits: Some(BTreeMap::from([(
+                "memory".into(),
+                ApiQuantity("2Gi".into()),
+            )])),
+            ..Default::default()
+        });
+        let p = pod_with(vec![c.clone()]);
+        let off = container_resources(&p, &c, ContainerKind::Regular, &ctx());
+        assert!(off.unified.is_empty());
+        let on = NodeContext {
+            memory_qos: Some(0.9),
+            ..ctx()
+        };
+        let r = container_resources(&p, &c, ContainerKind::Regular, &on);
+        assert_eq!(r.unified["memory.min"], GI.to_string());
+    }
 
     fn ctx() -> NodeContext {
         NodeContext {

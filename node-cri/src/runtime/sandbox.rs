@@ -91,6 +91,10 @@ pub struct NodeContext {
     pub allocatable: NodeAllocatable,
     /// The machine's memory capacity in bytes, for the OOM score of Burstable containers.
     pub machine_memory_capacity_bytes: i64,
+    /// `MemoryQoS` (feature gate, alpha, cgroup v2 only) with its `memoryThrottlingFactor`:
+    /// containers get `memory.min` from their request and `memory.high` between request and
+    /// limit. `None`: off.
+    pub memory_qos: Option<f64>,
 }
 
 impl Default for NodeContext {
@@ -107,6 +111,7 @@ impl Default for NodeContext {
             cgroup_root: "/".into(),
             allocatable: NodeAllocatable::default(),
             machine_memory_capacity_bytes: 0,
+            memory_qos: None,
         }
     }
 }
