@@ -2515,6 +2515,18 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
             && message.ends_with("request is 0, has larger consumption of memory. "),
         "{message}"
     );
+    // Its container statuses are kept, terminated.
+    let hog_status = status
+        .container_statuses
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == "hog")
+        .expect("the evicted pod keeps its container status");
+    assert!(
+        hog_status.state.and_then(|s| s.terminated).is_some(),
+        "the hog's container is terminated"
+    );
     let disruption = status
         .conditions
         .unwrap_or_default()
