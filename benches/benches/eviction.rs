@@ -24,34 +24,11 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::api::PostParams;
 use node_core::testing::control_plane::ControlPlane;
+use node_cri::harness::node_memory_available as memory_available;
 
 const KUBELET: &str = env!("CARGO_BIN_EXE_kubelet");
 const NODE: &str = "localhost";
 const MI: u64 = 1 << 20;
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// MemTotal minus the root memory cgroup's working set: the kubelet's memory.available.
-fn memory_available() -> u64 {
-    let total = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024;
-    let usage: u64 = read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
-        .trim()
-        .parse()
-        .unwrap();
-    let inactive = read("/sys/fs/cgroup/memory/memory.stat")
-        .lines()
-        .find_map(|l| l.strip_prefix("total_inactive_file "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap();
-    total.saturating_sub(usage.saturating_sub(inactive))
-}
 
 fn hog(name: &str) -> Pod {
     serde_json::from_value(serde_json::json!({

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodCondition, PodStatus as ApiPodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod, PodStatus as ApiPodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
@@ -656,19 +656,12 @@ impl AdmissionFailureHandler for CriticalPodPreemption {
                 PREEMPTION_MESSAGE,
             );
             let status_fn: crate::pod_workers::StatusFn = Arc::new(|status: &mut ApiPodStatus| {
-                status.phase = Some("Failed".into());
-                status.reason = Some(reasons::PREEMPTING.into());
-                status.message = Some(PREEMPTION_MESSAGE.into());
-                let conditions = status.conditions.get_or_insert_with(Vec::new);
-                conditions.retain(|c| c.type_ != "DisruptionTarget");
-                conditions.push(PodCondition {
-                    type_: "DisruptionTarget".into(),
-                    status: "True".into(),
-                    reason: Some("TerminationByKubelet".into()),
-                    message: Some(PREEMPTION_MESSAGE.into()),
-                    last_transition_time: Some(Time(Timestamp::now())),
-                    ..Default::default()
-                });
+                crate::status::fail_by_kubelet(
+                    status,
+                    reasons::PREEMPTING,
+                    PREEMPTION_MESSAGE,
+                    true,
+                );
             });
             workers.update_pod(UpdatePodOptions::kill(
                 victim.clone(),

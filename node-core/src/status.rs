@@ -706,6 +706,28 @@ pub fn generate_pod_status(
     }
 }
 
+/// A pod the kubelet itself ends (eviction, preemption): phase `Failed` with `reason` and
+/// `message`, and with `disruption` a `DisruptionTarget` condition (reason
+/// `TerminationByKubelet`, the same message) replacing any earlier one.
+pub fn fail_by_kubelet(status: &mut ApiPodStatus, reason: &str, message: &str, disruption: bool) {
+    status.phase = Some("Failed".into());
+    status.reason = Some(reason.into());
+    status.message = Some(message.into());
+    if !disruption {
+        return;
+    }
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != "DisruptionTarget");
+    conditions.push(PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(Time(Timestamp::now())),
+        ..Default::default()
+    });
+}
+
 /// Whether a status is in a terminal phase (`Succeeded` or `Failed`).
 pub fn is_terminal(status: &ApiPodStatus) -> bool {
     matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))

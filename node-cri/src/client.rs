@@ -526,18 +526,8 @@ impl CriClient {
         container_id: &str,
         verbose: bool,
     ) -> Result<cri::ContainerStatus> {
-        let req = cri::ContainerStatusRequest {
-            container_id: container_id.into(),
-            verbose,
-        };
         let resp = self
-            .runtime_call(
-                "ContainerStatus",
-                || format!("container {container_id}"),
-                self.timeout(),
-                req,
-                |mut c, r| async move { c.container_status(r).await },
-            )
+            .container_status_response(container_id, verbose)
             .await?;
         resp.status.ok_or_else(|| CriError::MissingField {
             call: "ContainerStatus",
@@ -546,23 +536,30 @@ impl CriClient {
         })
     }
 
+    async fn container_status_response(
+        &self,
+        container_id: &str,
+        verbose: bool,
+    ) -> Result<cri::ContainerStatusResponse> {
+        let req = cri::ContainerStatusRequest {
+            container_id: container_id.into(),
+            verbose,
+        };
+        self.runtime_call(
+            "ContainerStatus",
+            || format!("container {container_id}"),
+            self.timeout(),
+            req,
+            |mut c, r| async move { c.container_status(r).await },
+        )
+        .await
+    }
+
     /// The host PID of a container's first process, from the runtime's verbose
     /// `ContainerStatus` (containerd's `info.pid`); `None` when the runtime does not say (a
     /// container not running, or a runtime without that detail).
     pub async fn container_pid(&self, container_id: &str) -> Result<Option<u32>> {
-        let req = cri::ContainerStatusRequest {
-            container_id: container_id.into(),
-            verbose: true,
-        };
-        let resp = self
-            .runtime_call(
-                "ContainerStatus",
-                || format!("container {container_id}"),
-                self.timeout(),
-                req,
-                |mut c, r| async move { c.container_status(r).await },
-            )
-            .await?;
+        let resp = self.container_status_response(container_id, true).await?;
         let pid = resp
             .info
             .get("info")

@@ -238,6 +238,29 @@ fn kill_processes_naming(dir: &Path) {
     }
 }
 
+/// The node's memory available as the kubelet computes it on cgroup v1 (this machine's
+/// hierarchy): MemTotal minus the root memory cgroup's working set (usage minus inactive file
+/// pages). For eviction tests and benchmarks, which set thresholds relative to it.
+pub fn node_memory_available() -> u64 {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let total = read("/proc/meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .expect("MemTotal in /proc/meminfo")
+        * 1024;
+    let usage: u64 = read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+        .trim()
+        .parse()
+        .expect("the root memory cgroup's usage");
+    let inactive = read("/sys/fs/cgroup/memory/memory.stat")
+        .lines()
+        .find_map(|l| l.strip_prefix("total_inactive_file "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("total_inactive_file in the root memory.stat");
+    total.saturating_sub(usage.saturating_sub(inactive))
+}
+
 /// Detaches every mount at or below `dir`, deepest first (what a test's kubelet left: its
 /// shared root directory, volume tmpfs and subPath binds).
 pub fn detach_mounts_under(dir: &Path) {

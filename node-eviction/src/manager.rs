@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use node_config::{EvictionThreshold, Signal};
 use node_core::admission::{AdmitAttributes, PodAdmitHandler, Rejection, is_critical_pod};
 use node_core::events::{EventObject, EventRecorder, EventType};
@@ -387,22 +386,7 @@ impl EvictionManager {
             .record(&EventObject::pod(pod), EventType::Warning, REASON, message);
         let message = message.to_string();
         let status: StatusFn = Arc::new(move |status: &mut PodStatus| {
-            status.phase = Some("Failed".into());
-            status.reason = Some(REASON.into());
-            status.message = Some(message.clone());
-            if !disruption_condition {
-                return;
-            }
-            let conditions = status.conditions.get_or_insert_with(Vec::new);
-            conditions.retain(|c| c.type_ != "DisruptionTarget");
-            conditions.push(PodCondition {
-                type_: "DisruptionTarget".into(),
-                status: "True".into(),
-                reason: Some("TerminationByKubelet".into()),
-                message: Some(message.clone()),
-                last_transition_time: Some(Time(jiff::Timestamp::now())),
-                ..Default::default()
-            });
+            node_core::status::fail_by_kubelet(status, REASON, &message, disruption_condition);
         });
         self.evictor.evict(pod, grace, status);
     }

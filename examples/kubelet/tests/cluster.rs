@@ -2388,26 +2388,65 @@ async fn with_server_tls_bootstrap_the_serving_certificate_is_requested_served_o
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// The node's memory available as the kubelet computes it on cgroup v1: MemTotal minus the
-/// root memory cgroup's working set (usage minus inactive file pages).
-fn node_memory_available() -> u64 {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let total = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap()
-        * 1024;
-    let usage: u64 = read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
-        .trim()
-        .parse()
+/// A control plane and a kubelet registered with it as `localhost`: its configuration file
+/// (`config`, the lines after the header) under `root`, its root directory `root_dir`, `arg`
+/// added to its command line; the namespace's default service account made.
+struct ApiNode {
+    cp: ControlPlane,
+    kubelet: Kubelet,
+    nodes: Api<Node>,
+    pods: Api<k8s_openapi::api::core::v1::Pod>,
+}
+
+impl ApiNode {
+    async fn start(
+        root: &std::path::Path,
+        root_dir: &std::path::Path,
+        config: &str,
+        arg: &str,
+    ) -> ApiNode {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use kube::api::PostParams;
+        node_cri::harness::clean_stale_dirs();
+        let cp = ControlPlane::start()
+            .await
+            .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
+        let kubeconfig = cp
+            .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
+            .unwrap();
+        let file = root.join("config.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n{config}"
+            ),
+        )
         .unwrap();
-    let inactive = read("/sys/fs/cgroup/memory/memory.stat")
-        .lines()
-        .find_map(|l| l.strip_prefix("total_inactive_file "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap();
-    total.saturating_sub(usage.saturating_sub(inactive))
+        let mut kubelet = Kubelet::start(&[
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--config={}", file.display()),
+            format!("--root-dir={}", root_dir.display()),
+            format!("--hostname-override={NODE}"),
+            arg.to_string(),
+        ]);
+        let admin = cp.admin_client();
+        let nodes: Api<Node> = Api::all(admin.clone());
+        wait_until_ready(&nodes, &mut kubelet).await;
+        let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+        let _ = accounts
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
+                    .unwrap(),
+            )
+            .await;
+        ApiNode {
+            cp,
+            kubelet,
+            nodes,
+            pods: Api::namespaced(admin, "default"),
+        }
+    }
 }
 
 fn node_condition(node: &Node, kind: &str) -> Option<String> {
@@ -2423,46 +2462,26 @@ fn node_condition(node: &Node, kind: &str) -> Option<String> {
 #[tokio::test]
 async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rejects_new_best_effort_pods_and_an_empty_dir_over_its_size_limit_is_evicted()
  {
-    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::core::v1::Pod;
     use kube::api::PostParams;
 
-    node_cri::harness::clean_stale_dirs();
-    let cp = ControlPlane::start()
-        .await
-        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
-    let kubeconfig = cp
-        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
-        .unwrap();
     let root = std::path::PathBuf::from(format!("/tmp/na-{}-eviction", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     // The threshold 1.5 GiB below what is available now; the hog fills 2.5 GiB.
-    let threshold_mib = node_memory_available() / (1 << 20) - 1536;
-    let config = root.join("config.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
-         nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 20s\n",
+    let threshold_mib = node_cri::harness::node_memory_available() / (1 << 20) - 1536;
+    let ApiNode {
+        cp,
+        mut kubelet,
+        nodes,
+        pods,
+    } = ApiNode::start(
+        &root,
+        &root,
+        "nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 20s\n",
+        &format!("--eviction-hard=memory.available<{threshold_mib}Mi"),
     )
-    .unwrap();
-    let mut kubelet = Kubelet::start(&[
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--config={}", config.display()),
-        format!("--root-dir={}", root.display()),
-        format!("--hostname-override={NODE}"),
-        format!("--eviction-hard=memory.available<{threshold_mib}Mi"),
-    ]);
-    let admin = cp.admin_client();
-    let nodes: Api<Node> = Api::all(admin.clone());
-    wait_until_ready(&nodes, &mut kubelet).await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
-    let _ = accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
-        )
-        .await;
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    .await;
     let mut steady = api_pod("steady", 1);
     steady.spec.as_mut().unwrap().containers[0].resources = Some(
         serde_json::from_value(serde_json::json!({
@@ -2639,16 +2658,9 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
 #[tokio::test]
 async fn disk_pressure_reclaims_dead_containers_and_images_first_then_evicts_the_pod_filling_the_disk()
  {
-    use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+    use k8s_openapi::api::core::v1::Pod;
     use kube::api::PostParams;
 
-    node_cri::harness::clean_stale_dirs();
-    let cp = ControlPlane::start()
-        .await
-        .unwrap_or_else(|e| panic!("cannot start the control plane: {e:#}"));
-    let kubeconfig = cp
-        .kubeconfig_for_client_cert(&format!("system:node:{NODE}"), &["system:nodes"])
-        .unwrap();
     // The kubelet's root directory (pods, volumes, the managed containerd's images) on a
     // 384 MiB tmpfs: nodefs.available is that filesystem's.
     let root = std::path::PathBuf::from(format!("/tmp/na-{}-disk", std::process::id()));
@@ -2660,31 +2672,18 @@ async fn disk_pressure_reclaims_dead_containers_and_images_first_then_evicts_the
         .status()
         .unwrap();
     assert!(mounted.success(), "mounting a tmpfs at {}", root.display());
-    let config = root.join("config.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nhealthzPort: 0\n\
-         nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 10s\n",
+    let ApiNode {
+        cp,
+        mut kubelet,
+        nodes,
+        pods,
+    } = ApiNode::start(
+        &root,
+        &root.join("kubelet"),
+        "nodeStatusUpdateFrequency: 2s\nevictionPressureTransitionPeriod: 10s\n",
+        "--eviction-hard=nodefs.available<128Mi,memory.available<100Mi",
     )
-    .unwrap();
-    let mut kubelet = Kubelet::start(&[
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--config={}", config.display()),
-        format!("--root-dir={}", root.join("kubelet").display()),
-        format!("--hostname-override={NODE}"),
-        "--eviction-hard=nodefs.available<128Mi,memory.available<100Mi".into(),
-    ]);
-    let admin = cp.admin_client();
-    let nodes: Api<Node> = Api::all(admin.clone());
-    wait_until_ready(&nodes, &mut kubelet).await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
-    let _ = accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap(),
-        )
-        .await;
-    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
+    .await;
     // A pod that ran and exited leaves a dead container for the reclaim.
     let mut done = api_pod("done", 1);
     done.spec.as_mut().unwrap().restart_policy = Some("Never".into());
