@@ -201,6 +201,25 @@ impl EvictionManager {
 
     /// One pass (upstream `synchronize`); the pods evicted (at most one).
     pub async fn synchronize(&self) -> Vec<Pod> {
+        // The node's figures first; the pods' (a full summary, much dearer with many pods)
+        // only when a threshold is met or some pod has local storage limits to check.
+        let node = match self.stats.node_summary().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "eviction manager: failed to get summary stats");
+                return Vec::new();
+            }
+        };
+        self.arm_notifiers(&node);
+        let ready = self.update_state(&observe(&node), Instant::now());
+        let limits = self
+            .evictor
+            .active_pods()
+            .iter()
+            .any(crate::rank::has_local_storage_limits);
+        if ready.is_empty() && !limits {
+            return Vec::new();
+        }
         let summary = match self.stats.summary().await {
             Ok(s) => s,
             Err(e) => {
@@ -208,9 +227,7 @@ impl EvictionManager {
                 return Vec::new();
             }
         };
-        self.arm_notifiers(&summary);
         let observations = observe(&summary);
-        let ready = self.update_state(&observations, Instant::now());
         // Pods over their local storage limits go whatever the node's pressure (upstream
         // `localStorageEviction`; LocalStorageCapacityIsolation is on by default).
         let evicted = self.local_storage_eviction(&summary);

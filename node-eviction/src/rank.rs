@@ -196,6 +196,24 @@ fn parse_quantity(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -
     q.0.parse::<node_config::Quantity>().ok().map(|q| q.value())
 }
 
+/// Whether the pod has a local storage limit the eviction manager checks (an emptyDir
+/// `sizeLimit`, a container's `ephemeral-storage` limit).
+pub fn has_local_storage_limits(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    spec.volumes
+        .iter()
+        .flatten()
+        .any(|v| v.empty_dir.as_ref().is_some_and(|e| e.size_limit.is_some()))
+        || spec.containers.iter().any(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .is_some_and(|l| l.contains_key("ephemeral-storage"))
+        })
+}
+
 /// The pod's first local storage limit exceeded, as upstream's message and the eviction
 /// signal label: an emptyDir over its `sizeLimit`, the pod's local ephemeral storage over the
 /// sum of its containers' `ephemeral-storage` limits, a container's logs and writable layer

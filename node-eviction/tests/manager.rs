@@ -27,12 +27,26 @@ use node_status::stats::{StatsError, StatsProvider};
 const MI: u64 = 1 << 20;
 
 #[derive(Default)]
-struct FakeStats(Mutex<Summary>);
+struct FakeStats(Mutex<Summary>, std::sync::atomic::AtomicUsize);
 
 #[async_trait]
 impl StatsProvider for FakeStats {
     async fn summary(&self) -> Result<Summary, StatsError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(self.0.lock().unwrap().clone())
+    }
+
+    async fn node_summary(&self) -> Result<Summary, StatsError> {
+        let mut s = self.0.lock().unwrap().clone();
+        s.pods.clear();
+        Ok(s)
+    }
+}
+
+impl FakeStats {
+    /// Full summaries asked for.
+    fn full(&self) -> usize {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -215,10 +229,15 @@ async fn a_hard_memory_threshold_evicts_the_pod_over_its_request_with_upstreams_
         pod_stats("big", 300 * MI, 0, 1),
         pod_stats("guaranteed", 350 * MI, 0, 1),
     ];
-    // 200 MiB free: no pressure.
+    // 200 MiB free: no pressure, and no pod figures asked for.
     *s.stats.0.lock().unwrap() = node(200, 50, pods.clone());
     assert!(s.manager.synchronize().await.is_empty());
     assert!(!s.manager.pressure().memory);
+    assert_eq!(
+        s.stats.full(),
+        0,
+        "a pass without pressure reads the node only"
+    );
     // 80 MiB free: MemoryPressure, and the BestEffort pod using the most goes (the static pod
     // is critical).
     *s.stats.0.lock().unwrap() = node(80, 50, pods);

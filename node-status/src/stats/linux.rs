@@ -416,16 +416,8 @@ impl LinuxStatsProvider {
 #[async_trait]
 impl StatsProvider for LinuxStatsProvider {
     async fn summary(&self) -> Result<Summary, StatsError> {
-        let filesystems = self.runtime.filesystems().await?;
+        let (image_fs, container_fs) = self.runtime_filesystems().await?;
         let mut pods = self.runtime.pod_stats().await?;
-        let image_fs = match &filesystems.image {
-            Some(fs) => Some(runtime_fs(fs)?),
-            None => None,
-        };
-        let container_fs = match &filesystems.container {
-            Some(fs) => Some(runtime_fs(fs)?),
-            None => image_fs.clone(),
-        };
         let node = self.node_stats(&image_fs, &container_fs)?;
         let logs_fs = filesystem(&self.config.pod_logs_dir).ok();
         for pod in &mut pods {
@@ -436,5 +428,31 @@ impl StatsProvider for LinuxStatsProvider {
             .unwrap_or_else(|e| e.into_inner())
             .finish();
         Ok(Summary { node, pods })
+    }
+
+    async fn node_summary(&self) -> Result<Summary, StatsError> {
+        let (image_fs, container_fs) = self.runtime_filesystems().await?;
+        let node = self.node_stats(&image_fs, &container_fs)?;
+        Ok(Summary {
+            node,
+            pods: Vec::new(),
+        })
+    }
+}
+
+impl LinuxStatsProvider {
+    /// The image filesystem and the containers' (the image one when not split), with
+    /// `statfs` capacities.
+    async fn runtime_filesystems(&self) -> Result<(Option<FsStats>, Option<FsStats>), StatsError> {
+        let filesystems = self.runtime.filesystems().await?;
+        let image_fs = match &filesystems.image {
+            Some(fs) => Some(runtime_fs(fs)?),
+            None => None,
+        };
+        let container_fs = match &filesystems.container {
+            Some(fs) => Some(runtime_fs(fs)?),
+            None => image_fs.clone(),
+        };
+        Ok((image_fs, container_fs))
     }
 }

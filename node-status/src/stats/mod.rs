@@ -35,6 +35,12 @@ pub use router::router;
 pub trait StatsProvider: Send + Sync {
     /// The node's and its pods' figures now.
     async fn summary(&self) -> Result<Summary, StatsError>;
+
+    /// The node's figures only (`pods` empty): what the eviction manager observes at each
+    /// pass, at a fraction of a full summary's cost. Defaults to the full summary.
+    async fn node_summary(&self) -> Result<Summary, StatsError> {
+        self.summary().await
+    }
 }
 
 /// Why statistics could not be read.
