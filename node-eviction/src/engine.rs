@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Pod;
 use node_config::Signal;
 use node_core::pod_manager::{PodManager, uid};
-use node_core::pod_workers::{KillPodOptions, PodWorkers, StatusFn, UpdatePodOptions};
+use node_core::pod_workers::{
+    KillPodOptions, PodWorkerState, PodWorkers, StatusFn, UpdatePodOptions,
+};
 use node_core::runtime::{GcPolicy, PodStateProvider, Runtime};
 use node_core::status::StatusManager;
 use node_images::gc::ImageGcManager;
@@ -66,9 +68,13 @@ impl PodEvictor for EnginePods {
         ));
     }
 
+    /// Its worker finished: the containers stopped and the volumes (a memory-backed
+    /// emptyDir's pages among them) torn down.
     fn is_cleaned_up(&self, pod: &Pod) -> bool {
-        let id = uid(pod);
-        self.workers.is_pod_known_terminated(id) || self.workers.state(id).is_none()
+        matches!(
+            self.workers.state(uid(pod)),
+            None | Some(PodWorkerState::Finished)
+        )
     }
 }
 

@@ -243,6 +243,11 @@ impl EvictionManager {
         }
         by_eviction_priority(&mut starved);
         let threshold = starved[0].clone();
+        // Still met by the full summary's figures, taken a moment after the node's (what an
+        // earlier eviction freed may have come back meanwhile)?
+        if thresholds_met(std::slice::from_ref(&threshold), &observations, true).is_empty() {
+            return Vec::new();
+        }
         info!(signal = %threshold.signal, "eviction manager: attempting to reclaim");
         let (summary, observations) = match self.reclaim(&threshold).await {
             Reclaimed::Enough => return Vec::new(),
