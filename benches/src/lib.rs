@@ -203,7 +203,7 @@ pub fn bench_node_context(logs: &Path) -> NodeContext {
             memory_bytes: 8 << 30,
         },
         machine_memory_capacity_bytes: 8 << 30,
-        memory_qos: None,
+        ..NodeContext::default()
     }
 }
 

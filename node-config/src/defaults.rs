@@ -190,6 +190,7 @@ pub fn set_defaults(c: &mut KubeletConfiguration) {
         Duration::ZERO
     });
     or_default(&mut c.seccomp_default, || false);
+    or_default(&mut c.cpu_cfs_quota_period, || Duration::from_millis(100));
     or_default(&mut c.register_node, || true);
     or_default(&mut c.local_storage_capacity_isolation, || true);
     string_or_default(

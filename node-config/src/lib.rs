@@ -51,6 +51,7 @@ pub mod defaults;
 mod duration;
 mod error;
 pub mod eviction;
+pub mod features;
 mod flags;
 mod load;
 mod quantity;
@@ -71,5 +72,5 @@ pub use load::{ConfigLoader, load};
 pub use quantity::{Quantity, QuantityFormat};
 pub use types::{
     Authentication, Authorization, AuthorizationMode, CgroupDriver, HairpinMode,
-    KubeletConfiguration, NodeAllocatableEnforcement, Taint, TaintEffect,
+    KubeletConfiguration, NodeAllocatableEnforcement, SwapBehavior, Taint, TaintEffect,
 };

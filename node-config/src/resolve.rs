@@ -17,7 +17,7 @@ use crate::eviction::{parse_grace_map, parse_value_map};
 use crate::quantity::Quantity;
 use crate::types::{
     Authentication, Authorization, AuthorizationMode, CgroupDriver, HairpinMode,
-    KubeletConfiguration, NodeAllocatableEnforcement, Taint, TaintEffect,
+    KubeletConfiguration, NodeAllocatableEnforcement, SwapBehavior, Taint, TaintEffect,
 };
 use crate::v1beta1::{
     self, KubeletAnonymousAuthentication, KubeletAuthentication, KubeletAuthorization,
@@ -380,6 +380,25 @@ pub(crate) fn from_wire(
             Some(s) => Some(PathBuf::from(s)),
         },
         cpu_cfs_quota: w.cpu_cfs_quota.unwrap_or(true),
+        cpu_cfs_quota_period: w
+            .cpu_cfs_quota_period
+            .map_or(StdDuration::from_millis(100), |d| {
+                cx.duration("cpuCFSQuotaPeriod", Some(d), 0)
+            }),
+        swap_behavior: cx.parse_enum(
+            "memorySwap.swapBehavior",
+            w.memory_swap
+                .as_ref()
+                .and_then(|m| m.swap_behavior.as_deref())
+                .filter(|s| !s.is_empty()),
+            SwapBehavior::NoSwap,
+        ),
+        max_container_restart_period: w
+            .crash_loop_back_off
+            .as_ref()
+            .and_then(|c| c.max_container_restart_period)
+            .map(|d| cx.duration("crashLoopBackOff.maxContainerRestartPeriod", Some(d), 0)),
+        single_process_oom_kill: w.single_process_oom_kill,
         node_status_max_images: w.node_status_max_images.unwrap_or(50),
         max_open_files,
         kube_api_qps: cx.non_negative("kubeAPIQPS", w.kube_api_qps, 50),
@@ -535,6 +554,14 @@ pub(crate) fn to_wire(c: &KubeletConfiguration) -> v1beta1::KubeletConfiguration
         pod_pids_limit: Some(c.pod_pids_limit),
         resolv_conf: Some(path_string(&c.resolv_conf).unwrap_or_default()),
         cpu_cfs_quota: Some(c.cpu_cfs_quota),
+        cpu_cfs_quota_period: go(c.cpu_cfs_quota_period),
+        memory_swap: Some(v1beta1::MemorySwapConfiguration {
+            swap_behavior: Some(c.swap_behavior.as_str().to_string()),
+        }),
+        crash_loop_back_off: Some(v1beta1::CrashLoopBackOffConfig {
+            max_container_restart_period: c.max_container_restart_period.map(GoDuration::from),
+        }),
+        single_process_oom_kill: c.single_process_oom_kill,
         node_status_max_images: Some(c.node_status_max_images),
         max_open_files: Some(i64::try_from(c.max_open_files).unwrap_or(i64::MAX)),
         kube_api_qps: to_i32(c.kube_api_qps),

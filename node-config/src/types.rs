@@ -111,6 +111,18 @@ string_enum! {
 }
 
 string_enum! {
+    /// How containers may use the node's swap (`memorySwap.swapBehavior`).
+    #[derive(Default)]
+    pub enum SwapBehavior {
+        /// No container uses swap (the default; an empty value means this too).
+        #[default]
+        NoSwap => "NoSwap",
+        /// Burstable containers get swap in proportion to their memory request (cgroup v2).
+        LimitedSwap => "LimitedSwap",
+    }
+}
+
+string_enum! {
     /// The effect of a node taint.
     pub enum TaintEffect {
         /// Pods that do not tolerate the taint are not scheduled.
@@ -271,6 +283,17 @@ pub struct KubeletConfiguration {
     pub resolv_conf: Option<PathBuf>,
     /// `cpuCFSQuota`: enforce CPU limits with CFS quota. Default `true`.
     pub cpu_cfs_quota: bool,
+    /// `cpuCFSQuotaPeriod`: the CFS period of containers with a CPU limit; another value than
+    /// the default needs the `CustomCPUCFSQuotaPeriod` feature gate. Default 100ms.
+    pub cpu_cfs_quota_period: Duration,
+    /// `memorySwap.swapBehavior`. Default [`SwapBehavior::NoSwap`].
+    pub swap_behavior: SwapBehavior,
+    /// `crashLoopBackOff.maxContainerRestartPeriod`: the longest crash-loop back-off
+    /// (between 1s and 5m; the `KubeletCrashLoopBackOffMax` gate). Default none (5m).
+    pub max_container_restart_period: Option<Duration>,
+    /// `singleProcessOOMKill`: when false on cgroup v2, an OOM kill takes the container's
+    /// whole cgroup (`memory.oom.group`). Default none: true on cgroup v1, false on v2.
+    pub single_process_oom_kill: Option<bool>,
     /// `nodeStatusMaxImages`: images reported in node status; -1 means no cap.
     /// Default 50.
     pub node_status_max_images: i32,
@@ -402,6 +425,13 @@ impl KubeletConfiguration {
         self.image_service_endpoint
             .as_deref()
             .unwrap_or(&self.container_runtime_endpoint)
+    }
+
+    /// Whether a feature gate is on: its `featureGates` entry, else its v1.36 default
+    /// ([`crate::features::default_enabled`]).
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.feature_gate(name)
+            .unwrap_or_else(|| crate::features::default_enabled(name))
     }
 
     /// The explicit setting of a feature gate in `featureGates`, if any.

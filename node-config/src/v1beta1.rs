@@ -27,7 +27,6 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "preloadedImagesVerificationAllowlist",
     "enableContentionProfiling",
     "cpuManagerPolicy",
-    "singleProcessOOMKill",
     "cpuManagerPolicyOptions",
     "cpuManagerReconcilePeriod",
     "memoryManagerPolicy",
@@ -36,18 +35,15 @@ pub const UNINTERPRETED_FIELDS: &[&str] = &[
     "topologyManagerPolicyOptions",
     "qosReserved",
     "runOnce",
-    "cpuCFSQuotaPeriod",
     "contentType",
     "makeIPTablesUtilChains",
     "iptablesMasqueradeBit",
     "iptablesDropBit",
-    "memorySwap",
     "configMapAndSecretChangeDetectionStrategy",
     "reservedSystemCPUs",
     "showHiddenMetricsForVersion",
     "logging",
     "shutdownGracePeriodByPodPriority",
-    "crashLoopBackOff",
     "reservedMemory",
     "enableProfilingHandler",
     "enableDebugFlagsHandler",
@@ -179,6 +175,16 @@ pub struct KubeletConfiguration {
     /// `cpuCFSQuota`.
     #[serde(rename = "cpuCFSQuota")]
     pub cpu_cfs_quota: Option<bool>,
+    /// `cpuCFSQuotaPeriod`.
+    #[serde(rename = "cpuCFSQuotaPeriod")]
+    pub cpu_cfs_quota_period: Option<Duration>,
+    /// `memorySwap`.
+    pub memory_swap: Option<MemorySwapConfiguration>,
+    /// `crashLoopBackOff`.
+    pub crash_loop_back_off: Option<CrashLoopBackOffConfig>,
+    /// `singleProcessOOMKill`.
+    #[serde(rename = "singleProcessOOMKill")]
+    pub single_process_oom_kill: Option<bool>,
     /// `nodeStatusMaxImages`.
     pub node_status_max_images: Option<i32>,
     /// `maxOpenFiles`.
@@ -275,6 +281,22 @@ pub struct KubeletConfiguration {
     /// The [`UNINTERPRETED_FIELDS`] present in the document, kept verbatim.
     #[serde(skip)]
     pub uninterpreted: BTreeMap<String, serde_json::Value>,
+}
+
+/// `memorySwap`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MemorySwapConfiguration {
+    /// `swapBehavior`: `NoSwap` (or empty) or `LimitedSwap`.
+    pub swap_behavior: Option<String>,
+}
+
+/// `crashLoopBackOff`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CrashLoopBackOffConfig {
+    /// `maxContainerRestartPeriod`.
+    pub max_container_restart_period: Option<Duration>,
 }
 
 /// One entry of `registerWithTaints` (the fields of a core/v1 `Taint`).

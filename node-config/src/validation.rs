@@ -44,6 +44,44 @@ impl KubeletConfiguration {
                 format!("{factor} must be greater than 0 and less than or equal to 1.0"),
             );
         }
+        // Upstream's messages, word for word.
+        let period = self.cpu_cfs_quota_period;
+        if self.feature_enabled("CustomCPUCFSQuotaPeriod") {
+            if period < Duration::from_millis(1) || period > Duration::from_secs(1) {
+                err(
+                    "cpuCFSQuotaPeriod",
+                    format!(
+                        "invalid configuration: cpuCFSQuotaPeriod (--cpu-cfs-quota-period) {} must be between 1ms and 1sec, inclusive",
+                        go(period)
+                    ),
+                );
+            }
+        } else if period != Duration::from_millis(100) {
+            err(
+                "cpuCFSQuotaPeriod",
+                format!(
+                    "invalid configuration: cpuCFSQuotaPeriod (--cpu-cfs-quota-period) {} requires feature gate CustomCPUCFSQuotaPeriod",
+                    go(period)
+                ),
+            );
+        }
+        if let Some(max) = self.max_container_restart_period {
+            if !self.feature_enabled("KubeletCrashLoopBackOffMax") {
+                err(
+                    "crashLoopBackOff.maxContainerRestartPeriod",
+                    "invalid configuration: FeatureGate KubeletCrashLoopBackOffMax not enabled, CrashLoopBackOff.MaxContainerRestartPeriod must not be set".into(),
+                );
+            }
+            if max < Duration::from_secs(1) || max > Duration::from_secs(300) {
+                err(
+                    "crashLoopBackOff.maxContainerRestartPeriod",
+                    format!(
+                        "invalid configuration: CrashLoopBackOff.MaxContainerRestartPeriod (got: {} seconds) must be set between 1s and 5m0s",
+                        max.as_secs_f64()
+                    ),
+                );
+            }
+        }
         if self.enable_system_log_query && !self.enable_system_log_handler {
             err(
                 "enableSystemLogQuery",

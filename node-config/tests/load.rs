@@ -498,7 +498,7 @@ volumeStatsAggPeriod: 0s
     assert_eq!(c.node_status_report_frequency, Duration::from_secs(300));
     assert!(c.rotate_certificates);
     assert_eq!(c.uninterpreted["logging"]["verbosity"], 0);
-    assert!(c.uninterpreted.contains_key("memorySwap"));
+    assert_eq!(c.swap_behavior, node_config::SwapBehavior::NoSwap);
     let again: KubeletConfiguration = c.to_yaml().unwrap().parse().unwrap();
     assert_eq!(again, c);
     assert!(

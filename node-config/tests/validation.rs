@@ -493,3 +493,52 @@ fn memory_throttling_factor_in_range_with_memory_qos() {
     accepts("memoryThrottlingFactor: 7\n");
     assert_eq!(accepts("").memory_throttling_factor, 0.9);
 }
+
+#[test]
+fn cpu_cfs_quota_period_needs_its_gate_and_a_range() {
+    assert_eq!(accepts("").cpu_cfs_quota_period, Duration::from_millis(100));
+    let err = rejects("cpuCFSQuotaPeriod: 50ms\n", &["cpuCFSQuotaPeriod"]);
+    assert!(
+        err.to_string()
+            .contains("requires feature gate CustomCPUCFSQuotaPeriod"),
+        "{err}"
+    );
+    let c = accepts("cpuCFSQuotaPeriod: 50ms\nfeatureGates:\n  CustomCPUCFSQuotaPeriod: true\n");
+    assert_eq!(c.cpu_cfs_quota_period, Duration::from_millis(50));
+    let err = rejects(
+        "cpuCFSQuotaPeriod: 2s\nfeatureGates:\n  CustomCPUCFSQuotaPeriod: true\n",
+        &["cpuCFSQuotaPeriod"],
+    );
+    assert!(err.to_string().contains("between 1ms and 1sec"), "{err}");
+}
+
+#[test]
+fn swap_behavior_and_crash_loop_maximum() {
+    assert_eq!(accepts("").swap_behavior, node_config::SwapBehavior::NoSwap);
+    assert_eq!(
+        accepts("memorySwap:\n  swapBehavior: LimitedSwap\n").swap_behavior,
+        node_config::SwapBehavior::LimitedSwap
+    );
+    rejects(
+        "memorySwap:\n  swapBehavior: UnlimitedSwap\n",
+        &["memorySwap.swapBehavior"],
+    );
+    let c = accepts("crashLoopBackOff:\n  maxContainerRestartPeriod: 30s\n");
+    assert_eq!(
+        c.max_container_restart_period,
+        Some(Duration::from_secs(30))
+    );
+    rejects(
+        "crashLoopBackOff:\n  maxContainerRestartPeriod: 10m\n",
+        &["crashLoopBackOff.maxContainerRestartPeriod"],
+    );
+    let err = rejects(
+        "crashLoopBackOff:\n  maxContainerRestartPeriod: 30s\nfeatureGates:\n  KubeletCrashLoopBackOffMax: false\n",
+        &["crashLoopBackOff.maxContainerRestartPeriod"],
+    );
+    assert!(
+        err.to_string()
+            .contains("KubeletCrashLoopBackOffMax not enabled"),
+        "{err}"
+    );
+}

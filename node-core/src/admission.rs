@@ -553,6 +553,12 @@ impl PodAdmitHandler for PredicateAdmitHandler {
                 "Failed to admit pod as the OS field doesn't match node OS",
             ));
         }
+        if strict_groups_unsupported(pod, &node) {
+            return Err(Rejection::new(
+                "SupplementalGroupsPolicyNotSupported",
+                "SupplementalGroupsPolicy=Strict is not supported in this node",
+            ));
+        }
         let mut failures = general_filter(pod, attrs.other_pods, &node);
         if !failures.is_empty()
             && let Some(handler) = &self.failure_handler
@@ -572,6 +578,26 @@ impl PodAdmitHandler for PredicateAdmitHandler {
             None => Ok(()),
             Some(f) => Err(f.rejection()),
         }
+    }
+}
+
+/// A pod asking for `supplementalGroupsPolicy: Strict` on a node whose runtime does not
+/// honour it (upstream `rejectPodAdmissionBasedOnSupplementalGroupsPolicy`): the node's
+/// `status.features` says so, or is missing from a node status that reports `nodeInfo`. A
+/// standalone node's own view (no `nodeInfo`) leaves it to the runtime.
+fn strict_groups_unsupported(pod: &Pod, node: &Node) -> bool {
+    let strict = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|sc| sc.supplemental_groups_policy.as_deref())
+        == Some("Strict");
+    let Some(status) = node.status.as_ref().filter(|_| strict) else {
+        return false;
+    };
+    match status.features.as_ref() {
+        Some(f) => f.supplemental_groups_policy != Some(true),
+        None => status.node_info.is_some(),
     }
 }
 

@@ -161,6 +161,8 @@ pub mod reasons {
     pub const SANDBOX_CHANGED: &str = "SandboxChanged";
     /// The pod's sandbox could not be created.
     pub const FAILED_CREATE_POD_SANDBOX: &str = "FailedCreatePodSandBox";
+    /// The status of the pod's new sandbox could not be read.
+    pub const FAILED_STATUS_POD_SANDBOX: &str = "FailedStatusPodSandBox";
     /// The pod's cgroup could not be created.
     pub const FAILED_TO_CREATE_POD_CONTAINER: &str = "FailedToCreatePodContainer";
     /// The pod's volumes could not be set up.

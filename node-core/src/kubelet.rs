@@ -916,6 +916,15 @@ impl PodSyncer for EngineSyncer {
             .iter()
             .filter_map(|s| s.error.clone().map(|e| (s.target.clone(), e)))
             .collect();
+        for (target, e) in &errors {
+            // Back-offs are the expected state of a crash loop or a failing pull; the status
+            // and events say so.
+            if e.reason.ends_with("BackOff") {
+                debug!(pod = %full_name(pod), %target, reason = %e.reason, message = %e.message, "sync step backing off");
+            } else {
+                warn!(pod = %full_name(pod), %target, reason = %e.reason, message = %e.message, "Error syncing pod, skipping");
+            }
+        }
         if shared.set_errors(&id, errors.clone()) {
             let old = shared.statuses.get(&id);
             let api = generate_pod_status(

@@ -29,6 +29,7 @@ pub mod pod_manager;
 pub mod pod_workers;
 pub mod prober;
 pub mod qos;
+pub mod resize;
 pub mod runtime;
 pub mod server;
 #[cfg(feature = "api")]

@@ -20,6 +20,48 @@ pub fn is_sidecar(container: &k8s_openapi::api::core::v1::Container) -> bool {
     container.restart_policy.as_deref() == Some("Always")
 }
 
+/// Upstream `ContainerShouldRestart` (ContainerRestartRules): whether a container that exited
+/// with `exit_code` is started again. A container with its own `restartPolicy` checks its
+/// `restartPolicyRules` first (the first `Restart` rule whose exit codes match restarts it),
+/// then its policy; one without follows the pod's `restartPolicy` (`pod_policy`).
+pub fn container_should_restart(
+    container: &k8s_openapi::api::core::v1::Container,
+    pod_policy: &str,
+    exit_code: i32,
+) -> bool {
+    let by_policy = |policy: &str| match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    };
+    let Some(own) = container.restart_policy.as_deref() else {
+        return by_policy(pod_policy);
+    };
+    for rule in container.restart_policy_rules.iter().flatten() {
+        let Some(codes) = rule.exit_codes.as_ref() else {
+            continue;
+        };
+        let listed = codes.values.iter().flatten().any(|v| *v == exit_code);
+        let matches = match codes.operator.as_str() {
+            "In" => listed,
+            "NotIn" => !listed,
+            _ => false,
+        };
+        if matches && rule.action == "Restart" {
+            return true;
+        }
+    }
+    by_policy(own)
+}
+
+/// The pod's `restartPolicy` (`Always` when unset).
+pub fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
 /// A pod's UID (empty if unset).
 pub fn uid(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or_default()

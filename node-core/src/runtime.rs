@@ -149,6 +149,20 @@ pub struct ContainerStatus {
     pub message: String,
     /// Where the runtime writes its log (CRI format); empty when unknown.
     pub log_path: String,
+    /// The identity its first process started with (`uid`, `gid`, supplemental groups), when
+    /// the runtime reports it.
+    pub user: Option<ContainerUser>,
+}
+
+/// A container's Linux identity as the runtime applied it (`status.containerStatuses[].user`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerUser {
+    /// The user id.
+    pub uid: i64,
+    /// The primary group id.
+    pub gid: i64,
+    /// The supplemental groups.
+    pub supplemental_groups: Vec<i64>,
 }
 
 /// A pod sandbox's state.
@@ -517,6 +531,9 @@ pub struct GcPolicy {
     pub min_age: Duration,
     /// Dead containers kept per (pod, container name).
     pub max_per_pod_container: usize,
+    /// Dead containers kept on the node in all (`--maximum-dead-containers`); `None`: no
+    /// limit.
+    pub max_containers: Option<usize>,
 }
 
 impl Default for GcPolicy {
@@ -524,6 +541,7 @@ impl Default for GcPolicy {
         GcPolicy {
             min_age: Duration::ZERO,
             max_per_pod_container: 1,
+            max_containers: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `generateAPIPodStatus` / `getPhase` / `status/generate.go`), and the status manager that
 //! keeps it (conditions keep their `lastTransitionTime`, `startTime` is set once).
 
-use crate::pod_manager::is_sidecar;
+use crate::pod_manager::{container_should_restart, is_sidecar};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -156,6 +156,17 @@ fn container_status(
             out.image = newest.image.clone();
         }
         out.restart_count = i32::try_from(newest.restart_count).unwrap_or(i32::MAX);
+        out.user = newest
+            .user
+            .as_ref()
+            .map(|u| k8s_openapi::api::core::v1::ContainerUser {
+                linux: Some(k8s_openapi::api::core::v1::LinuxContainerUser {
+                    uid: u.uid,
+                    gid: u.gid,
+                    supplemental_groups: Some(u.supplemental_groups.clone())
+                        .filter(|g| !g.is_empty()),
+                }),
+            });
         let running = newest.state == ContainerState::Running;
         out.started = Some(running);
         // A regular init container is ready once it succeeded; others while they run.
@@ -175,11 +186,10 @@ fn container_status(
         let succeeded_init = init && newest.is_some_and(|s| s.exit_code == 0) && exited;
         let may_restart = match newest {
             None => true,
-            Some(s) if s.state == ContainerState::Exited => match restart_policy {
-                "Never" => init && is_sidecar(spec),
-                "OnFailure" => s.exit_code != 0 || (init && is_sidecar(spec)),
-                _ => true,
-            },
+            Some(s) if s.state == ContainerState::Exited => {
+                (init && is_sidecar(spec))
+                    || container_should_restart(spec, restart_policy, s.exit_code)
+            }
             Some(s) => s.state != ContainerState::Running,
         };
         if may_restart && !succeeded_init {
@@ -254,6 +264,9 @@ pub fn phase(
         }
     }
     let (mut unknown, mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0, 0);
+    // Whether a stopped regular container will be started again (its own restart policy and
+    // rules, else the pod's).
+    let mut restarting = false;
     for spec in init_specs.iter().filter(|c| is_sidecar(c)) {
         let Some(s) = init.iter().find(|s| s.name == spec.name) else {
             unknown += 1;
@@ -292,10 +305,12 @@ pub fn phase(
                 if t.exit_code == 0 {
                     succeeded += 1;
                 }
+                restarting |= container_should_restart(spec, policy, t.exit_code);
             }
             (_, _, true) => {
-                if last_terminated(s).is_some() {
+                if let Some(t) = last_terminated(s) {
                     stopped += 1;
+                    restarting |= container_should_restart(spec, policy, t.exit_code);
                 } else {
                     waiting += 1;
                 }
@@ -323,11 +338,15 @@ pub fn phase(
                 "Failed"
             };
         }
-        return match policy {
-            "Always" => "Running",
-            _ if stopped == succeeded => "Succeeded",
-            "Never" => "Failed",
-            _ => "Running",
+        // Upstream, with ContainerRestartRules: Running while a container is restarting (with
+        // no container-level policies this is the pod's policy's rule), else Succeeded when
+        // every container exited 0 and Failed otherwise.
+        return if restarting {
+            "Running"
+        } else if stopped == succeeded {
+            "Succeeded"
+        } else {
+            "Failed"
         };
     }
     "Pending"
@@ -553,28 +572,33 @@ pub fn generate_pod_status(
         })
         .collect();
 
-    // A container the runtime no longer knows after it ran was not "never started": it ended
-    // in an unknown state (upstream keeps run-once pods from running twice that way).
-    let old_running = |name: &str, init: bool| -> Option<i32> {
+    // A container the runtime no longer knows after it ran was not "never started": one that
+    // had ended keeps its old status (a completed init container the runtime removed), one
+    // that ran ended in an unknown state (upstream keeps run-once pods from running twice
+    // that way).
+    let old_status = |name: &str, init: bool| -> Option<&ApiContainerStatus> {
         let old = ctx.old?;
         let list = if init {
             old.init_container_statuses.as_deref()
         } else {
             old.container_statuses.as_deref()
         };
-        list?
-            .iter()
-            .find(|s| s.name == name)
-            .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
-            .map(|s| s.restart_count)
+        list?.iter().find(|s| s.name == name)
     };
     for (list, is_init) in [(&mut init, true), (&mut regular, false)] {
         for status in list.iter_mut() {
-            if runtime.containers_named(&status.name).next().is_none()
-                && let Some(restarts) = old_running(&status.name, is_init)
-            {
+            if runtime.containers_named(&status.name).next().is_some() {
+                continue;
+            }
+            let Some(old) = old_status(&status.name, is_init) else {
+                continue;
+            };
+            let state = old.state.as_ref();
+            if state.is_some_and(|st| st.terminated.is_some()) {
+                *status = old.clone();
+            } else if state.is_some_and(|st| st.running.is_some()) {
                 status.state = Some(status_unknown());
-                status.restart_count = restarts.saturating_add(1);
+                status.restart_count = old.restart_count.saturating_add(1);
                 status.ready = false;
                 status.started = Some(false);
             }

@@ -329,7 +329,8 @@ impl CriClient {
         runtime_handler: &str,
     ) -> Result<String> {
         let object = sandbox_object(&config);
-        // Sandbox creation includes network set-up; upstream gives it the request timeout too.
+        // Sandbox creation includes network set-up: twice the request timeout, as upstream's
+        // CRI client.
         let req = cri::RunPodSandboxRequest {
             config: Some(config),
             runtime_handler: runtime_handler.into(),
@@ -338,7 +339,7 @@ impl CriClient {
             .runtime_call(
                 "RunPodSandbox",
                 || object,
-                self.timeout(),
+                Some(self.options.request_timeout * 2),
                 req,
                 |mut c, r| async move { c.run_pod_sandbox(r).await },
             )

@@ -633,6 +633,15 @@ async fn calls_give_up_at_their_deadline() {
         "{err:?}"
     );
     assert!(err.to_string().starts_with("CRI PullImage image"), "{err}");
+    // Sandbox creation (network set-up included) gets twice the request timeout.
+    let err = client
+        .run_pod_sandbox(cri::PodSandboxConfig::default(), "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CriError::Timeout { call: "RunPodSandbox", timeout, .. } if timeout == Duration::from_millis(400)),
+        "{err:?}"
+    );
     silent.abort();
 }
 

@@ -109,6 +109,7 @@ impl NodeReclaimer for RuntimeReclaimer {
         let policy = GcPolicy {
             min_age: Duration::ZERO,
             max_per_pod_container: 0,
+            max_containers: None,
         };
         if let Err(e) = self
             .runtime

@@ -26,11 +26,20 @@ pub fn node_ips(skip: impl Fn(&str) -> bool) -> Vec<IpAddr> {
 
 /// The machine's memory in bytes (`MemTotal` of a meminfo file); 0 when unreadable.
 pub fn memory_capacity_bytes(meminfo: &Path) -> i64 {
+    meminfo_bytes(meminfo, "MemTotal:")
+}
+
+/// The machine's swap in bytes (`SwapTotal` of a meminfo file); 0 when unreadable.
+pub fn swap_capacity_bytes(meminfo: &Path) -> i64 {
+    meminfo_bytes(meminfo, "SwapTotal:")
+}
+
+fn meminfo_bytes(meminfo: &Path, key: &str) -> i64 {
     std::fs::read_to_string(meminfo)
         .ok()
         .and_then(|text| {
             text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .find_map(|l| l.strip_prefix(key))?
                 .trim()
                 .trim_end_matches("kB")
                 .trim()

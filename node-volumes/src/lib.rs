@@ -40,6 +40,7 @@ pub mod hosts;
 pub mod layout;
 pub mod manager;
 pub mod mount;
+pub mod ownership;
 pub mod payload;
 pub mod plugin;
 pub mod plugins;

@@ -32,7 +32,9 @@ use tracing::{debug, info, warn};
 use crate::hosts;
 use crate::layout::PodDirs;
 use crate::mount;
-use crate::plugin::{Attributes, NodeAllocatable, PluginRegistry, VolumeContext, VolumePlugin};
+use crate::plugin::{
+    Attributes, NodeAllocatable, PluginError, PluginRegistry, VolumeContext, VolumePlugin,
+};
 use crate::source::ObjectSource;
 use crate::subpath;
 
@@ -304,7 +306,11 @@ impl DefaultVolumeManager {
                 }
             };
             let ctx = self.context(pod, volume, &dir);
-            match plugin.set_up(&ctx).await {
+            match plugin
+                .set_up(&ctx)
+                .await
+                .and_then(|()| apply_fs_group(plugin.as_ref(), &ctx))
+            {
                 Ok(()) => {
                     self.clear_back_off(&key);
                     if !is_mounted {
@@ -802,6 +808,27 @@ fn disk_usage(path: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Gives a volume the kubelet manages to the pod's `fsGroup` after its set-up
+/// ([`crate::ownership`]); nothing without an fsGroup or for a volume the kubelet does not own
+/// (hostPath).
+fn apply_fs_group(plugin: &dyn VolumePlugin, ctx: &VolumeContext<'_>) -> Result<(), PluginError> {
+    let Some(gid) = crate::ownership::fs_group(ctx.pod) else {
+        return Ok(());
+    };
+    let attributes = plugin.attributes(ctx.volume);
+    if !attributes.managed {
+        return Ok(());
+    }
+    let path = plugin.path(ctx);
+    crate::ownership::set_volume_ownership(
+        &path,
+        gid,
+        attributes.read_only,
+        crate::ownership::ChangePolicy::of(ctx.pod),
+    )
+    .map_err(|e| PluginError::io("setting the fsGroup ownership of", &path, &e))
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use node_core::runtime::GcPolicy;
 use node_core::services::ServiceLister;
 use node_core::volumes::VolumeManager;
 use node_cri::runtime::CriRuntime;
+use node_cri::runtime::host::{self, SwapController, SwapSettings};
 use node_cri::runtime::sandbox::NodeContext;
 use node_cri::{
     ClientOptions, CriClient, CriImageService, ManagedContainerd, ManagedContainerdConfig,
@@ -366,6 +367,12 @@ async fn run(
         static_pod_path = Some(dir);
     }
 
+    let cgroup_v2 = node_status::stats::cgroup::Cgroups::detect("/sys/fs/cgroup").version() == 2;
+    if !cgroup_v2 && config.single_process_oom_kill == Some(false) {
+        anyhow::bail!(
+            "invalid configuration: singleProcessOOMKill must not be explicitly set to false when using cgroup v1"
+        );
+    }
     let node = NodeContext {
         node_name: node_name.clone(),
         node_ips: node_ips.clone(),
@@ -379,9 +386,21 @@ async fn run(
         allocatable,
         machine_memory_capacity_bytes: memory,
         // MemoryQoS: alpha upstream, cgroup v2 only.
-        memory_qos: (config.feature_gate("MemoryQoS") == Some(true)
-            && node_status::stats::cgroup::Cgroups::detect("/sys/fs/cgroup").version() == 2)
+        memory_qos: (config.feature_enabled("MemoryQoS") && cgroup_v2)
             .then_some(config.memory_throttling_factor),
+        seccomp_default: config.seccomp_default,
+        seccomp_root: flags.root_dir.join("seccomp"),
+        cpu_cfs_quota: config.cpu_cfs_quota,
+        cpu_cfs_quota_period_us: i64::try_from(config.cpu_cfs_quota_period.as_micros())
+            .unwrap_or(node_cri::runtime::container::CPU_PERIOD_US),
+        swap: SwapSettings {
+            controller: SwapController::detect(Path::new("/sys/fs/cgroup")),
+            behavior: config.swap_behavior,
+            capacity_bytes: machine::swap_capacity_bytes(Path::new("/proc/meminfo")),
+        },
+        oom_group: cgroup_v2 && config.single_process_oom_kill != Some(true),
+        hugepage_sizes: host::hugepage_sizes(Path::new(host::HUGEPAGES_DIR)),
+        masked_paths: host::default_masked_paths(host::usable_cpus()),
     };
     let concurrency = if config.serialize_image_pulls {
         PullConcurrency::Serial
@@ -443,7 +462,13 @@ async fn run(
     .with_image_manager(images)
     .with_volume_manager(volumes.clone())
     .with_probe_results(probe_results.clone())
-    .with_stop_signals(config.feature_gate("ContainerStopSignals") == Some(true));
+    .with_stop_signals(config.feature_enabled("ContainerStopSignals"));
+    let cri_runtime = match config.max_container_restart_period {
+        Some(max) if config.feature_enabled("KubeletCrashLoopBackOffMax") => {
+            cri_runtime.with_max_container_restart_period(max)
+        }
+        _ => cri_runtime,
+    };
     // cgroupsPerQOS: kubepods sized to node allocatable, a cgroup per pod under its QoS class.
     let pod_cgroups: Option<Arc<dyn node_core::runtime::PodCgroups>> = match config.cgroups_per_qos
     {
@@ -495,7 +520,16 @@ async fn run(
             node_ips: node_ips.iter().map(ToString::to_string).collect(),
             sync_frequency: config.sync_frequency,
             max_pods: usize::try_from(config.max_pods).unwrap_or(0),
-            gc_policy: GcPolicy::default(),
+            // The deprecated flags upstream still honours; negative numbers mean no limit.
+            gc_policy: GcPolicy {
+                min_age: flags
+                    .minimum_container_ttl_duration
+                    .to_std()
+                    .unwrap_or_default(),
+                max_per_pod_container: usize::try_from(flags.maximum_dead_containers_per_container)
+                    .unwrap_or(usize::MAX),
+                max_containers: usize::try_from(flags.maximum_dead_containers).ok(),
+            },
             node: Some(NodeView::new(cluster::initial_node(
                 flags, &config, &node_name, &node_ips, &version,
             )?)),

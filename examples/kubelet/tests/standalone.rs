@@ -774,6 +774,10 @@ async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
         "apiVersion: v1\nkind: Pod\nmetadata: [this is not\n",
     );
     node.write(
+        "unmasked.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unmasked\nspec:\n  containers:\n  - name: a\n    image: docker.io/library/busybox:1.35\n    securityContext:\n      procMount: Unmasked\n",
+    );
+    node.write(
         "probe.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probe\nspec:\n  containers:\n  - name: a\n    image: docker.io/library/busybox:1.35\n    livenessProbe:\n      tcpSocket:\n        port: web\n",
     );
@@ -803,6 +807,13 @@ async fn a_malformed_manifest_is_rejected_by_name_and_field_and_others_run() {
                 "spec.containers[0].livenessProbe.tcpSocket.port: Invalid value: \"web\""
             )),
         "rejection of probe.yaml names the probe's field:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("unmasked.yaml")
+            && l.contains(
+                "spec.containers[0].securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
+            )),
+        "rejection of unmasked.yaml names procMount:\n{log}"
     );
     node.shutdown().await;
 }
@@ -2362,5 +2373,271 @@ async fn a_sidecar_startup_probe_holds_the_next_init_container_back() {
         gap.as_secs_f64() >= 3.0,
         "setup started {gap:?} after the sidecar, before its startup probe could succeed"
     );
+    node.shutdown().await;
+}
+
+/// A pod of one busybox container sleeping, with `container_extra` under the container and
+/// `spec_extra` under the spec (both indented already).
+fn sleeper(name: &str, spec_extra: &str, container_extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 0\n{spec_extra}  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n{container_extra}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seccomp_default_localhost_profiles_masked_paths_and_fs_group_apply_in_containers() {
+    let node = Node::start("security", "seccompDefault: true\n").await;
+    // A profile that refuses mkdir, under <rootDir>/seccomp.
+    let profiles = node.dir.join("root/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    node.write("plain.yaml", &sleeper("plain", "", ""));
+    node.write(
+        "local.yaml",
+        &sleeper(
+            "local",
+            "",
+            "    securityContext:\n      seccompProfile:\n        type: Localhost\n        localhostProfile: profiles/no-mkdir.json\n",
+        ),
+    );
+    node.write(
+        "missing.yaml",
+        &sleeper(
+            "missing",
+            "",
+            "    securityContext:\n      seccompProfile:\n        type: Localhost\n        localhostProfile: profiles/absent.json\n",
+        ),
+    );
+    node.write(
+        "group.yaml",
+        &sleeper(
+            "group",
+            "  securityContext:\n    runAsUser: 1000\n    runAsGroup: 1000\n    fsGroup: 2000\n  volumes:\n  - name: data\n    emptyDir: {}\n",
+            "    volumeMounts:\n    - name: data\n      mountPath: /data\n",
+        ),
+    );
+    // seccompDefault: a container naming no profile runs under the runtime's default filter;
+    // the masked and read-only paths are in place.
+    let plain = node.wait_pod("plain", "running", running).await;
+    node.exec(
+        &plain,
+        "main",
+        "grep -Eq '^Seccomp:[[:space:]]+2$' /proc/self/status",
+    )
+    .await;
+    node.exec(
+        &plain,
+        "main",
+        "[ -z \"$(cat /proc/timer_list)\" ] && mkdir /tmp/allowed",
+    )
+    .await;
+    node.exec(
+        &plain,
+        "main",
+        "! sh -c 'echo 1 > /proc/sysrq-trigger' 2>/dev/null",
+    )
+    .await;
+    // The Localhost profile refuses mkdir and nothing else.
+    let local = node.wait_pod("local", "running", running).await;
+    node.exec(
+        &local,
+        "main",
+        "! mkdir /tmp/refused 2>/dev/null && touch /tmp/file",
+    )
+    .await;
+    // A missing profile fails the container's creation.
+    let missing = node
+        .wait_pod("missing", "CreateContainerError", |p| {
+            waiting(p, "main").is_some_and(|(reason, _)| reason == "CreateContainerError")
+        })
+        .await;
+    let (_, message) = waiting(&missing, "main").unwrap();
+    assert!(message.contains("absent.json"), "{message}");
+    // fsGroup: the emptyDir belongs to group 2000 with the setgid bit, so a file the
+    // non-root container makes there is group 2000 too.
+    let group = node.wait_pod("group", "running", running).await;
+    node.exec(
+        &group,
+        "main",
+        "[ \"$(stat -c %g /data)\" = 2000 ] && [ \"$(stat -c %a /data)\" = 2777 ] && touch /data/f && [ \"$(stat -c %g /data/f)\" = 2000 ] && [ \"$(id -u)\" = 1000 ]",
+    )
+    .await;
+    // containerd 1.7 does not report the identity it applied (ContainerStatus.user): the
+    // status conversion is unit-tested in node-core.
+    node.shutdown().await;
+}
+
+/// The CRI containers of pod `uid` named `name`, any state.
+async fn instances(node: &Node, uid: &str, name: &str) -> Vec<cri::Container> {
+    node.containers_of(uid)
+        .await
+        .into_iter()
+        .filter(|c| c.metadata.as_ref().is_some_and(|m| m.name == name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_restart_policies_and_rules_override_the_pods() {
+    let node = Node::start("container-restart", "").await;
+    // An Always pod: `once` (Never) stays down, `retried` (Never, but exit 42 restarts) comes
+    // back, `server` runs on.
+    node.write(
+        "mixed.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mixed\nspec:\n  restartPolicy: Always\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: once\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"exit 3\"]\n    restartPolicy: Never\n  - name: retried\n    image: docker.io/library/busybox:1.35\n    command: [\"sh\", \"-c\", \"exit 42\"]\n    restartPolicy: Never\n    restartPolicyRules:\n    - action: Restart\n      exitCodes:\n        operator: In\n        values: [42]\n  - name: server\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    let pod = node
+        .wait_pod("mixed", "once exited, retried restarted", |p| {
+            let once = container_status(p, "once");
+            let done = once
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 3);
+            done && container_status(p, "retried").restart_count >= 1
+        })
+        .await;
+    // Give a wrong restart time to happen: the first restart of a crash is immediate.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let uid = uid(&pod);
+    assert_eq!(
+        instances(&node, &uid, "once").await.len(),
+        1,
+        "`once` ran once"
+    );
+    let pod = node
+        .wait_pod("mixed", "Running", |p| phase(p) == "Running")
+        .await;
+    assert_eq!(container_status(&pod, "once").restart_count, 0);
+    assert!(container_status(&pod, "server").ready);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_garbage_collected_init_container_is_not_run_again_when_the_app_restarts() {
+    let node = Node::start("init-gc", "").await;
+    node.write(
+        "inits.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: inits\nspec:\n  terminationGracePeriodSeconds: 0\n  initContainers:\n  - name: first\n    image: docker.io/library/busybox:1.35\n    command: [\"true\"]\n  - name: second\n    image: docker.io/library/busybox:1.35\n    command: [\"true\"]\n  containers:\n  - name: app\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n",
+    );
+    let pod = node.wait_pod("inits", "running", running).await;
+    let uid = uid(&pod);
+    // The runtime loses the first init container (as GC would remove it), then the app dies.
+    for c in instances(&node, &uid, "first").await {
+        node.client.remove_container(&c.id).await.unwrap();
+    }
+    let old = kill_behind_the_kubelets_back(&node, &pod, "app").await;
+    let pod = wait_restarted_without_back_off(&node, "inits", "app", &old).await;
+    assert_eq!(container_status(&pod, "app").restart_count, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        instances(&node, &uid, "first").await.is_empty(),
+        "the completed init container ran again"
+    );
+    assert_eq!(instances(&node, &uid, "second").await.len(), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_network_pods_ip_is_the_nodes() {
+    let node = Node::start("host-ip", "").await;
+    node.write(
+        "host.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: host\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    env:\n    - name: POD_IP\n      valueFrom:\n        fieldRef:\n          fieldPath: status.podIP\n    - name: POD_IPS\n      valueFrom:\n        fieldRef:\n          fieldPath: status.podIPs\n    - name: HOST_IP\n      valueFrom:\n        fieldRef:\n          fieldPath: status.hostIP\n",
+    );
+    let pod = node.wait_pod("host", "running", running).await;
+    node.exec(
+        &pod,
+        "main",
+        "[ \"$POD_IP\" = 127.0.0.1 ] && [ \"$POD_IPS\" = 127.0.0.1 ] && [ \"$HOST_IP\" = \"$POD_IP\" ]",
+    )
+    .await;
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()),
+        Some("127.0.0.1")
+    );
+    node.shutdown().await;
+}
+
+/// Stops (SIGSTOP) the containerd shim serving a container; continues it when dropped.
+struct StoppedShim(u32);
+
+impl StoppedShim {
+    async fn of(node: &Node, id: &str) -> Self {
+        let pid = node
+            .client
+            .container_pid(id)
+            .await
+            .unwrap()
+            .expect("a running container has a pid");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The fields after the command's closing parenthesis: state, then the parent's pid.
+        let after = stat.rsplit_once(')').unwrap().1;
+        let shim: u32 = after.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{shim}/comm")).unwrap();
+        assert!(comm.starts_with("containerd-shim"), "parent is {comm}");
+        let status = Command::new("kill")
+            .args(["-STOP", &shim.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        StoppedShim(shim)
+    }
+}
+
+impl Drop for StoppedShim {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_whose_stop_failed_is_not_started_a_second_time() {
+    // A short runtime request timeout: a stop that does not finish fails after grace + 3 s.
+    let node = Node::start("stuck-stop", "runtimeRequestTimeout: 3s\n").await;
+    node.write(
+        "stuck.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stuck\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: docker.io/library/busybox:1.35\n    command: [\"sleep\", \"3600\"]\n    livenessProbe:\n      exec:\n        command: [\"true\"]\n      periodSeconds: 1\n      timeoutSeconds: 1\n      failureThreshold: 1\n",
+    );
+    let pod = node.wait_pod("stuck", "running", running).await;
+    let uid = uid(&pod);
+    let id = container_status(&pod, "main").container_id.unwrap();
+    let id = id.rsplit("://").next().unwrap().to_string();
+    // With its shim stopped the container answers no probe (the exec times out) and cannot be
+    // stopped: the kubelet kills it for failing liveness, and the stop fails at its deadline.
+    // containerd itself still answers, so a second container could be created beside it.
+    let shim = StoppedShim::of(&node, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node.log_text().contains("KillContainerError") {
+        assert!(
+            Instant::now() < deadline,
+            "no failed stop:\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The syncs that follow retry the stop; none makes a second copy beside the stuck one.
+    for _ in 0..20 {
+        let all = instances(&node, &uid, "main").await;
+        assert_eq!(all.len(), 1, "a second copy was made: {all:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Continued, the shim lets the stop through and the container is replaced.
+    drop(shim);
+    node.wait_pod("stuck", "replaced", |p| {
+        running(p) && container_status(p, "main").restart_count >= 1
+    })
+    .await;
+    let running_now = instances(&node, &uid, "main")
+        .await
+        .into_iter()
+        .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+        .count();
+    assert_eq!(running_now, 1);
     node.shutdown().await;
 }

@@ -445,6 +445,39 @@ fn the_predicate_handler_checks_the_os_label_and_field_first() {
     assert_eq!(handler.admit(&attrs), Ok(()));
 }
 
+#[test]
+fn strict_supplemental_groups_need_a_runtime_that_honours_them() {
+    let mut n = node(&[("pods", "10")]);
+    let view = NodeView::new(n.clone());
+    let handler = PredicateAdmitHandler::new(view.clone(), None);
+    let mut p = pod("p", vec![Container::default()], vec![]);
+    p.spec.as_mut().unwrap().security_context =
+        Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            supplemental_groups_policy: Some("Strict".into()),
+            ..Default::default()
+        });
+    let attrs = AdmitAttributes {
+        pod: &p,
+        other_pods: &[],
+    };
+    // A standalone node's own view leaves it to the runtime.
+    assert_eq!(handler.admit(&attrs), Ok(()));
+    let status = n.status.as_mut().unwrap();
+    status.node_info = Some(Default::default());
+    view.set(n.clone());
+    let rejection = handler.admit(&attrs).unwrap_err();
+    assert_eq!(rejection.reason, "SupplementalGroupsPolicyNotSupported");
+    assert_eq!(
+        rejection.message,
+        "SupplementalGroupsPolicy=Strict is not supported in this node"
+    );
+    n.status.as_mut().unwrap().features = Some(k8s_openapi::api::core::v1::NodeFeatures {
+        supplemental_groups_policy: Some(true),
+    });
+    view.set(n);
+    assert_eq!(handler.admit(&attrs), Ok(()));
+}
+
 fn with_sysctls(names: &[&str], host_network: bool) -> Pod {
     let mut p = pod("p", vec![Container::default()], vec![]);
     let spec = p.spec.as_mut().unwrap();

@@ -42,6 +42,7 @@ mod error;
 mod file;
 mod http;
 mod merge;
+mod security_validation;
 mod static_pod;
 mod validation;
 mod watch;

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::error::FieldError;
+use super::security_validation::{validate_restart_rules, validate_security};
 
 const DNS1123_LABEL_MAX: usize = 63;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
@@ -37,7 +38,9 @@ const MAX_DNS_NAMESERVERS: usize = 3;
 /// requests ≤ limits); init container restartPolicy; pod restartPolicy and dnsPolicy
 /// (`None` needs dnsConfig with nameservers); terminationGracePeriodSeconds ≥ 0; no ephemeral
 /// containers on create; probes and lifecycle hooks (one valid handler, thresholds, ports,
-/// sleep within the grace period; none on init containers but sidecars).
+/// sleep within the grace period; none on init containers but sidecars); the pod's and the
+/// containers' security contexts (ids, policies, `procMount`, seccomp and AppArmor profiles,
+/// privilege escalation); regular containers' `restartPolicy` and `restartPolicyRules`.
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let name = pod.metadata.name.as_deref().unwrap_or("");
@@ -83,6 +86,7 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
         let path = format!("spec.containers[{i}]");
         validate_container(container, &path, errors);
         validate_probes_and_lifecycle(container, &path, grace, errors);
+        validate_restart_rules(container, &path, errors);
         if !container.name.is_empty() && !names.insert(container.name.as_str()) {
             errors.push(FieldError::duplicate(
                 format!("{path}.name"),
@@ -159,6 +163,7 @@ fn validate_spec(spec: &PodSpec, errors: &mut Vec<FieldError>) {
     }
     validate_dns_config(spec, dns_policy, errors);
     validate_stop_signals(spec, errors);
+    validate_security(spec, errors);
     if let Some(seconds) = spec.termination_grace_period_seconds
         && seconds < 0
     {

@@ -54,6 +54,7 @@ fn container(name: &str, state: ContainerState, exit_code: i32) -> ContainerStat
         reason: String::new(),
         message: String::new(),
         log_path: String::new(),
+        user: None,
     }
 }
 
@@ -369,4 +370,65 @@ fn a_readiness_change_reaches_the_containers_ready_and_ready_conditions_directly
     assert!(!refresh_readiness(&p, &mut status, |_| None));
     assert!(refresh_readiness(&p, &mut status, |_| Some(true)));
     assert_eq!(condition(&status, "Ready").status, "True");
+}
+
+#[test]
+fn the_identity_the_runtime_applied_is_reported_as_the_containers_user() {
+    let p = pod("Always", &[], &["a", "b"], API_SOURCE);
+    let mut a = container("a", ContainerState::Running, 0);
+    a.user = Some(crate::runtime::ContainerUser {
+        uid: 1000,
+        gid: 1000,
+        supplemental_groups: vec![1000, 2000],
+    });
+    let b = container("b", ContainerState::Running, 0);
+    let status = generate(&p, &runtime(vec![a, b], true), StatusContext::default());
+    let of = |name: &str| {
+        status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .unwrap()
+            .user
+            .clone()
+    };
+    let linux = of("a").unwrap().linux.unwrap();
+    assert_eq!((linux.uid, linux.gid), (1000, 1000));
+    assert_eq!(linux.supplemental_groups, Some(vec![1000, 2000]));
+    assert_eq!(of("b"), None, "nothing reported, nothing claimed");
+}
+
+#[test]
+fn container_restart_policies_decide_the_phase_of_a_pod_whose_containers_all_stopped() {
+    use k8s_openapi::api::core::v1::{ContainerRestartRule, ContainerRestartRuleOnExitCodes};
+    let mut p = pod("Always", &[], &["a", "b"], FILE_SOURCE);
+    for c in &mut p.spec.as_mut().unwrap().containers {
+        c.restart_policy = Some("Never".into());
+    }
+    let stopped = |a: i32, b: i32| {
+        runtime(
+            vec![
+                container("a", ContainerState::Exited, a),
+                container("b", ContainerState::Exited, b),
+            ],
+            true,
+        )
+    };
+    let phase_of = |p: &Pod, rt: &PodStatus| generate(p, rt, StatusContext::default()).phase;
+    assert_eq!(phase_of(&p, &stopped(0, 0)).as_deref(), Some("Succeeded"));
+    assert_eq!(phase_of(&p, &stopped(0, 1)).as_deref(), Some("Failed"));
+    // A rule that restarts exit code 1 keeps the pod Running.
+    p.spec.as_mut().unwrap().containers[1].restart_policy_rules =
+        Some(vec![ContainerRestartRule {
+            action: "Restart".into(),
+            exit_codes: Some(ContainerRestartRuleOnExitCodes {
+                operator: "In".into(),
+                values: Some(vec![1]),
+            }),
+        }]);
+    assert_eq!(phase_of(&p, &stopped(0, 1)).as_deref(), Some("Running"));
+    // Without container policies the pod's Always keeps it Running.
+    let plain = pod("Always", &[], &["a", "b"], FILE_SOURCE);
+    assert_eq!(phase_of(&plain, &stopped(0, 1)).as_deref(), Some("Running"));
 }

@@ -800,3 +800,87 @@ fn malformed_probes_are_rejected_naming_the_field() {
         "manifest /etc/kubernetes/manifests/web.yaml: invalid pod: [spec.containers[0].livenessProbe: Required value: must specify a handler type]"
     );
 }
+
+#[test]
+fn malformed_security_contexts_and_restart_rules_are_rejected_naming_the_field() {
+    let c = "spec.containers[0]";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "    securityContext:\n      procMount: Unmasked\n",
+            &[
+                "securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`",
+            ],
+        ),
+        (
+            "    securityContext:\n      procMount: Weird\n      runAsUser: -1\n",
+            &[
+                "securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+                "securityContext.procMount: Unsupported value: \"Weird\": supported values: \"Default\", \"Unmasked\"",
+            ],
+        ),
+        (
+            "    securityContext:\n      privileged: true\n      allowPrivilegeEscalation: false\n      capabilities: {add: [SYS_ADMIN]}\n",
+            &[
+                "securityContext: Invalid value: securityContext: cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+                "securityContext: Invalid value: securityContext: cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+            ],
+        ),
+        (
+            "    securityContext:\n      seccompProfile: {type: Localhost}\n",
+            &[
+                "securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+            ],
+        ),
+        (
+            "    securityContext:\n      seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}\n      appArmorProfile: {type: Localhost, localhostProfile: ../x}\n",
+            &[
+                "securityContext.seccompProfile.localhostProfile: Invalid value: \"x.json\": can only be set when seccomp type is Localhost",
+                "securityContext.appArmorProfile.localhostProfile: Invalid value: \"../x\": must not contain '..'",
+            ],
+        ),
+        (
+            "    restartPolicyRules:\n    - action: Restart\n      exitCodes: {operator: In, values: [42]}\n",
+            &[
+                "restartPolicy: Required value: must specify restartPolicy when restart rules are used",
+            ],
+        ),
+        (
+            "    restartPolicy: Sometimes\n",
+            &[
+                "restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\", \"OnFailure\"",
+            ],
+        ),
+        (
+            "    restartPolicy: Never\n    restartPolicyRules:\n    - action: Stop\n      exitCodes: {operator: Maybe, values: [1, 1, -2]}\n",
+            &[
+                "restartPolicyRules[0].action: Unsupported value: \"Stop\": supported values: \"Restart\"",
+                "restartPolicyRules[0].exitCodes.operator: Unsupported value: \"Maybe\": supported values: \"In\", \"NotIn\"",
+                "restartPolicyRules[0].exitCodes.values[1]: Duplicate value: 1",
+                "restartPolicyRules[0].exitCodes.values[2]: Invalid value: -2: must be greater than or equal to 0",
+            ],
+        ),
+    ];
+    for (lines, want) in cases {
+        let want: Vec<String> = want.iter().map(|w| format!("{c}.{w}")).collect();
+        assert_eq!(invalid(&with_container(lines)), want, "{lines}");
+    }
+    // The pod's own context.
+    let pod = with_container("").replace(
+        "spec:\n",
+        "spec:\n  securityContext:\n    fsGroup: 3000000000\n    supplementalGroupsPolicy: Loose\n    fsGroupChangePolicy: Sometimes\n    seccompProfile: {type: Strict}\n",
+    );
+    assert_eq!(
+        invalid(&pod),
+        [
+            "spec.securityContext.fsGroup: Invalid value: 3000000000: must be between 0 and 2147483647, inclusive",
+            "spec.securityContext.fsGroupChangePolicy: Unsupported value: \"Sometimes\": supported values: \"OnRootMismatch\", \"Always\"",
+            "spec.securityContext.supplementalGroupsPolicy: Unsupported value: \"Loose\": supported values: \"Merge\", \"Strict\"",
+            "spec.securityContext.seccompProfile.type: Unsupported value: \"Strict\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+        ]
+    );
+    // Valid: a Localhost profile, a container policy with rules, Default procMount.
+    decode(&with_container(
+        "    restartPolicy: Never\n    restartPolicyRules:\n    - action: Restart\n      exitCodes: {operator: In, values: [42]}\n    securityContext:\n      procMount: Default\n      seccompProfile: {type: Localhost, localhostProfile: profiles/audit.json}\n",
+    ))
+    .unwrap();
+}

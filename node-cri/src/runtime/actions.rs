@@ -44,14 +44,9 @@ pub(crate) struct PodActions {
     pub(crate) containers_to_kill: Vec<ContainerToKill>,
 }
 
-fn restart_policy(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
-}
+use node_core::pod_manager::{container_should_restart, restart_policy};
 
-fn host_network(pod: &Pod) -> bool {
+pub(crate) fn host_network(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.host_network)
@@ -89,8 +84,15 @@ pub(crate) fn sandbox_changed(pod: &Pod, status: &PodStatus) -> (bool, u32, Opti
     (false, latest.attempt, Some(latest.id.clone()))
 }
 
-/// Upstream `ShouldContainerBeRestarted` for a container that is not running.
-pub(crate) fn should_restart(pod: &Pod, status: Option<&ContainerStatus>) -> bool {
+/// Upstream `ShouldContainerBeRestarted` for a container that is not running: never once
+/// the pod is being deleted; a container that never ran, or was left created or unknown,
+/// starts; an exited one as its restart policy and rules say
+/// ([`container_should_restart`]).
+pub(crate) fn should_restart(
+    pod: &Pod,
+    container: &Container,
+    status: Option<&ContainerStatus>,
+) -> bool {
     if pod.metadata.deletion_timestamp.is_some() {
         return false;
     }
@@ -100,12 +102,21 @@ pub(crate) fn should_restart(pod: &Pod, status: Option<&ContainerStatus>) -> boo
     match status.state {
         ContainerState::Running => false,
         ContainerState::Unknown | ContainerState::Created => true,
-        ContainerState::Exited => match restart_policy(pod) {
-            "Never" => false,
-            "OnFailure" => status.exit_code != 0,
-            _ => true,
-        },
+        ContainerState::Exited => {
+            container_should_restart(container, restart_policy(pod), status.exit_code)
+        }
     }
+}
+
+/// Whether a container killed while running (a failed probe) is started again: its own
+/// restart policy, else the pod's, unless that is Never (upstream: restart rules are not
+/// consulted, there is no exit code yet).
+fn restart_after_kill(pod: &Pod, container: &Container) -> bool {
+    container
+        .restart_policy
+        .as_deref()
+        .unwrap_or(restart_policy(pod))
+        != "Never"
 }
 
 fn kill_first(status: &ContainerStatus, message: String) -> ContainerToKill {
@@ -137,7 +148,7 @@ fn probe_kill(
         ProbeType::Startup => ("startup", container.startup_probe.as_ref()),
         _ => ("liveness", container.liveness_probe.as_ref()),
     };
-    let restart = restart_policy(pod) != "Never";
+    let restart = restart_after_kill(pod, container);
     let mut message = format!("Container {} failed {what} probe", container.name);
     if restart {
         message.push_str(", will be restarted");
@@ -176,14 +187,22 @@ pub(crate) fn compute_pod_actions_with(
             actions.create_sandbox = false;
             return actions;
         }
+        // Containers that ended for good stay ended: those that succeeded in an OnFailure
+        // pod, and those whose own restart policy (and rules) say no.
         let to_start: Vec<usize> = containers
             .iter()
             .enumerate()
             .filter(|(_, c)| {
-                !(restart_policy(pod) == "OnFailure"
-                    && status
-                        .container(&c.name)
-                        .is_some_and(|s| s.state == ContainerState::Exited && s.exit_code == 0))
+                let exited = status
+                    .container(&c.name)
+                    .filter(|s| s.state == ContainerState::Exited);
+                match exited {
+                    None => true,
+                    Some(s) if c.restart_policy.is_some() => {
+                        container_should_restart(c, restart_policy(pod), s.exit_code)
+                    }
+                    Some(s) => !(restart_policy(pod) == "OnFailure" && s.exit_code == 0),
+                }
             })
             .map(|(i, _)| i)
             .collect();
@@ -209,93 +228,18 @@ pub(crate) fn compute_pod_actions_with(
         .map(|(i, _)| i)
         .collect();
 
-    // Initialization: one init container at a time, sidecars kept running. Only a regular
-    // container that is created or running proves initialization is over: exited ones may be
-    // left from an earlier sandbox.
-    let regular_started = regular_started(&containers, status);
-    for (i, init) in init_containers.iter().enumerate() {
-        let current = status.container(&init.name);
-        if is_sidecar(init) {
-            match current.map(|s| s.state) {
-                Some(ContainerState::Running) => {
-                    if let Some(s) = current
-                        && let Some((mut kill, restart)) = probe_kill(pod, init, s, probes)
-                    {
-                        kill.message = kill.message.replacen("Container", "Init container", 1);
-                        actions.containers_to_kill.push(kill);
-                        if restart {
-                            actions.init_containers_to_start.push(i);
-                        }
-                    }
-                    // A sidecar with a startup probe holds the next init container back until
-                    // the probe succeeded (while the pod initializes).
-                    let started = match (current, init.startup_probe.is_some(), probes) {
-                        (Some(s), true, Some(p)) => p.startup_succeeded(&s.id.to_string()),
-                        _ => true,
-                    };
-                    if !started && !regular_started {
-                        return actions;
-                    }
-                    continue;
-                }
-                None => {
-                    actions.init_containers_to_start.push(i);
-                    return actions;
-                }
-                Some(state) => {
-                    if let Some(s) = current.filter(|_| state == ContainerState::Unknown) {
-                        actions.containers_to_kill.push(kill_first(
-                            s,
-                            format!("Init container {} is in \"unknown\" state, try killing it before restart", init.name),
-                        ));
-                    }
-                    if pod.metadata.deletion_timestamp.is_none() {
-                        actions.init_containers_to_start.push(i);
-                    }
-                    if !regular_started {
-                        return actions;
-                    }
-                }
-            }
-            continue;
-        }
-        if regular_started {
-            // Initialization completed before; regular init containers never run again.
-            continue;
-        }
-        match current {
-            None => {
-                actions.init_containers_to_start.push(i);
-                return actions;
-            }
-            Some(s) if s.state == ContainerState::Exited && s.exit_code == 0 => continue,
-            Some(s) if s.state == ContainerState::Exited => {
-                if restart_policy(pod) == "Never" {
-                    actions.kill_pod = true;
-                } else {
-                    actions.init_containers_to_start.push(i);
-                }
-                return actions;
-            }
-            Some(s) if s.state == ContainerState::Unknown => {
-                actions.containers_to_kill.push(kill_first(
-                    s,
-                    format!(
-                        "Init container {} is in \"unknown\" state, try killing it before restart",
-                        init.name
-                    ),
-                ));
-                actions.init_containers_to_start.push(i);
-                return actions;
-            }
-            // Created but never started (a failed start): start it again.
-            Some(s) if s.state == ContainerState::Created => {
-                actions.init_containers_to_start.push(i);
-                return actions;
-            }
-            // Running: wait for it.
-            Some(_) => return actions,
-        }
+    // Initialization (upstream `computeInitContainerActions`); the regular containers are
+    // looked at only once the pod initialized.
+    let initialized = compute_init_actions(
+        pod,
+        &init_containers,
+        &containers,
+        status,
+        probes,
+        &mut actions,
+    );
+    if actions.kill_pod || !initialized {
+        return actions;
     }
 
     let mut keep = 0;
@@ -322,7 +266,7 @@ pub(crate) fn compute_pod_actions_with(
                 }
             }
             _ => {
-                if should_restart(pod, current) {
+                if should_restart(pod, container, current) {
                     if let Some(s) = current.filter(|s| s.state == ContainerState::Unknown) {
                         actions.containers_to_kill.push(kill_first(
                             s,
@@ -342,6 +286,143 @@ pub(crate) fn compute_pod_actions_with(
         actions.init_containers_to_start.clear();
     }
     actions
+}
+
+/// Upstream `computeInitContainerActions`: the init containers are walked from the last,
+/// so that a completed init container the runtime no longer has (garbage-collected) is not
+/// run again once a later one ran. Fills `actions.init_containers_to_start` (in spec order)
+/// and the kills; returns whether the pod has initialized (a regular container was created
+/// or runs, or the last init container is done or, as a sidecar, started).
+fn compute_init_actions(
+    pod: &Pod,
+    init_containers: &[Container],
+    containers: &[Container],
+    status: &PodStatus,
+    probes: Option<&dyn ProbeVerdicts>,
+    actions: &mut PodActions,
+) -> bool {
+    if init_containers.is_empty() {
+        return true;
+    }
+    let mut initialized = regular_started(containers, status);
+    // Whether an init container after the current one (in spec order) ran.
+    let mut previously = initialized;
+    let last = init_containers.len() - 1;
+    let mut to_start = Vec::new();
+    let unknown = |name: &str| {
+        format!("Init container {name} is in \"unknown\" state, try killing it before restart")
+    };
+    for (i, init) in init_containers.iter().enumerate().rev() {
+        let sidecar = is_sidecar(init);
+        let Some(current) = status.container(&init.name) else {
+            // Its instances are gone: a sidecar of an initialized pod starts again, a
+            // completed init container does not.
+            if previously && sidecar {
+                to_start.push(i);
+            }
+            continue;
+        };
+        if previously && !sidecar {
+            continue;
+        }
+        let id = current.id.to_string();
+        match current.state {
+            // Created but never started (a failed start): start it again.
+            ContainerState::Created => to_start.push(i),
+            ContainerState::Running if !sidecar => {}
+            ContainerState::Running => 'sidecar: {
+                let verdict = probes.and_then(|p| p.failed(&id));
+                if init.startup_probe.is_some() {
+                    if verdict == Some(ProbeType::Startup) {
+                        actions
+                            .containers_to_kill
+                            .push(probe_kill_init(init, current, "startup"));
+                        to_start.push(i);
+                        break 'sidecar;
+                    }
+                    // Until its startup probe succeeded the next init container waits.
+                    if probes.is_some_and(|p| !p.startup_succeeded(&id)) {
+                        break 'sidecar;
+                    }
+                }
+                if i == last {
+                    initialized = true;
+                } else if !previously {
+                    to_start.push(i + 1);
+                }
+                if current.hash.is_some_and(|h| h != hash_container(init)) {
+                    actions.containers_to_kill.push(kill_first(
+                        current,
+                        format!("Init container {} definition changed", init.name),
+                    ));
+                    to_start.push(i);
+                    break 'sidecar;
+                }
+                if verdict == Some(ProbeType::Liveness) {
+                    actions
+                        .containers_to_kill
+                        .push(probe_kill_init(init, current, "liveness"));
+                    to_start.push(i);
+                }
+            }
+            ContainerState::Exited if sidecar => {
+                if pod.metadata.deletion_timestamp.is_none() {
+                    to_start.push(i);
+                }
+            }
+            ContainerState::Exited if current.exit_code != 0 => {
+                if !container_should_restart(init, restart_policy(pod), current.exit_code) {
+                    actions.kill_pod = true;
+                    actions.init_containers_to_start.clear();
+                    return false;
+                }
+                to_start.push(i);
+            }
+            ContainerState::Exited => {
+                if i == last {
+                    initialized = true;
+                } else {
+                    to_start.push(i + 1);
+                }
+            }
+            ContainerState::Unknown => {
+                if !sidecar && !container_should_restart(init, restart_policy(pod), 1) {
+                    actions.kill_pod = true;
+                    actions.init_containers_to_start.clear();
+                    return false;
+                }
+                actions
+                    .containers_to_kill
+                    .push(kill_first(current, unknown(&init.name)));
+                to_start.push(i);
+            }
+        }
+        previously = true;
+    }
+    if !previously {
+        to_start.push(0);
+    }
+    to_start.reverse();
+    to_start.dedup();
+    actions.init_containers_to_start = to_start;
+    initialized
+}
+
+/// A sidecar that failed its liveness or startup probe: killed and started again (upstream's
+/// messages).
+fn probe_kill_init(init: &Container, status: &ContainerStatus, what: &str) -> ContainerToKill {
+    let probe = match what {
+        "startup" => init.startup_probe.as_ref(),
+        _ => init.liveness_probe.as_ref(),
+    };
+    ContainerToKill {
+        grace_override: probe.and_then(|p| p.termination_grace_period_seconds),
+        failure: true,
+        ..kill_first(
+            status,
+            format!("Init container {} failed {what} probe", init.name),
+        )
+    }
 }
 
 /// Whether a regular container of this pod is created or running.
@@ -419,6 +500,7 @@ mod tests {
             reason: String::new(),
             message: String::new(),
             log_path: String::new(),
+            user: None,
         }
     }
 
@@ -702,6 +784,127 @@ mod tests {
         );
         assert_eq!(a.init_containers_to_start, [0]);
         assert!(a.containers_to_start.is_empty() && !a.kill_pod);
+    }
+
+    #[test]
+    fn a_garbage_collected_init_container_is_not_run_again() {
+        let (i1, i2, app) = (container("i1"), container("i2"), container("app"));
+        let p = pod("Always", vec![i1.clone(), i2.clone()], vec![app.clone()]);
+        // i1's instance is gone, i2 completed: initialization is over, the app starts.
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&i2, ContainerState::Exited, 0)]));
+        assert!(a.init_containers_to_start.is_empty(), "{a:?}");
+        assert_eq!(a.containers_to_start, [0]);
+        // i1 completed and i2 never ran: i2 is next.
+        let a = compute_pod_actions(&p, &ready(vec![status_of(&i1, ContainerState::Exited, 0)]));
+        assert_eq!(a.init_containers_to_start, [1]);
+        assert!(a.containers_to_start.is_empty());
+        // Nothing ran yet: the first.
+        let a = compute_pod_actions(&p, &ready(vec![]));
+        assert_eq!(a.init_containers_to_start, [0]);
+    }
+
+    #[test]
+    fn a_running_sidecar_whose_spec_changed_is_restarted() {
+        let mut side = container("side");
+        side.restart_policy = Some("Always".into());
+        let app = container("app");
+        let p = pod("Always", vec![side.clone()], vec![app.clone()]);
+        let mut old = status_of(&side, ContainerState::Running, 0);
+        old.hash = Some(hash_container(&side) ^ 1);
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&app, ContainerState::Running, 0), old]),
+        );
+        assert_eq!(a.containers_to_kill.len(), 1);
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Init container side definition changed"
+        );
+        assert_eq!(a.init_containers_to_start, [0]);
+        assert!(a.containers_to_start.is_empty() && !a.kill_pod);
+    }
+
+    #[test]
+    fn a_missing_sidecar_does_not_hold_back_the_regular_containers() {
+        let mut side = container("side");
+        side.restart_policy = Some("Always".into());
+        let (app, job) = (container("app"), container("job"));
+        let p = pod("Always", vec![side.clone()], vec![app.clone(), job.clone()]);
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![
+                status_of(&app, ContainerState::Running, 0),
+                status_of(&job, ContainerState::Exited, 1),
+            ]),
+        );
+        assert_eq!(a.init_containers_to_start, [0]);
+        assert_eq!(
+            a.containers_to_start,
+            [1],
+            "the exited regular container restarts too"
+        );
+    }
+
+    #[test]
+    fn container_restart_policies_and_rules_decide_for_their_container() {
+        use k8s_openapi::api::core::v1::{ContainerRestartRule, ContainerRestartRuleOnExitCodes};
+        let mut once = container("once");
+        once.restart_policy = Some("Never".into());
+        let mut retried = container("retried");
+        retried.restart_policy = Some("Never".into());
+        retried.restart_policy_rules = Some(vec![ContainerRestartRule {
+            action: "Restart".into(),
+            exit_codes: Some(ContainerRestartRuleOnExitCodes {
+                operator: "In".into(),
+                values: Some(vec![42]),
+            }),
+        }]);
+        let server = container("server");
+        let p = pod(
+            "Always",
+            vec![],
+            vec![once.clone(), retried.clone(), server.clone()],
+        );
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![
+                status_of(&once, ContainerState::Exited, 1),
+                status_of(&retried, ContainerState::Exited, 42),
+                status_of(&server, ContainerState::Running, 0),
+            ]),
+        );
+        assert_eq!(
+            a.containers_to_start,
+            [1],
+            "Never stays down, the rule restarts exit 42"
+        );
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![
+                status_of(&once, ContainerState::Exited, 0),
+                status_of(&retried, ContainerState::Exited, 3),
+                status_of(&server, ContainerState::Exited, 0),
+            ]),
+        );
+        assert_eq!(
+            a.containers_to_start,
+            [2],
+            "the pod's Always for the one without"
+        );
+        // An OnFailure container in a Never pod is retried after a failure only.
+        let mut flaky = container("flaky");
+        flaky.restart_policy = Some("OnFailure".into());
+        let p = pod("Never", vec![], vec![flaky.clone()]);
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&flaky, ContainerState::Exited, 2)]),
+        );
+        assert_eq!(a.containers_to_start, [0]);
+        let a = compute_pod_actions(
+            &p,
+            &ready(vec![status_of(&flaky, ContainerState::Exited, 0)]),
+        );
+        assert!(a.containers_to_start.is_empty() && a.kill_pod);
     }
 
     #[test]

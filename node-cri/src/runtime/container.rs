@@ -65,32 +65,6 @@ pub const BEST_EFFORT_OOM_SCORE_ADJ: i64 = 1000;
 /// Priorities at or above this make a pod critical (`scheduling.SystemCriticalPriority`).
 const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
-/// Paths the runtime masks in containers unless `procMount: Unmasked` (upstream
-/// `securitycontext.defaultMaskedPaths`, without the per-cpu `thermal_throttle` entries that
-/// upstream discovers on the host).
-const DEFAULT_MASKED_PATHS: [&str; 12] = [
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-/// Paths the runtime makes read-only unless `procMount: Unmasked`.
-const DEFAULT_READONLY_PATHS: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
 /// Which list of the pod spec a container comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ContainerKind {
@@ -335,7 +309,7 @@ pub(crate) fn container_config_with_env(
         .map(|a| expand(a, lookup))
         .collect();
 
-    let security_context = linux_security_context(inputs)?;
+    let security_context = linux_security_context(inputs, ctx)?;
     Ok(cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
             name: container.name.clone(),
@@ -390,26 +364,46 @@ pub fn milli_cpu_to_quota(milli_cpu: i64, period: i64) -> i64 {
 }
 
 /// Linux resources from a cpu request, cpu limit and memory limit (upstream
-/// `calculateLinuxResources`, CFS quota on): shares from the request, or from the limit when
-/// there is no request; period 100000 µs; quota from the limit (0 without); memory limit only
-/// when non-zero.
+/// `calculateLinuxResources`): shares from the request, or from the limit when there is no
+/// request; with CFS quota on (`cfs_period_us`), the period and the quota from the limit (0
+/// without); memory limit only when non-zero.
 pub fn linux_resources(
     cpu_request_millis: Option<i64>,
     cpu_limit_millis: i64,
     memory_limit_bytes: i64,
+    cfs_period_us: Option<i64>,
 ) -> cri::LinuxContainerResources {
     let shares = milli_cpu_to_shares(cpu_request_millis.unwrap_or(cpu_limit_millis));
+    let (cpu_period, cpu_quota) = match cfs_period_us {
+        Some(period) => (period, milli_cpu_to_quota(cpu_limit_millis, period)),
+        None => (0, 0),
+    };
     cri::LinuxContainerResources {
-        cpu_period: CPU_PERIOD_US,
-        cpu_quota: milli_cpu_to_quota(cpu_limit_millis, CPU_PERIOD_US),
+        cpu_period,
+        cpu_quota,
         cpu_shares: shares,
         memory_limit_in_bytes: memory_limit_bytes,
         ..Default::default()
     }
 }
 
-/// The container's Linux resources: [`linux_resources`] of its cpu request and limits, with
-/// [`oom_score_adj`].
+/// A resource list of a spec.
+type Resources = BTreeMap<String, ApiQuantity>;
+
+/// The pod-level resources (`spec.resources`, PodLevelResources): its requests and limits.
+fn pod_level(pod: &Pod) -> (Option<&Resources>, Option<&Resources>) {
+    let r = pod.spec.as_ref().and_then(|s| s.resources.as_ref());
+    (
+        r.and_then(|r| r.requests.as_ref()),
+        r.and_then(|r| r.limits.as_ref()),
+    )
+}
+
+/// The container's Linux resources (upstream `generateLinuxContainerResources`):
+/// [`linux_resources`] of its cpu request and limits, a missing limit taken from the pod-level
+/// resources (PodLevelResources); [`oom_score_adj`]; a limit for each of the node's huge page
+/// sizes ([`hugepage_limits`]); swap ([`swap_limit`]); `memory.oom.group` on cgroup v2 unless
+/// `singleProcessOOMKill`; and MemoryQoS's `memory.min` / `memory.high`.
 pub fn container_resources(
     pod: &Pod,
     container: &Container,
@@ -417,27 +411,126 @@ pub fn container_resources(
     ctx: &NodeContext,
 ) -> cri::LinuxContainerResources {
     let r = container.resources.as_ref();
-    let (request_cpu, _) = resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
-    let (limit_cpu, limit_memory) = resource_millis_and_bytes(r.and_then(|r| r.limits.as_ref()));
+    let (request_cpu, request_memory) =
+        resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
+    let (mut limit_cpu, mut limit_memory) =
+        resource_millis_and_bytes(r.and_then(|r| r.limits.as_ref()));
+    let (_, pod_limits) = pod_level(pod);
+    if pod_limits.is_some() {
+        let (pod_cpu, pod_memory) = resource_millis_and_bytes(pod_limits);
+        if limit_cpu.unwrap_or(0) == 0 {
+            limit_cpu = pod_cpu.or(limit_cpu);
+        }
+        if limit_memory.unwrap_or(0) == 0 {
+            limit_memory = pod_memory.or(limit_memory);
+        }
+    }
     let mut resources = linux_resources(
         request_cpu,
         limit_cpu.unwrap_or(0),
         limit_memory.unwrap_or(0),
+        ctx.cpu_cfs_quota.then_some(ctx.cpu_cfs_quota_period_us),
     );
     resources.oom_score_adj =
         oom_score_adj(pod, container, kind, ctx.machine_memory_capacity_bytes);
+    resources.hugepage_limits = hugepage_limits(pod, container, &ctx.hugepage_sizes);
+    swap_limit(
+        &mut resources,
+        pod,
+        request_memory.unwrap_or(0),
+        limit_memory.unwrap_or(0),
+        ctx,
+    );
+    if ctx.oom_group {
+        resources
+            .unified
+            .insert("memory.oom.group".to_string(), "1".to_string());
+    }
     if let Some(factor) = ctx.memory_qos {
-        let (_, request_memory) = resource_millis_and_bytes(r.and_then(|r| r.requests.as_ref()));
-        resources.unified = memory_qos(
+        resources.unified.extend(memory_qos(
             request_memory.unwrap_or(0),
             limit_memory.unwrap_or(0),
             ctx.allocatable.memory_bytes,
             factor,
-        );
+        ));
     }
     resources
 }
 
+/// Upstream `GetHugepageLimitsFromResources`: a zero limit for each of the node's page sizes,
+/// raised to the container's `hugepages-<size>` limit (or, when the container sets none, the
+/// pod-level one). A page size the node lacks is left out: the runtime could not apply it.
+pub fn hugepage_limits(
+    pod: &Pod,
+    container: &Container,
+    node_sizes: &[String],
+) -> Vec<cri::HugepageLimit> {
+    let hugepages = |list: Option<&BTreeMap<String, ApiQuantity>>| -> Vec<(String, u64)> {
+        list.into_iter()
+            .flatten()
+            .filter_map(|(name, amount)| {
+                let size = super::host::hugepage_resource_bytes(name)?;
+                let amount = amount.0.parse::<node_config::Quantity>().ok()?;
+                Some((
+                    super::host::page_size_name(size),
+                    u64::try_from(amount.value()).unwrap_or(0),
+                ))
+            })
+            .collect()
+    };
+    let mut wanted = hugepages(container.resources.as_ref().and_then(|r| r.limits.as_ref()));
+    if wanted.is_empty() {
+        wanted = hugepages(pod_level(pod).1);
+    }
+    node_sizes
+        .iter()
+        .map(|size| cri::HugepageLimit {
+            page_size: size.clone(),
+            limit: wanted
+                .iter()
+                .find(|(s, _)| s == size)
+                .map_or(0, |(_, limit)| *limit),
+        })
+        .collect()
+}
+
+/// The container's swap limit (upstream `configureContainerSwapResources`), when the node has
+/// a swap controller. NoSwap: on cgroup v1 memory+swap equals the memory limit, on v2
+/// `memory.swap.max` is 0. LimitedSwap (v2): a Burstable container of a non-critical pod
+/// whose memory request differs from its limit gets the share of the node's swap its request
+/// is of the node's memory; every other container gets none.
+pub fn swap_limit(
+    resources: &mut cri::LinuxContainerResources,
+    pod: &Pod,
+    request_memory: i64,
+    limit_memory: i64,
+    ctx: &NodeContext,
+) {
+    use super::host::SwapController;
+    match ctx.swap.controller {
+        SwapController::Absent => {}
+        SwapController::V1 => {
+            resources.memory_swap_limit_in_bytes = resources.memory_limit_in_bytes
+        }
+        SwapController::V2 => {
+            let limited = ctx.swap.behavior == node_config::SwapBehavior::LimitedSwap
+                && effective_pod_qos(pod) == QosClass::Burstable
+                && !(request_memory == 0 && limit_memory == 0)
+                && request_memory != limit_memory
+                && !is_critical_pod(pod)
+                && ctx.machine_memory_capacity_bytes > 0;
+            let swap = if limited {
+                let share = request_memory as f64 / ctx.machine_memory_capacity_bytes as f64;
+                (share * ctx.swap.capacity_bytes as f64) as i64
+            } else {
+                0
+            };
+            resources
+                .unified
+                .insert("memory.swap.max".to_string(), swap.to_string());
+        }
+    }
+}
 /// The page size `memory.high` is rounded down to (upstream's `defaultPageSize`).
 const PAGE_SIZE: i64 = 4096;
 
@@ -510,6 +603,9 @@ pub fn oom_score_adj(
             adj = adj.min(score(smallest));
         }
     }
+    if let Some(remaining) = remaining_pod_memory_request_per_container(pod) {
+        adj = score(memory_request_bytes(container) + remaining);
+    }
     if adj < 1000 + GUARANTEED_OOM_SCORE_ADJ {
         return 1000 + GUARANTEED_OOM_SCORE_ADJ;
     }
@@ -517,6 +613,33 @@ pub fn oom_score_adj(
         return BEST_EFFORT_OOM_SCORE_ADJ - 1;
     }
     adj
+}
+
+/// With a pod-level memory request (PodLevelResources), the part of it the containers' own
+/// requests leave, shared among all of the pod's containers (upstream
+/// `remainingPodMemReqPerContainer`); `None` without a pod-level memory request.
+fn remaining_pod_memory_request_per_container(pod: &Pod) -> Option<i64> {
+    let (_, pod_request) = resource_millis_and_bytes(pod_level(pod).0);
+    let pod_request = pod_request.filter(|&r| r != 0)?;
+    let spec = pod.spec.as_ref()?;
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    let long_running: i64 = spec
+        .containers
+        .iter()
+        .chain(
+            init.iter()
+                .filter(|c| node_core::pod_manager::is_sidecar(c)),
+        )
+        .map(memory_request_bytes)
+        .sum();
+    let largest_init = init
+        .iter()
+        .filter(|c| !node_core::pod_manager::is_sidecar(c))
+        .map(memory_request_bytes)
+        .max()
+        .unwrap_or(0);
+    let count = (spec.containers.len() + init.len()).max(1) as i64;
+    Some((pod_request - long_running.max(largest_init)) / count)
 }
 
 /// The container's memory request in bytes, defaulting to its limit, else 0.
@@ -531,9 +654,13 @@ fn memory_request_bytes(container: &Container) -> i64 {
 /// whose priority class is `system-node-critical`.
 fn is_node_critical_pod(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.priority_class_name.as_deref()) != Some("system-node-critical") {
-        return false;
-    }
+    spec.and_then(|s| s.priority_class_name.as_deref()) == Some("system-node-critical")
+        && is_critical_pod(pod)
+}
+
+/// A static or mirror pod, or one with a system-critical priority (upstream `IsCriticalPod`).
+fn is_critical_pod(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
     let annotations = pod.metadata.annotations.as_ref();
     let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
     let is_static = annotation(CONFIG_SOURCE_ANNOTATION).is_some_and(|s| s != API_SOURCE);
@@ -648,6 +775,7 @@ pub fn verify_run_as_non_root(
 
 fn linux_security_context(
     inputs: &ContainerInputs<'_>,
+    ctx: &NodeContext,
 ) -> Result<cri::LinuxContainerSecurityContext, ContainerConfigError> {
     let (pod, container) = (inputs.pod, inputs.container);
     let invalid = |field: &'static str, reason: String| ContainerConfigError::InvalidField {
@@ -670,12 +798,22 @@ fn linux_security_context(
     }
 
     let unmasked = own.and_then(|c| c.proc_mount.as_deref()) == Some("Unmasked");
-    let paths = |list: &[&str]| {
-        if unmasked {
-            Vec::new()
-        } else {
-            list.iter().map(|p| p.to_string()).collect()
-        }
+    if unmasked && pod.spec.as_ref().and_then(|s| s.host_users) != Some(false) {
+        return Err(invalid(
+            "securityContext.procMount",
+            "Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`".into(),
+        ));
+    }
+    let (masked_paths, readonly_paths) = if unmasked {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            ctx.masked_paths.clone(),
+            super::host::READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+        )
     };
     Ok(cri::LinuxContainerSecurityContext {
         capabilities: own
@@ -697,9 +835,11 @@ fn linux_security_context(
         supplemental_groups,
         supplemental_groups_policy,
         no_new_privs: own.and_then(|c| c.allow_privilege_escalation) == Some(false),
-        masked_paths: paths(&DEFAULT_MASKED_PATHS),
-        readonly_paths: paths(&DEFAULT_READONLY_PATHS),
-        seccomp: Some(seccomp_profile(inputs, sc.seccomp)?),
+        masked_paths,
+        readonly_paths,
+        seccomp: Some(seccomp_profile(sc.seccomp, ctx).map_err(|reason| {
+            invalid("securityContext.seccompProfile.localhostProfile", reason)
+        })?),
         apparmor: apparmor_profile(pod, container)
             .map_err(|reason| invalid("securityContext.appArmorProfile", reason))?,
         ..Default::default()
@@ -716,22 +856,26 @@ fn profile(
     }
 }
 
-/// Upstream `getSeccompProfile` with `seccompDefault` off: the container's profile, else the
-/// pod's, else Unconfined. Localhost profiles need the kubelet's seccomp root, which the node
-/// context does not carry yet.
+/// Upstream `getSeccompProfile`: the container's profile, else the pod's, else RuntimeDefault
+/// with `seccompDefault` and Unconfined without. A Localhost profile is the file
+/// `<seccomp root>/<localhostProfile>`; the runtime fails the container if it is missing.
 fn seccomp_profile(
-    inputs: &ContainerInputs<'_>,
     seccomp: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
-) -> Result<cri::SecurityProfile, ContainerConfigError> {
+    ctx: &NodeContext,
+) -> Result<cri::SecurityProfile, String> {
     use cri::security_profile::ProfileType;
     match seccomp.map(|s| s.type_.as_str()) {
         Some("RuntimeDefault") => Ok(profile(ProfileType::RuntimeDefault, String::new())),
-        Some("Localhost") => Err(ContainerConfigError::Unsupported {
-            pod: Box::new(PodRef::of(inputs.pod)),
-            container: inputs.container.name.clone(),
-            what: "a Localhost seccomp profile",
-        }),
-        _ => Ok(profile(ProfileType::Unconfined, String::new())),
+        Some("Localhost") => match seccomp.and_then(|s| s.localhost_profile.as_deref()) {
+            Some(name) if !name.is_empty() => Ok(profile(
+                ProfileType::Localhost,
+                ctx.seccomp_root.join(name).to_string_lossy().into_owned(),
+            )),
+            _ => Err("localhostProfile must be set if seccompProfile type is Localhost.".into()),
+        },
+        Some(_) => Ok(profile(ProfileType::Unconfined, String::new())),
+        None if ctx.seccomp_default => Ok(profile(ProfileType::RuntimeDefault, String::new())),
+        None => Ok(profile(ProfileType::Unconfined, String::new())),
     }
 }
 
@@ -1826,7 +1970,8 @@ mod tests {
         let sc = config.linux.unwrap().security_context.unwrap();
         // The image's uid when the pod sets none.
         assert_eq!(sc.run_as_user, Some(cri::Int64Value { value: 1000 }));
-        assert_eq!(sc.masked_paths.len(), 12);
+        assert_eq!(sc.masked_paths, ctx().masked_paths);
+        assert!(sc.masked_paths.len() > 12, "per-CPU thermal_throttle paths");
         assert_eq!(sc.readonly_paths.len(), 5);
         assert_eq!(
             sc.seccomp.unwrap().profile_type,
@@ -2092,7 +2237,6 @@ mod tests {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
                 run_as_group: Some(3000),
-                proc_mount: Some("Unmasked".into()),
                 ..Default::default()
             }),
             Some(PodSecurityContext {
@@ -2119,7 +2263,6 @@ mod tests {
         assert_eq!(sc.run_as_username, "");
         assert_eq!(sc.run_as_group, Some(cri::Int64Value { value: 3000 }));
         assert_eq!(sc.supplemental_groups, [4000, 5000]);
-        assert!(sc.masked_paths.is_empty() && sc.readonly_paths.is_empty());
         assert_eq!(
             sc.seccomp.unwrap().profile_type,
             cri::security_profile::ProfileType::RuntimeDefault as i32
@@ -2264,11 +2407,210 @@ mod tests {
                 ..Default::default()
             }),
         );
+        let config = container_config(&inputs(&p, &[]), &ctx()).unwrap();
+        let seccomp = config.linux.unwrap().security_context.unwrap().seccomp;
+        assert_eq!(
+            seccomp,
+            Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "/var/lib/kubelet/seccomp/p.json".into(),
+            })
+        );
+    }
+
+    fn seccomp_of(p: &Pod, ctx: &NodeContext) -> Result<cri::SecurityProfile, String> {
+        container_config(&inputs(p, &[]), ctx)
+            .map(|c| c.linux.unwrap().security_context.unwrap().seccomp.unwrap())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn seccomp_default_and_localhost_profiles() {
+        use cri::security_profile::ProfileType;
+        let plain = pod_with(vec![app()]);
+        let with_default = NodeContext {
+            seccomp_default: true,
+            seccomp_root: "/srv/kubelet/seccomp".into(),
+            ..ctx()
+        };
+        assert_eq!(
+            seccomp_of(&plain, &ctx()).unwrap().profile_type,
+            ProfileType::Unconfined as i32
+        );
+        assert_eq!(
+            seccomp_of(&plain, &with_default).unwrap().profile_type,
+            ProfileType::RuntimeDefault as i32
+        );
+        // An explicit Unconfined stays unconfined with seccompDefault.
+        let profile = |type_: &str, name: Option<&str>| {
+            non_root_pod(
+                Some(SecurityContext {
+                    seccomp_profile: Some(k8s_openapi::api::core::v1::SeccompProfile {
+                        type_: type_.into(),
+                        localhost_profile: name.map(str::to_string),
+                    }),
+                    ..Default::default()
+                }),
+                None,
+            )
+        };
+        assert_eq!(
+            seccomp_of(&profile("Unconfined", None), &with_default)
+                .unwrap()
+                .profile_type,
+            ProfileType::Unconfined as i32
+        );
+        let local = seccomp_of(
+            &profile("Localhost", Some("audit/deny.json")),
+            &with_default,
+        )
+        .unwrap();
+        assert_eq!(local.profile_type, ProfileType::Localhost as i32);
+        assert_eq!(local.localhost_ref, "/srv/kubelet/seccomp/audit/deny.json");
+        let err = seccomp_of(&profile("Localhost", None), &with_default).unwrap_err();
+        assert!(
+            err.contains("securityContext.seccompProfile.localhostProfile")
+                && err.contains("localhostProfile must be set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unmasked_proc_mount_needs_a_user_namespace() {
+        let p = non_root_pod(
+            Some(SecurityContext {
+                proc_mount: Some("Unmasked".into()),
+                ..Default::default()
+            }),
+            None,
+        );
         let err = container_config(&inputs(&p, &[]), &ctx()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "pod prod/web container app: a Localhost seccomp profile is not supported"
+            "pod prod/web container app: securityContext.procMount: Invalid value: \"Unmasked\": `hostUsers` must be false to use `Unmasked`"
         );
+    }
+
+    #[test]
+    fn huge_pages_swap_oom_group_and_cfs_period() {
+        let node = NodeContext {
+            hugepage_sizes: vec!["2MB".into(), "1GB".into()],
+            ..ctx()
+        };
+        // Without a request every size is limited to zero.
+        let p = pod_with(vec![with_resources(app(), &[("memory", "1Gi")], &[])]);
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let r = container_resources(&p, c, ContainerKind::Regular, &node);
+        let limits: Vec<_> = r
+            .hugepage_limits
+            .iter()
+            .map(|l| (l.page_size.as_str(), l.limit))
+            .collect();
+        assert_eq!(limits, [("2MB", 0), ("1GB", 0)]);
+        // A hugepages-2Mi limit raises that size only.
+        let p = pod_with(vec![with_resources(
+            app(),
+            &[],
+            &[("memory", "1Gi"), ("hugepages-2Mi", "64Mi")],
+        )]);
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let r = container_resources(&p, c, ContainerKind::Regular, &node);
+        let limits: Vec<_> = r
+            .hugepage_limits
+            .iter()
+            .map(|l| (l.page_size.as_str(), l.limit))
+            .collect();
+        assert_eq!(limits, [("2MB", 64 << 20), ("1GB", 0)]);
+        // No swap controller: no swap setting; v1: memory+swap = memory; v2: memory.swap.max 0.
+        assert_eq!(r.memory_swap_limit_in_bytes, 0);
+        assert!(!r.unified.contains_key("memory.swap.max"));
+        let v1 = NodeContext {
+            swap: super::super::host::SwapSettings {
+                controller: super::super::host::SwapController::V1,
+                ..Default::default()
+            },
+            ..ctx()
+        };
+        let r = container_resources(&p, c, ContainerKind::Regular, &v1);
+        assert_eq!(r.memory_swap_limit_in_bytes, GI);
+        let v2 = NodeContext {
+            swap: super::super::host::SwapSettings {
+                controller: super::super::host::SwapController::V2,
+                behavior: node_config::SwapBehavior::NoSwap,
+                capacity_bytes: 4 * GI,
+            },
+            oom_group: true,
+            ..ctx()
+        };
+        let r = container_resources(&p, c, ContainerKind::Regular, &v2);
+        assert_eq!(r.unified["memory.swap.max"], "0");
+        assert_eq!(r.unified["memory.oom.group"], "1");
+        // LimitedSwap: a Burstable container gets its request's share of the node's swap.
+        let limited = NodeContext {
+            swap: super::super::host::SwapSettings {
+                behavior: node_config::SwapBehavior::LimitedSwap,
+                ..v2.swap
+            },
+            ..v2.clone()
+        };
+        let burst = pod_with(vec![with_resources(
+            app(),
+            &[("memory", "1Gi")],
+            &[("memory", "2Gi")],
+        )]);
+        let c = &burst.spec.as_ref().unwrap().containers[0];
+        let r = container_resources(&burst, c, ContainerKind::Regular, &limited);
+        // 1 GiB of 10 GiB of memory -> a tenth of 4 GiB of swap.
+        assert_eq!(r.unified["memory.swap.max"], (4 * GI / 10).to_string());
+        let r = container_resources(&burst, c, ContainerKind::Regular, &v2);
+        assert_eq!(r.unified["memory.swap.max"], "0");
+        // cpuCFSQuotaPeriod, and no quota at all with cpuCFSQuota off.
+        let capped = pod_with(vec![with_resources(app(), &[], &[("cpu", "500m")])]);
+        let c = &capped.spec.as_ref().unwrap().containers[0];
+        let fast = NodeContext {
+            cpu_cfs_quota_period_us: 10_000,
+            ..ctx()
+        };
+        let r = container_resources(&capped, c, ContainerKind::Regular, &fast);
+        assert_eq!((r.cpu_period, r.cpu_quota), (10_000, 5_000));
+        let off = NodeContext {
+            cpu_cfs_quota: false,
+            ..ctx()
+        };
+        let r = container_resources(&capped, c, ContainerKind::Regular, &off);
+        assert_eq!((r.cpu_period, r.cpu_quota, r.cpu_shares), (0, 0, 512));
+    }
+
+    #[test]
+    fn pod_level_resources_fill_in_limits_and_the_oom_score() {
+        let mut p = pod_with(vec![
+            with_resources(app(), &[("memory", "1Gi")], &[]),
+            Container {
+                name: "other".into(),
+                ..app()
+            },
+        ]);
+        p.spec.as_mut().unwrap().resources =
+            Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "memory".into(),
+                    ApiQuantity("3Gi".into()),
+                )])),
+                limits: Some(BTreeMap::from([
+                    ("memory".into(), ApiQuantity("4Gi".into())),
+                    ("cpu".into(), ApiQuantity("1".into())),
+                ])),
+                ..Default::default()
+            });
+        let spec = p.spec.as_ref().unwrap();
+        let r = container_resources(&p, &spec.containers[1], ContainerKind::Regular, &ctx());
+        assert_eq!(r.memory_limit_in_bytes, 4 * GI);
+        assert_eq!(r.cpu_quota, 100_000);
+        // 3 GiB at pod level, 1 GiB of it claimed: 1 GiB more for each of the two containers.
+        // 2 GiB of 10 -> 800; 1 GiB of 10 -> 900.
+        assert_eq!(r.oom_score_adj, 900);
+        let r = container_resources(&p, &spec.containers[0], ContainerKind::Regular, &ctx());
+        assert_eq!(r.oom_score_adj, 800);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod container;
 mod gate;
 mod gc;
 mod hooks;
+pub mod host;
 pub mod labels;
 mod mounts;
 pub mod pull_secrets;
@@ -171,6 +172,15 @@ impl CriRuntime {
     /// pod is gone (`cgroupsPerQOS`).
     pub fn with_pod_cgroups(mut self, cgroups: Arc<dyn node_core::runtime::PodCgroups>) -> Self {
         self.pod_cgroups = Some(cgroups);
+        self
+    }
+
+    /// `crashLoopBackOff.maxContainerRestartPeriod` (KubeletCrashLoopBackOffMax): the longest
+    /// crash-loop back-off instead of 5 minutes; below the initial 10 s it is the initial
+    /// delay too, as upstream's `newCrashLoopBackOff`.
+    pub fn with_max_container_restart_period(mut self, max: Duration) -> Self {
+        let initial = backoff::INITIAL_BACKOFF.min(max);
+        self.backoff = Mutex::new(backoff::BackOff::new(initial, max));
         self
     }
 
@@ -374,7 +384,13 @@ impl CriRuntime {
             }
         };
         let previous = status.container(&container.name);
-        if let Some(prev) = previous.filter(|p| p.state == ContainerState::Exited) {
+        // The back-off runs from the newest instance that exited, even when a newer one was
+        // created but never started (upstream `doBackOff`).
+        let exited = status
+            .containers
+            .iter()
+            .find(|c| c.name == container.name && c.state == ContainerState::Exited);
+        if let Some(prev) = exited {
             let key = backoff::key(
                 uid,
                 &container.name,
@@ -680,7 +696,8 @@ impl CriRuntime {
     }
 
     fn grace_period(pod: Option<&Pod>, recorded: Option<i64>, override_: Option<i64>) -> i64 {
-        // The pod worker's override has a minimum of one second, as upstream.
+        // The pod worker's override has a minimum of one second, as upstream (the stop itself
+        // is given at least two).
         if let Some(g) = override_ {
             return g.max(1);
         }
@@ -831,11 +848,11 @@ impl CriRuntime {
                 Err(_) => debug!(container = %name, "the preStop hook outlasted the grace period"),
             }
             let spent = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
-            grace = grace.saturating_sub(spent).max(MINIMUM_GRACE_PERIOD);
-        } else if grace_override.is_none() {
-            // Always a minimal window to shut down, as upstream.
-            grace = grace.max(MINIMUM_GRACE_PERIOD);
+            grace = grace.saturating_sub(spent);
         }
+        // Always a minimal window to shut down, overrides included, as upstream
+        // (`minimumGracePeriodInSeconds`).
+        grace = grace.max(MINIMUM_GRACE_PERIOD);
         if self.stop_signals
             && still_running
             && let Some(signal) = spec
@@ -928,15 +945,17 @@ impl CriRuntime {
                 results.push(self.kill_one(pod, running, c, Some(left)).await);
             }
         }
-        if let Some(err) = results.into_iter().find_map(Result::err) {
-            return Err(err);
-        }
+        // Every sandbox is stopped even when a container's stop failed, as upstream: the
+        // sandbox stop takes what is left with it.
         for sandbox in &running.sandboxes {
             match self.client.stop_pod_sandbox(&sandbox.id.id).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(sync_error("KillPodSandboxError", e.to_string())),
+                Err(e) => results.push(Err(sync_error("KillPodSandboxError", e.to_string()))),
             }
+        }
+        if let Some(err) = results.into_iter().find_map(Result::err) {
+            return Err(err);
         }
         // Its cgroup goes with it (a cgroup still busy is removed by a later GC).
         if let Some(cgroups) = &self.pod_cgroups {
@@ -1092,7 +1111,13 @@ impl Runtime for CriRuntime {
                         },
                     )
                     .await;
+                let failed = outcome.is_err();
                 result.push(SyncAction::KillContainer, kill.name.clone(), outcome.err());
+                // A container whose stop failed may still run: starting its replacement would
+                // make two (upstream ends the sync here too).
+                if failed {
+                    return result;
+                }
             }
         }
 
@@ -1202,10 +1227,29 @@ impl Runtime for CriRuntime {
             match self.client.run_pod_sandbox(config.clone(), &handler).await {
                 Ok(id) => {
                     result.push(SyncAction::CreatePodSandbox, format_pod(pod), None);
-                    if let Ok(resp) = self.client.pod_sandbox_status(&id, false).await
-                        && let Some(st) = resp.status
-                    {
-                        pod_ips = status::convert_sandbox_status(&st).ips;
+                    // Without the new sandbox's status its IPs are unknown: the containers
+                    // must not start with none (upstream fails the sync the same way).
+                    let sandbox_status = match self.client.pod_sandbox_status(&id, false).await {
+                        Ok(resp) => resp.status.ok_or_else(|| "no status returned".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    match sandbox_status {
+                        Ok(st) => pod_ips = status::convert_sandbox_status(&st).ips,
+                        Err(e) => {
+                            let message = format!("Unable to get pod sandbox status: {e}");
+                            self.event(
+                                &pod_object,
+                                EventType::Warning,
+                                reasons::FAILED_STATUS_POD_SANDBOX,
+                                &message,
+                            );
+                            result.push(
+                                SyncAction::CreatePodSandbox,
+                                format_pod(pod),
+                                Some(sync_error("CreatePodSandboxError", message)),
+                            );
+                            return result;
+                        }
                     }
                     sandbox_id = Some(id);
                 }
@@ -1229,6 +1273,11 @@ impl Runtime for CriRuntime {
         let Some(sandbox_id) = sandbox_id else {
             return result;
         };
+        // A hostNetwork pod's IPs are the node's (`status.podIP(s)` in its environment and
+        // downward API), as upstream sets them from the API status it generates.
+        if actions::host_network(pod) {
+            pod_ips = self.node.node_ips.iter().map(|ip| ip.to_string()).collect();
+        }
 
         // The pod's hostname once for all its containers (their /etc/hosts names it).
         let (hostname, host_domain) =

@@ -30,6 +30,7 @@ use node_core::qos::{QosClass, effective_pod_qos};
 use tracing::{error, warn};
 
 use super::container::{linux_resources, resource_millis_and_bytes};
+use super::host::{self, SwapSettings};
 use super::labels::{PodRef, sandbox_annotations, sandbox_labels};
 use crate::{CgroupDriver, cri};
 
@@ -95,6 +96,25 @@ pub struct NodeContext {
     /// containers get `memory.min` from their request and `memory.high` between request and
     /// limit. `None`: off.
     pub memory_qos: Option<f64>,
+    /// `seccompDefault`: a container that names no seccomp profile (nor does its pod) gets
+    /// the runtime's default profile instead of none.
+    pub seccomp_default: bool,
+    /// Where `Localhost` seccomp profiles are found: `<rootDir>/seccomp`.
+    pub seccomp_root: PathBuf,
+    /// `cpuCFSQuota`: a CPU limit becomes a CFS quota.
+    pub cpu_cfs_quota: bool,
+    /// `cpuCFSQuotaPeriod` in microseconds.
+    pub cpu_cfs_quota_period_us: i64,
+    /// How containers' swap is limited.
+    pub swap: SwapSettings,
+    /// `memory.oom.group` for every container: on cgroup v2 unless `singleProcessOOMKill`,
+    /// an OOM kill takes the whole container rather than one process.
+    pub oom_group: bool,
+    /// The host's huge page sizes (`2MB`, `1GB`; [`host::hugepage_sizes`]): each gets a zero
+    /// limit in a container that does not ask for it.
+    pub hugepage_sizes: Vec<String>,
+    /// The paths masked in unprivileged containers ([`host::default_masked_paths`]).
+    pub masked_paths: Vec<String>,
 }
 
 impl Default for NodeContext {
@@ -112,6 +132,14 @@ impl Default for NodeContext {
             allocatable: NodeAllocatable::default(),
             machine_memory_capacity_bytes: 0,
             memory_qos: None,
+            seccomp_default: false,
+            seccomp_root: PathBuf::from("/var/lib/kubelet/seccomp"),
+            cpu_cfs_quota: true,
+            cpu_cfs_quota_period_us: super::container::CPU_PERIOD_US,
+            swap: SwapSettings::default(),
+            oom_group: false,
+            hugepage_sizes: Vec::new(),
+            masked_paths: host::default_masked_paths(host::usable_cpus()),
         }
     }
 }
@@ -290,8 +318,8 @@ fn linux_sandbox_config(
         cgroup_parent: pod_cgroup_parent(pod, effective_pod_qos(pod), ctx),
         security_context: Some(security_context),
         sysctls,
-        overhead: Some(overhead_resources(pod)),
-        resources: Some(sandbox_resources(pod)),
+        overhead: Some(overhead_resources(pod, ctx)),
+        resources: Some(sandbox_resources(pod, ctx)),
     })
 }
 
@@ -458,25 +486,37 @@ pub fn port_mappings(pod: &Pod) -> Vec<cri::PortMapping> {
 /// from the aggregate memory limit. Aggregates follow upstream `PodRequests`/`PodLimits`:
 /// regular and sidecar containers add up, an init container counts with the sidecars started
 /// before it, and the pod needs the larger of the two; pod-level resources win when set.
-fn sandbox_resources(pod: &Pod) -> cri::LinuxContainerResources {
+fn sandbox_resources(pod: &Pod, ctx: &NodeContext) -> cri::LinuxContainerResources {
     let requests = pod_aggregate(pod, Which::Requests);
     let limits = pod_aggregate(pod, Which::Limits);
-    linux_resources(
+    let mut resources = linux_resources(
         requests.cpu_millis,
         limits.cpu_millis.unwrap_or(0),
         limits.memory_bytes.unwrap_or(0),
-    )
+        ctx.cpu_cfs_quota.then_some(ctx.cpu_cfs_quota_period_us),
+    );
+    if ctx.oom_group {
+        resources
+            .unified
+            .insert("memory.oom.group".to_string(), "1".to_string());
+    }
+    resources
 }
 
 /// `spec.overhead` as resources, requests equal to limits (upstream
 /// `convertOverheadToLinuxResources`); empty without overhead.
-fn overhead_resources(pod: &Pod) -> cri::LinuxContainerResources {
+fn overhead_resources(pod: &Pod, ctx: &NodeContext) -> cri::LinuxContainerResources {
     let Some(overhead) = pod.spec.as_ref().and_then(|s| s.overhead.as_ref()) else {
         return cri::LinuxContainerResources::default();
     };
     let (cpu, memory) = resource_millis_and_bytes(Some(overhead));
     let cpu = cpu.unwrap_or(0);
-    linux_resources(Some(cpu), cpu, memory.unwrap_or(0))
+    linux_resources(
+        Some(cpu),
+        cpu,
+        memory.unwrap_or(0),
+        ctx.cpu_cfs_quota.then_some(ctx.cpu_cfs_quota_period_us),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1475,18 +1515,18 @@ mod tests {
             },
         ]);
         spec(&mut p).overhead = q(&[("cpu", "100m"), ("memory", "10Mi")]);
-        let r = sandbox_resources(&p);
+        let r = sandbox_resources(&p, &NodeContext::default());
         // max(500m + 250m, 2000m + 250m) = 2250m -> 2304 shares; limits 1 cpu, 256Mi.
         assert_eq!(r.cpu_shares, 2304);
         assert_eq!(r.cpu_quota, 100_000);
         assert_eq!(r.memory_limit_in_bytes, 256 << 20);
-        let o = overhead_resources(&p);
+        let o = overhead_resources(&p, &NodeContext::default());
         assert_eq!(
             (o.cpu_shares, o.cpu_quota, o.memory_limit_in_bytes),
             (102, 10_000, 10 << 20)
         );
         assert_eq!(
-            overhead_resources(&pod()),
+            overhead_resources(&pod(), &NodeContext::default()),
             cri::LinuxContainerResources::default()
         );
         // Pod-level resources win; their requests default to their limits.
@@ -1494,7 +1534,7 @@ mod tests {
             limits: q(&[("cpu", "3"), ("memory", "1Gi")]),
             ..Default::default()
         });
-        let r = sandbox_resources(&p);
+        let r = sandbox_resources(&p, &NodeContext::default());
         assert_eq!(
             (r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes),
             (3072, 300_000, 1 << 30)

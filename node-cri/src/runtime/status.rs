@@ -77,6 +77,13 @@ pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) 
             s.message.clone()
         },
         log_path: s.log_path.clone(),
+        user: s.user.as_ref().and_then(|u| u.linux.as_ref()).map(|l| {
+            node_core::runtime::ContainerUser {
+                uid: l.uid,
+                gid: l.gid,
+                supplemental_groups: l.supplemental_groups.clone(),
+            }
+        }),
     }
 }
 
@@ -163,7 +170,11 @@ pub(crate) fn group_pods(
                 .unwrap_or(info.container_name),
             state: container_state(c.state),
             hash: info.hash,
-            termination_grace_period: info.termination_grace_period,
+            // The pod's deletion grace period, when it was being deleted, wins over its spec's
+            // (upstream `setTerminationGracePeriod` on restored specs).
+            termination_grace_period: info
+                .pod_deletion_grace_period
+                .or(info.termination_grace_period),
         });
     }
     pods.into_values().collect()
