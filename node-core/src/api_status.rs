@@ -115,16 +115,57 @@ pub fn mirror_pod(pod: &Pod, hash: &str, node_name: &str, node_uid: Option<Strin
     }
 }
 
-/// The strategic-merge patch of a pod's status: the status, with the UID as precondition.
-pub fn status_patch(pod: &Pod, status: &ApiPodStatus) -> Pod {
-    Pod {
+/// Condition types only the kubelet writes that come and go: one the new status lacks is
+/// deleted from the API's copy (a strategic merge keeps list items it is not told to delete).
+const DROPPABLE_CONDITIONS: [&str; 2] = [
+    crate::resize::POD_RESIZE_PENDING,
+    crate::resize::POD_RESIZE_IN_PROGRESS,
+];
+
+/// The strategic-merge patch of a pod's status: the status, with the UID as precondition,
+/// and a `$patch: delete` for each resize condition the API's copy (`pod`, or `previous`, the
+/// status last sent) has and the new status does not (upstream's two-way merge patch does the
+/// same).
+pub fn status_patch(
+    pod: &Pod,
+    status: &ApiPodStatus,
+    previous: Option<&ApiPodStatus>,
+) -> serde_json::Value {
+    let typed = Pod {
         metadata: ObjectMeta {
             uid: pod.metadata.uid.clone(),
             ..Default::default()
         },
         status: Some(status.clone()),
         ..Default::default()
+    };
+    let mut patch = serde_json::to_value(typed).unwrap_or_default();
+    let kinds = |s: Option<&ApiPodStatus>| -> Vec<String> {
+        s.and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| c.type_.clone())
+            .collect()
+    };
+    let now = kinds(Some(status));
+    let mut had = kinds(pod.status.as_ref());
+    had.extend(kinds(previous));
+    let gone: Vec<serde_json::Value> = DROPPABLE_CONDITIONS
+        .iter()
+        .filter(|k| had.iter().any(|h| h == *k) && !now.iter().any(|n| n == *k))
+        .map(|k| serde_json::json!({"type": k, "$patch": "delete"}))
+        .collect();
+    if !gone.is_empty()
+        && let Some(status) = patch.get_mut("status").and_then(|s| s.as_object_mut())
+    {
+        let conditions = status
+            .entry("conditions")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(list) = conditions.as_array_mut() {
+            list.extend(gone);
+        }
     }
+    patch
 }
 
 impl ApiStatusSync {
@@ -170,7 +211,7 @@ impl ApiStatusSync {
                 }
                 if let Some(status) = self.statuses.get(&id)
                     && sent.get(&id) != Some(&status)
-                    && self.patch(&pod, &status).await
+                    && self.patch(&pod, &status, sent.get(&id)).await
                 {
                     sent.insert(id.clone(), status);
                 }
@@ -212,7 +253,7 @@ impl ApiStatusSync {
                     let mirror_uid = uid(&mirror).to_string();
                     if let Some(status) = self.statuses.get(&id)
                         && sent.get(&mirror_uid) != Some(&status)
-                        && self.patch(&mirror, &status).await
+                        && self.patch(&mirror, &status, sent.get(&mirror_uid)).await
                     {
                         sent.insert(mirror_uid, status);
                     }
@@ -277,12 +318,21 @@ impl ApiStatusSync {
 
     /// Patches the status; whether the API server took it (a pod that is gone or was replaced
     /// counts as done: there is nothing to write to).
-    async fn patch(&self, pod: &Pod, status: &ApiPodStatus) -> bool {
+    async fn patch(
+        &self,
+        pod: &Pod,
+        status: &ApiPodStatus,
+        previous: Option<&ApiPodStatus>,
+    ) -> bool {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         let params = PatchParams::default();
         match self
             .api(pod)
-            .patch_status(name, &params, &Patch::Strategic(status_patch(pod, status)))
+            .patch_status(
+                name,
+                &params,
+                &Patch::Strategic(status_patch(pod, status, previous)),
+            )
             .await
         {
             Ok(_) => {
@@ -385,9 +435,24 @@ mod tests {
             phase: Some("Running".into()),
             ..Default::default()
         };
-        let patch = serde_json::to_value(status_patch(&pod, &status)).unwrap();
+        let patch = status_patch(&pod, &status, None);
         assert_eq!(patch["metadata"], serde_json::json!({"uid": "u-1"}));
         assert_eq!(patch["status"], serde_json::json!({"phase": "Running"}));
         assert!(patch.get("spec").is_none(), "{patch}");
+        // A resize condition the API still has is deleted; others are left to the merge.
+        let condition = |kind: &str| k8s_openapi::api::core::v1::PodCondition {
+            type_: kind.into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        let previous = ApiPodStatus {
+            conditions: Some(vec![condition("PodResizeInProgress"), condition("Ready")]),
+            ..Default::default()
+        };
+        let patch = status_patch(&pod, &status, Some(&previous));
+        assert_eq!(
+            patch["status"]["conditions"],
+            serde_json::json!([{"type": "PodResizeInProgress", "$patch": "delete"}])
+        );
     }
 }

@@ -276,6 +276,8 @@ struct Shared {
     prober: OnceLock<crate::prober::ProbeManager>,
     /// The pod cgroups, whose QoS classes housekeeping keeps up to date.
     pod_cgroups: OnceLock<Arc<dyn crate::runtime::PodCgroups>>,
+    /// The resources allocated to each pod (in-place resize).
+    allocations: crate::resize::Allocations,
     config: EngineConfig,
 }
 
@@ -325,9 +327,35 @@ impl Shared {
             prober.remove_pod(uid);
         }
         self.statuses.remove(uid);
+        self.allocations.forget(uid);
         if let Ok(mut all) = self.errors.lock() {
             all.remove(uid);
         }
+    }
+
+    /// Decides on a change of `pod`'s resources (in-place resize) and returns the pod as the
+    /// runtime must run it (`None`: as its spec says), with the resize still pending.
+    fn allocate(&self, pod: &Pod) -> (Option<Pod>, Option<crate::resize::Pending>) {
+        if self.allocations.changed(pod) {
+            let id = uid(pod);
+            let others: Vec<Pod> = self
+                .pods
+                .pods()
+                .iter()
+                .filter(|p| uid(p) != id && !self.statuses.is_terminal(uid(p)))
+                .map(|p| {
+                    self.allocations
+                        .allocated_pod(p)
+                        .unwrap_or_else(|| p.clone())
+                })
+                .collect();
+            let allocatable = crate::admission::allocatable_of(&self.node.get());
+            self.allocations.resize(pod, &others, &allocatable);
+        }
+        (
+            self.allocations.allocated_pod(pod),
+            self.allocations.pending(pod),
+        )
     }
 }
 
@@ -387,6 +415,7 @@ impl Kubelet {
             metrics: OnceLock::new(),
             prober: OnceLock::new(),
             pod_cgroups: OnceLock::new(),
+            allocations: crate::resize::Allocations::default(),
             config,
         });
         let workers = PodWorkers::new(
@@ -595,6 +624,8 @@ fn active_pods(shared: &Shared, workers: &PodWorkers, pod: &Pod) -> Vec<Pod> {
                 && !workers.is_pod_known_terminated(id)
                 && (!shared.statuses.is_terminal(id) || workers.is_pod_termination_requested(id))
         })
+        // As allocated (in-place resize): a resize that waits holds no room yet.
+        .map(|p| shared.allocations.allocated_pod(&p).unwrap_or(p))
         .collect()
 }
 
@@ -732,6 +763,7 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
                     continue;
                 }
                 shared.pods.add(pod.clone());
+                shared.allocations.admit(&pod);
                 workers.update_pod(UpdatePodOptions::new(UpdateType::Create, pod));
             }
             PodOperation::Update | PodOperation::Delete => {
@@ -741,6 +773,7 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
             }
             PodOperation::Remove => {
                 shared.pods.remove(&id);
+                retry_pending_resizes(shared, workers);
                 if workers.state(&id).is_some() {
                     // An API pod leaves the API server before the kubelet deleted it only when
                     // it was force-deleted (grace period 0): it stops at once.
@@ -768,6 +801,16 @@ fn handle_update(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, update: PodUpd
                     workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
                 }
             }
+        }
+    }
+}
+
+/// A pod left: the resizes that waited for room are tried again (upstream
+/// `RetryPendingResizes`).
+fn retry_pending_resizes(shared: &Shared, workers: &Arc<PodWorkers>) {
+    for id in shared.allocations.pending_uids() {
+        if let Some(pod) = shared.pods.get(&id) {
+            workers.update_pod(UpdatePodOptions::new(UpdateType::Sync, pod));
         }
     }
 }
@@ -806,6 +849,9 @@ impl PodSyncer for EngineSyncer {
         if let Some(prober) = shared.prober.get() {
             prober.add_pod(pod);
         }
+        // The runtime runs the pod with its allocated resources (in-place resize).
+        let (allocated, resize_pending) = shared.allocate(pod);
+        let pod = allocated.as_ref().unwrap_or(pod);
         let id = uid(pod).to_string();
         let status = match self.status_of(pod).await {
             Ok(s) => s,
@@ -829,6 +875,7 @@ impl PodSyncer for EngineSyncer {
                 old: old.as_ref(),
                 terminal: false,
                 probes: shared.prober.get(),
+                resize_pending: resize_pending.as_ref(),
             },
         );
         // activeDeadlineSeconds: past it, the pod fails (upstream's active deadline handler).
@@ -936,6 +983,7 @@ impl PodSyncer for EngineSyncer {
                     old: old.as_ref(),
                     terminal: false,
                     probes: shared.prober.get(),
+                    resize_pending: resize_pending.as_ref(),
                 },
             );
             shared.statuses.set(&id, api);
@@ -999,6 +1047,7 @@ impl PodSyncer for EngineSyncer {
                 old: old.as_ref(),
                 terminal: true,
                 probes: shared.prober.get(),
+                resize_pending: None,
             },
         );
         if !shared.pods.contains(&id) && !is_terminal(&api) {
@@ -1100,6 +1149,8 @@ async fn housekeep(shared: &Arc<Shared>, workers: &Arc<PodWorkers>, sources_read
             .pods()
             .into_iter()
             .filter(|p| !workers.is_pod_known_terminated(uid(p)))
+            // As allocated: a resize that waits does not count yet.
+            .map(|p| shared.allocations.allocated_pod(&p).unwrap_or(p))
             .collect();
         cgroups.update_qos(&active);
     }

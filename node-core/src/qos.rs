@@ -421,6 +421,12 @@ pub fn milli_cpu_to_quota(milli: i64, period: i64) -> i64 {
 /// sums of its containers' limits when every container (regular, sidecar; init containers
 /// count by their maximum) declares one.
 pub fn pod_resource_config(pod: &Pod, cfs_quota: bool) -> PodResourceConfig {
+    pod_resource_config_with_period(pod, cfs_quota.then_some(CFS_PERIOD_US))
+}
+
+/// [`pod_resource_config`] with the CFS period (`cpuCFSQuotaPeriod`, µs) the quota is for;
+/// `None`: no quota.
+pub fn pod_resource_config_with_period(pod: &Pod, cfs_period: Option<i64>) -> PodResourceConfig {
     let qos = pod_qos(pod);
     if qos == QosClass::BestEffort {
         return PodResourceConfig {
@@ -482,8 +488,9 @@ pub fn pod_resource_config(pod: &Pod, cfs_quota: bool) -> PodResourceConfig {
     PodResourceConfig {
         cpu_request_milli: cpu_request,
         cpu_shares: milli_cpu_to_shares(cpu_request),
-        cpu_quota: ((guaranteed || cpu_declared) && cfs_quota)
-            .then(|| milli_cpu_to_quota(cpu_limit, CFS_PERIOD_US)),
+        cpu_quota: cfs_period
+            .filter(|_| guaranteed || cpu_declared)
+            .map(|period| milli_cpu_to_quota(cpu_limit, period)),
         memory_limit: (guaranteed || memory_declared).then_some(memory_limit),
     }
 }

@@ -97,14 +97,20 @@ impl Allocations {
             .or_insert_with(|| (Allocation::of(pod), None));
     }
 
-    /// `pod` as the runtime must run it: its spec with the allocated resources (the spec
-    /// itself for a pod without an allocation).
-    pub fn allocated_pod(&self, pod: &Pod) -> Pod {
+    /// `pod` as the runtime must run it: its spec with the allocated resources; `None` when
+    /// that is the spec itself (no allocation, or the allocation is the spec's).
+    pub fn allocated_pod(&self, pod: &Pod) -> Option<Pod> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        match inner.get(uid(pod)) {
-            Some((allocation, _)) => allocation.apply_to(pod),
-            None => pod.clone(),
-        }
+        let (allocation, _) = inner.get(uid(pod))?;
+        (*allocation != Allocation::of(pod)).then(|| allocation.apply_to(pod))
+    }
+
+    /// Whether `pod`'s spec asks for other resources than it was allocated (or is pending).
+    pub fn changed(&self, pod: &Pod) -> bool {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.get(uid(pod)).is_some_and(|(allocation, pending)| {
+            pending.is_some() || *allocation != Allocation::of(pod)
+        })
     }
 
     /// The resize `pod` waits for, if any.
@@ -132,6 +138,16 @@ impl Allocations {
             Some(ref pending) => entry.1 = Some(pending.clone()),
         }
         decision
+    }
+
+    /// The UIDs of the pods with a pending resize.
+    pub fn pending_uids(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .iter()
+            .filter(|(_, (_, pending))| pending.is_some())
+            .map(|(uid, _)| uid.clone())
+            .collect()
     }
 
     /// Forgets a pod that is gone.
@@ -235,7 +251,13 @@ mod tests {
         // Fits beside the other pod.
         let bigger = pod("p", "1", "2Gi");
         assert_eq!(a.resize(&bigger, others, &allocatable), None);
-        assert_eq!(limit(&a.allocated_pod(&bigger), "memory"), "2Gi");
+        assert_eq!(
+            limit(
+                &a.allocated_pod(&bigger).unwrap_or(bigger.clone()),
+                "memory"
+            ),
+            "2Gi"
+        );
         // Beyond the node: infeasible, the allocation stays.
         let huge = pod("p", "1", "8Gi");
         let pending = a.resize(&huge, others, &allocatable).unwrap();
@@ -248,7 +270,7 @@ mod tests {
                 4u64 << 30
             )
         );
-        assert_eq!(limit(&a.allocated_pod(&huge), "memory"), "2Gi");
+        assert_eq!(limit(&a.allocated_pod(&huge).unwrap(), "memory"), "2Gi");
         assert_eq!(a.pending(&huge), Some(pending));
         // Within the node but not beside the other pod: deferred until it leaves.
         let wide = pod("p", "1500m", "2Gi");
@@ -258,11 +280,11 @@ mod tests {
             pending.message,
             "Node didn't have enough resource: cpu, requested: 1500, used: 1000, capacity: 2000"
         );
-        assert_eq!(limit(&a.allocated_pod(&wide), "cpu"), "1");
+        assert_eq!(limit(&a.allocated_pod(&wide).unwrap(), "cpu"), "1");
         assert_eq!(a.resize(&wide, &[], &allocatable), None);
-        assert_eq!(limit(&a.allocated_pod(&wide), "cpu"), "1500m");
+        assert!(a.allocated_pod(&wide).is_none());
         assert_eq!(a.pending(&wide), None);
         a.forget("p");
-        assert_eq!(limit(&a.allocated_pod(&huge), "memory"), "8Gi");
+        assert!(a.allocated_pod(&huge).is_none());
     }
 }

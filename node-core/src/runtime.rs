@@ -152,6 +152,21 @@ pub struct ContainerStatus {
     /// The identity its first process started with (`uid`, `gid`, supplemental groups), when
     /// the runtime reports it.
     pub user: Option<ContainerUser>,
+    /// The Linux resources the runtime applied to it, when it reports them.
+    pub resources: Option<ContainerResources>,
+}
+
+/// A container's Linux resources as the runtime applied them (CRI `ContainerResources`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContainerResources {
+    /// CPU shares (cgroup v1 weight).
+    pub cpu_shares: i64,
+    /// CFS quota in microseconds; 0 or -1: none.
+    pub cpu_quota: i64,
+    /// CFS period in microseconds.
+    pub cpu_period: i64,
+    /// Memory limit in bytes; 0: none.
+    pub memory_limit: i64,
 }
 
 /// A container's Linux identity as the runtime applied it (`status.containerStatuses[].user`).
@@ -395,6 +410,8 @@ pub enum SyncAction {
     KillContainer,
     /// Start an init container.
     InitContainer,
+    /// Resize a running container (or its pod's cgroup) in place.
+    UpdateContainerResources,
 }
 
 /// A failed sync step: a reason (used as the container's waiting reason, e.g.

@@ -381,6 +381,8 @@ pub struct StatusContext<'a> {
     /// The probes, which decide the containers' `started` and `ready` (none: a running
     /// container is both).
     pub probes: Option<&'a crate::prober::ProbeManager>,
+    /// A resize of the pod the node did not allocate (`PodResizePending`).
+    pub resize_pending: Option<&'a crate::resize::Pending>,
 }
 
 fn condition(kind: &str, ok: bool, reason: Option<&str>, message: Option<String>) -> PodCondition {
@@ -703,6 +705,16 @@ pub fn generate_pod_status(
     for c in &mut conditions {
         c.observed_generation = generation;
     }
+    if !ctx.terminal {
+        resize::apply(
+            containers,
+            runtime,
+            &mut regular,
+            ctx.resize_pending,
+            &mut conditions,
+            generation,
+        );
+    }
 
     let ips: Vec<String> = if host_network {
         node_ips.to_vec()
@@ -843,5 +855,6 @@ impl StatusManager {
     }
 }
 
+mod resize;
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use node_config::CgroupDriver;
 use node_core::qos::{
-    CFS_PERIOD_US, QosClass, milli_cpu_to_shares, pod_cgroup, pod_qos, pod_resource_config,
-    pods_cgroup,
+    CFS_PERIOD_US, QosClass, milli_cpu_to_shares, pod_cgroup, pod_qos, pods_cgroup,
 };
 use node_core::runtime::PodCgroups;
 use tracing::{debug, info};
@@ -41,6 +40,8 @@ pub struct LinuxPodCgroups {
     driver: CgroupDriver,
     pod_pids_limit: Option<i64>,
     cfs_quota: bool,
+    /// `cpuCFSQuotaPeriod` in µs.
+    cfs_period: i64,
     /// The Burstable cgroup's CPU shares as last written.
     burstable_shares: std::sync::Mutex<Option<u64>>,
     /// `MemoryQoS` (cgroup v2 only): `memory.min` from memory requests.
@@ -76,10 +77,27 @@ impl LinuxPodCgroups {
             driver,
             pod_pids_limit: (pod_pids_limit > 0).then_some(pod_pids_limit),
             cfs_quota,
+            cfs_period: CFS_PERIOD_US,
             burstable_shares: std::sync::Mutex::new(None),
             memory_qos: false,
             memory_mins: std::sync::Mutex::new(None),
         }
+    }
+
+    /// `cpuCFSQuotaPeriod` (µs): the CFS period of the pod cgroups and the one their quota is
+    /// for (default 100000).
+    pub fn with_cfs_period(mut self, period_us: i64) -> Self {
+        if period_us > 0 {
+            self.cfs_period = period_us;
+        }
+        self
+    }
+
+    fn resource_config(&self, pod: &Pod) -> node_core::qos::PodResourceConfig {
+        node_core::qos::pod_resource_config_with_period(
+            pod,
+            self.cfs_quota.then_some(self.cfs_period),
+        )
     }
 
     /// `MemoryQoS` (feature gate, alpha): on cgroup v2, each pod's cgroup gets `memory.min` =
@@ -152,6 +170,10 @@ impl LinuxPodCgroups {
             Cgroups::V1 { .. } => {
                 let cpu = self.dir("cpu", cgroup);
                 write(&cpu, "cpu.shares", &shares.to_string())?;
+                // The period first: a quota is checked against it.
+                if quota.is_some() {
+                    write(&cpu, "cpu.cfs_period_us", &self.cfs_period.to_string())?;
+                }
                 write(&cpu, "cpu.cfs_quota_us", &quota.unwrap_or(-1).to_string())?;
                 write(
                     &self.dir("memory", cgroup),
@@ -171,7 +193,7 @@ impl LinuxPodCgroups {
                 let dir = self.dir("", cgroup);
                 write(&dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
                 let quota = quota.map_or("max".into(), |q| q.to_string());
-                write(&dir, "cpu.max", &format!("{quota} {CFS_PERIOD_US}"))?;
+                write(&dir, "cpu.max", &format!("{quota} {}", self.cfs_period))?;
                 write(
                     &dir,
                     "memory.max",
@@ -300,7 +322,7 @@ impl PodCgroups for LinuxPodCgroups {
     fn ensure(&self, pod: &Pod) -> Result<(), String> {
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let cgroup = pod_cgroup(&self.cgroup_root, self.driver, pod_qos(pod), uid);
-        let config = pod_resource_config(pod, self.cfs_quota);
+        let config = self.resource_config(pod);
         self.create(&cgroup)?;
         self.apply(
             &cgroup,
@@ -320,7 +342,7 @@ impl PodCgroups for LinuxPodCgroups {
         let request: i64 = pods
             .iter()
             .filter(|p| pod_qos(p) == QosClass::Burstable)
-            .map(|p| pod_resource_config(p, self.cfs_quota).cpu_request_milli)
+            .map(|p| self.resource_config(p).cpu_request_milli)
             .sum();
         let shares = milli_cpu_to_shares(request);
         if self.memory_qos {

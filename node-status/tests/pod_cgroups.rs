@@ -266,3 +266,44 @@ fn memory_qos_on_cgroup_v2_sets_memory_min_from_requests() {
         (320u64 << 20).to_string()
     );
 }
+
+#[test]
+fn a_custom_cfs_period_is_the_pod_cgroups_period_and_scales_their_quota() {
+    let cgroups = Cgroups::detect("/sys/fs/cgroup");
+    let root = format!("/node-status-period-{}", std::process::id());
+    let manager = LinuxPodCgroups::new(cgroups.clone(), &root, CgroupDriver::Cgroupfs, -1, true)
+        .with_cfs_period(50_000);
+    manager
+        .setup(Allocatable {
+            cpu_milli: 2000,
+            memory: None,
+            pids: None,
+        })
+        .unwrap();
+    let guaranteed = pod(
+        "gp",
+        serde_json::json!({"limits": {"cpu": "500m", "memory": "64Mi"}}),
+    );
+    manager.ensure(&guaranteed).unwrap();
+    let cpu = cgroups.dir("cpu", &format!("{root}/kubepods/podgp"));
+    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "50000");
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "25000");
+    // Resized in place: the same call applies the new limits.
+    let bigger = pod(
+        "gp",
+        serde_json::json!({"limits": {"cpu": "1", "memory": "128Mi"}}),
+    );
+    manager.ensure(&bigger).unwrap();
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+    let mem = cgroups.dir("memory", &format!("{root}/kubepods/podgp"));
+    assert_eq!(
+        read(&mem.join("memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
+    manager.remove("gp");
+    for controller in ["cpu", "cpuacct", "memory", "pids"] {
+        for cgroup in ["kubepods/burstable", "kubepods/besteffort", "kubepods", ""] {
+            let _ = std::fs::remove_dir(cgroups.dir(controller, &format!("{root}/{cgroup}")));
+        }
+    }
+}

@@ -37,6 +37,11 @@ pub trait ProjectedSources {
         &self,
         source: &ServiceAccountTokenProjection,
     ) -> Result<Vec<u8>, String>;
+    /// Whether the pod sets an `fsGroup`: a token is then written `0600`, and the volume's
+    /// ownership change makes it `0640` for the group (upstream's projected volume).
+    fn fs_group_set(&self) -> bool {
+        false
+    }
 }
 
 /// The payload of a configMap volume: every key of `data` and `binaryData` when the source
@@ -110,9 +115,14 @@ fn projection_payload(
         resolve.downward_api(items, default_mode)
     } else if let Some(token) = &projection.service_account_token {
         let data = resolve.service_account_token(token)?;
+        let mode = if resolve.fs_group_set() {
+            0o600
+        } else {
+            default_mode
+        };
         let file = FileProjection {
             data,
-            mode: file_mode(default_mode)?,
+            mode: file_mode(mode)?,
         };
         Ok(Payload::from([(token.path.clone(), file)]))
     } else if projection.cluster_trust_bundle.is_some() {
@@ -406,9 +416,14 @@ mod tests {
     struct Fake {
         config_maps: BTreeMap<String, ConfigMap>,
         secrets: BTreeMap<String, Secret>,
+        fs_group: bool,
     }
 
     impl ProjectedSources for Fake {
+        fn fs_group_set(&self) -> bool {
+            self.fs_group
+        }
+
         fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, String> {
             if name == "broken" {
                 return Err("api server unavailable".into());
@@ -453,6 +468,7 @@ mod tests {
                 config_map(&[("a", "1"), ("b", "2")], &[]),
             )]),
             secrets: BTreeMap::from([("s".to_string(), secret(&[("key", b"k")]))]),
+            fs_group: false,
         }
     }
 
@@ -542,6 +558,33 @@ mod tests {
                 ("labels", b"metadata.labels", 0o600),
                 ("token", b"token-for-vault", 0o600),
             ])
+        );
+    }
+
+    #[test]
+    fn with_an_fs_group_a_token_is_written_for_its_owner_only() {
+        let source = projected(
+            None,
+            vec![
+                secret_projection("s", None, false),
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: None,
+                        expiration_seconds: None,
+                        path: "token".into(),
+                    }),
+                    ..Default::default()
+                },
+            ],
+        );
+        let with_group = Fake {
+            fs_group: true,
+            ..fake()
+        };
+        // 0600, which the fsGroup ownership change turns into 0640; the rest keep 0644.
+        assert_eq!(
+            projected_payload(&source, &with_group).unwrap(),
+            files(&[("key", b"k", 0o644), ("token", b"token-for-api", 0o600)])
         );
     }
 

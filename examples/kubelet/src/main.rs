@@ -480,7 +480,11 @@ async fn run(
                 config.pod_pids_limit,
                 config.cpu_cfs_quota,
             )
-            .with_memory_qos(config.feature_gate("MemoryQoS") == Some(true));
+            .with_cfs_period(
+                i64::try_from(config.cpu_cfs_quota_period.as_micros())
+                    .unwrap_or(node_core::qos::CFS_PERIOD_US),
+            )
+            .with_memory_qos(config.feature_enabled("MemoryQoS"));
             pod_cgroups
                 .setup(kubepods_allocatable(&config, allocatable))
                 .map_err(|e| anyhow::anyhow!("pod cgroups: {e}"))?;

@@ -2799,3 +2799,223 @@ async fn disk_pressure_reclaims_dead_containers_and_images_first_then_evicts_the
         .status();
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The memory limit of a container's cgroup (v1) and of its pod's.
+fn memory_limits_of(pid: u32) -> (u64, u64) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_string())
+        })
+        .expect("a memory cgroup (v1)");
+    let container = std::path::PathBuf::from(format!("/sys/fs/cgroup/memory{path}"));
+    let read = |dir: &std::path::Path| -> u64 {
+        std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (read(&container), read(container.parent().unwrap()))
+}
+
+fn resize_condition<'a>(
+    pod: &'a k8s_openapi::api::core::v1::Pod,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::PodCondition> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+}
+
+#[tokio::test]
+async fn a_pod_resized_in_place_gets_its_new_memory_limit_without_a_restart_and_a_resize_that_does_not_fit_waits_for_room()
+ {
+    use kube::api::{Patch, PatchParams, PostParams};
+
+    let root = std::path::PathBuf::from(format!("/tmp/na-{}-resize", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let ApiNode {
+        cp: _cp,
+        mut kubelet,
+        nodes: _nodes,
+        pods,
+    } = ApiNode::start(&root, &root, "", "--eviction-hard=memory.available<100Mi").await;
+    let mut pod = api_pod("grow", 1);
+    pod.spec.as_mut().unwrap().containers[0].resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"cpu": "200m", "memory": "64Mi"}
+        }))
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = wait_pod(&pods, "grow", 90, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await
+    .unwrap();
+    let status = &running
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    let id = status.container_id.clone().unwrap();
+    let id = id.rsplit("://").next().unwrap().to_string();
+    let allocated = status.allocated_resources.clone().unwrap_or_default();
+    assert_eq!(allocated["memory"].0, "64Mi");
+    let cri = node_cri::CriClient::connect(
+        &format!("unix://{}/containerd/containerd.sock", root.display()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let pid = cri.container_pid(&id).await.unwrap().unwrap();
+    assert_eq!(memory_limits_of(pid), (64 << 20, 64 << 20));
+
+    // Raise the memory limit through the resize subresource.
+    let resize = |requests: &str, limit: &str| {
+        Patch::Strategic(serde_json::json!({"spec": {"containers": [{
+            "name": "main",
+            "resources": {
+                "requests": {"cpu": "100m", "memory": requests},
+                "limits": {"cpu": "200m", "memory": limit}
+            }
+        }]}}))
+    };
+    pods.patch_subresource(
+        "resize",
+        "grow",
+        &PatchParams::default(),
+        &resize("64Mi", "128Mi"),
+    )
+    .await
+    .unwrap();
+    let resized = wait_pod(&pods, "grow", 60, &mut kubelet, "resized", |p| {
+        let Some(p) = p else { return false };
+        let limit = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c[0].resources.as_ref())
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .map(|q| q.0.clone());
+        limit.as_deref() == Some(&(128u64 << 20).to_string()) || limit.as_deref() == Some("128Mi")
+    })
+    .await
+    .unwrap();
+    let status = &resized
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(status.restart_count, 0, "resized without a restart");
+    assert!(status.container_id.as_deref().unwrap().ends_with(&id));
+    assert!(resize_condition(&resized, "PodResizeInProgress").is_none());
+    assert!(resize_condition(&resized, "PodResizePending").is_none());
+    assert_eq!(memory_limits_of(pid), (128 << 20, 128 << 20));
+
+    // (A resize beyond the node's allocatable is refused by the API server itself, with
+    // NodeCapacity: the kubelet's Infeasible is unit-tested.) One that does not fit beside
+    // another pod is deferred with upstream's message, and allocated once that pod is gone.
+    let node = _nodes.get(NODE).await.unwrap();
+    let allocatable: node_config::Quantity = node.status.unwrap().allocatable.unwrap()["memory"]
+        .0
+        .parse()
+        .unwrap();
+    let mut big = api_pod("big", 0);
+    big.spec.as_mut().unwrap().containers[0].resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"memory": (allocatable.value() - (512 << 20)).to_string()}
+        }))
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &big).await.unwrap();
+    wait_pod(&pods, "big", 90, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await;
+    pods.patch_subresource(
+        "resize",
+        "grow",
+        &PatchParams::default(),
+        &resize("1Gi", "1Gi"),
+    )
+    .await
+    .unwrap();
+    let pending = wait_pod(&pods, "grow", 60, &mut kubelet, "deferred", |p| {
+        p.and_then(|p| resize_condition(p, "PodResizePending"))
+            .is_some_and(|c| c.reason.as_deref() == Some("Deferred"))
+    })
+    .await
+    .unwrap();
+    let condition = resize_condition(&pending, "PodResizePending").unwrap();
+    assert_eq!(
+        condition.message.as_deref().unwrap_or_default(),
+        format!(
+            "Node didn't have enough resource: memory, requested: {}, used: {}, capacity: {}",
+            1u64 << 30,
+            allocatable.value() - (512 << 20),
+            allocatable.value()
+        ),
+    );
+    assert_eq!(memory_limits_of(pid), (128 << 20, 128 << 20));
+    let status = &pending
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(status.restart_count, 0);
+    assert_eq!(
+        status.allocated_resources.as_ref().unwrap()["memory"].0,
+        "64Mi"
+    );
+    // The other pod leaves: the resize goes through.
+    pods.delete("big", &Default::default()).await.unwrap();
+    let done = wait_pod(
+        &pods,
+        "grow",
+        60,
+        &mut kubelet,
+        "resized after the other pod left",
+        |p| {
+            p.is_some_and(|p| {
+                resize_condition(p, "PodResizePending").is_none()
+                    && resize_condition(p, "PodResizeInProgress").is_none()
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|c| c[0].allocated_resources.as_ref())
+                        .is_some_and(|a| a["memory"].0 == "1Gi")
+            })
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(memory_limits_of(pid), (1 << 30, 1 << 30));
+    let status = &done
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(status.restart_count, 0);
+}

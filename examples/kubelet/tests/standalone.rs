@@ -2301,6 +2301,13 @@ async fn pods_get_cgroups_under_their_qos_class_with_their_limits_and_lose_them_
         )
         .await;
     }
+    // The runtime's view of what it applied matches what the kubelet asked for at creation:
+    // no container is "resized" to what it already has.
+    let log = node.log_text();
+    assert!(
+        !log.contains("resizing the container in place"),
+        "a spurious in-place resize:\n{log}"
+    );
     node.shutdown().await;
 }
 

@@ -55,6 +55,7 @@ fn container(name: &str, state: ContainerState, exit_code: i32) -> ContainerStat
         message: String::new(),
         log_path: String::new(),
         user: None,
+        resources: None,
     }
 }
 

@@ -290,6 +290,7 @@ impl Runtime for FakeRuntime {
                     message: String::new(),
                     log_path: String::new(),
                     user: None,
+                    resources: None,
                 });
             }
         }

@@ -8,7 +8,9 @@ use node_core::runtime::{
 
 use node_core::prober::{ProbeType, ProbeVerdicts};
 
+use super::container::{ContainerKind, container_resources};
 use super::labels::hash_container;
+use super::sandbox::NodeContext;
 
 /// A running container to stop, and why (the Killing event's message).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,66 @@ pub(crate) struct PodActions {
     pub(crate) ephemeral_containers_to_start: Vec<usize>,
     /// Running containers to stop.
     pub(crate) containers_to_kill: Vec<ContainerToKill>,
+    /// Running containers to resize in place (an index into `spec.containers`, the resources
+    /// to apply, and whether any of them shrinks).
+    pub(crate) containers_to_update: Vec<ContainerUpdate>,
+}
+
+/// A running container's in-place resize.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ContainerUpdate {
+    pub(crate) index: usize,
+    pub(crate) id: ContainerId,
+    pub(crate) resources: crate::cri::LinuxContainerResources,
+    /// A limit or request goes down: the container shrinks before its pod's cgroup does.
+    pub(crate) shrinks: bool,
+}
+
+impl Eq for ContainerUpdate {}
+
+/// What a running container's resize needs (upstream `computePodResizeAction`): nothing when
+/// the runtime applied what the (allocated) spec says or does not say what it applied; a
+/// restart when a changed resource's `resizePolicy` is `RestartContainer`; otherwise an
+/// update of its resources.
+fn resize_action(
+    index: usize,
+    pod: &Pod,
+    container: &Container,
+    status: &ContainerStatus,
+    ctx: &NodeContext,
+) -> Option<Result<ContainerUpdate, ContainerToKill>> {
+    let actual = status.resources?;
+    let desired = container_resources(pod, container, ContainerKind::Regular, ctx);
+    let quota = |q: i64| if q <= 0 { 0 } else { q };
+    let cpu_changed = desired.cpu_shares != actual.cpu_shares
+        || quota(desired.cpu_quota) != quota(actual.cpu_quota);
+    let memory_changed = desired.memory_limit_in_bytes != actual.memory_limit;
+    if !cpu_changed && !memory_changed {
+        return None;
+    }
+    let restart = |resource: &str| {
+        container
+            .resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
+    };
+    if (cpu_changed && restart("cpu")) || (memory_changed && restart("memory")) {
+        return Some(Err(kill_first(
+            status,
+            format!("Container {} resize requires restart", container.name),
+        )));
+    }
+    let unlimited = |v: i64| if v <= 0 { i64::MAX } else { v };
+    let shrinks = desired.cpu_shares < actual.cpu_shares
+        || unlimited(quota(desired.cpu_quota)) < unlimited(quota(actual.cpu_quota))
+        || unlimited(desired.memory_limit_in_bytes) < unlimited(actual.memory_limit);
+    Some(Ok(ContainerUpdate {
+        index,
+        id: status.id.clone(),
+        resources: desired,
+        shrinks,
+    }))
 }
 
 use node_core::pod_manager::{container_should_restart, restart_policy};
@@ -132,7 +194,7 @@ fn kill_first(status: &ContainerStatus, message: String) -> ContainerToKill {
 /// Upstream `computePodActions`.
 #[cfg(test)]
 pub(crate) fn compute_pod_actions(pod: &Pod, status: &PodStatus) -> PodActions {
-    compute_pod_actions_with(pod, status, None)
+    compute_pod_actions_with(pod, status, None, None)
 }
 
 /// A running container that failed its liveness or startup probe: killed, and restarted
@@ -168,6 +230,7 @@ pub(crate) fn compute_pod_actions_with(
     pod: &Pod,
     status: &PodStatus,
     probes: Option<&dyn ProbeVerdicts>,
+    node: Option<&NodeContext>,
 ) -> PodActions {
     let spec = pod.spec.clone().unwrap_or_default();
     let init_containers = spec.init_containers.unwrap_or_default();
@@ -262,7 +325,17 @@ pub(crate) fn compute_pod_actions_with(
                         actions.containers_to_start.push(i);
                     }
                 } else {
-                    keep += 1;
+                    match node.and_then(|ctx| resize_action(i, pod, container, s, ctx)) {
+                        Some(Err(kill)) => {
+                            actions.containers_to_kill.push(kill);
+                            actions.containers_to_start.push(i);
+                        }
+                        Some(Ok(update)) => {
+                            actions.containers_to_update.push(update);
+                            keep += 1;
+                        }
+                        None => keep += 1,
+                    }
                 }
             }
             _ => {
@@ -501,6 +574,7 @@ mod tests {
             message: String::new(),
             log_path: String::new(),
             user: None,
+            resources: None,
         }
     }
 
@@ -593,12 +667,12 @@ mod tests {
         let s = ready(vec![status_of(&side, ContainerState::Running, 0)]);
         // Its startup probe has not succeeded yet.
         let pending = Starting(vec!["containerd://id-side".into()]);
-        let a = compute_pod_actions_with(&p, &s, Some(&pending));
+        let a = compute_pod_actions_with(&p, &s, Some(&pending), None);
         assert!(a.init_containers_to_start.is_empty(), "{a:?}");
         assert!(a.containers_to_start.is_empty());
         // Started: the next init container goes.
         let started = Starting(vec![]);
-        let a = compute_pod_actions_with(&p, &s, Some(&started));
+        let a = compute_pod_actions_with(&p, &s, Some(&started), None);
         assert_eq!(a.init_containers_to_start, [1]);
     }
 
@@ -616,7 +690,7 @@ mod tests {
             status_of(&other, ContainerState::Running, 0),
         ]);
         let verdicts = Verdicts(vec![("containerd://id-web".into(), ProbeType::Liveness)]);
-        let a = compute_pod_actions_with(&p, &s, Some(&verdicts));
+        let a = compute_pod_actions_with(&p, &s, Some(&verdicts), None);
         assert_eq!(a.containers_to_kill.len(), 1);
         let kill = &a.containers_to_kill[0];
         assert_eq!(
@@ -634,7 +708,7 @@ mod tests {
         let p = pod("Never", vec![], vec![web.clone()]);
         let s = ready(vec![status_of(&web, ContainerState::Running, 0)]);
         let verdicts = Verdicts(vec![("containerd://id-web".into(), ProbeType::Startup)]);
-        let a = compute_pod_actions_with(&p, &s, Some(&verdicts));
+        let a = compute_pod_actions_with(&p, &s, Some(&verdicts), None);
         assert_eq!(
             a.containers_to_kill[0].message,
             "Container web failed startup probe"
@@ -905,6 +979,70 @@ mod tests {
             &ready(vec![status_of(&flaky, ContainerState::Exited, 0)]),
         );
         assert!(a.containers_to_start.is_empty() && a.kill_pod);
+    }
+
+    #[test]
+    fn a_running_container_is_resized_in_place_or_restarted_per_its_resize_policy() {
+        use k8s_openapi::api::core::v1::{ContainerResizePolicy, ResourceRequirements};
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let ctx = NodeContext::default();
+        let mut app = container("app");
+        app.resources = Some(ResourceRequirements {
+            limits: Some(
+                [
+                    ("memory".to_string(), Quantity("128Mi".into())),
+                    ("cpu".to_string(), Quantity("500m".into())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        });
+        let p = pod("Always", vec![], vec![app.clone()]);
+        let mut running = status_of(&app, ContainerState::Running, 0);
+        let applied = node_core::runtime::ContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit: 64 << 20,
+        };
+        // Unknown applied resources: nothing to compare, nothing done.
+        let a = compute_pod_actions_with(&p, &ready(vec![running.clone()]), None, Some(&ctx));
+        assert!(a.containers_to_update.is_empty());
+        // The runtime has 64 MiB, the allocation says 128: grown in place.
+        running.resources = Some(applied);
+        let a = compute_pod_actions_with(&p, &ready(vec![running.clone()]), None, Some(&ctx));
+        assert_eq!(a.containers_to_update.len(), 1);
+        let update = &a.containers_to_update[0];
+        assert_eq!(update.resources.memory_limit_in_bytes, 128 << 20);
+        assert!(!update.shrinks);
+        assert!(a.containers_to_kill.is_empty() && a.containers_to_start.is_empty() && !a.kill_pod);
+        // Applied as allocated: nothing.
+        running.resources = Some(node_core::runtime::ContainerResources {
+            memory_limit: 128 << 20,
+            ..applied
+        });
+        let a = compute_pod_actions_with(&p, &ready(vec![running.clone()]), None, Some(&ctx));
+        assert!(a.containers_to_update.is_empty());
+        // Shrinking is flagged; a memory change under RestartContainer restarts instead.
+        running.resources = Some(node_core::runtime::ContainerResources {
+            memory_limit: 256 << 20,
+            ..applied
+        });
+        let a = compute_pod_actions_with(&p, &ready(vec![running.clone()]), None, Some(&ctx));
+        assert!(a.containers_to_update[0].shrinks);
+        let mut restarting = app.clone();
+        restarting.resize_policy = Some(vec![ContainerResizePolicy {
+            resource_name: "memory".into(),
+            restart_policy: "RestartContainer".into(),
+        }]);
+        let p = pod("Always", vec![], vec![restarting]);
+        let a = compute_pod_actions_with(&p, &ready(vec![running]), None, Some(&ctx));
+        assert!(a.containers_to_update.is_empty());
+        assert_eq!(
+            a.containers_to_kill[0].message,
+            "Container app resize requires restart"
+        );
+        assert_eq!(a.containers_to_start, [0]);
     }
 
     #[test]

@@ -58,6 +58,13 @@ impl BackOff {
         }
     }
 
+    /// A back-off whose longest delay is `max` (`crashLoopBackOff.maxContainerRestartPeriod`):
+    /// below the initial 10 s it is the initial delay too, as upstream's
+    /// `newCrashLoopBackOff`.
+    pub(crate) fn with_max(max: Duration) -> Self {
+        BackOff::new(INITIAL_BACKOFF.min(max), max)
+    }
+
     /// A container that stays up this long past its last back-off step starts afresh
     /// (upstream: twice the maximum).
     fn reset_after(&self) -> Duration {
@@ -197,6 +204,32 @@ mod tests {
             expected = (expected * 2).min(MAX_BACKOFF);
         }
         assert_eq!(seen, [10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    /// The delays a container crashing every time sees.
+    fn delays(mut b: BackOff, rounds: usize) -> Vec<u64> {
+        let t0 = t0();
+        b.next("k", t0, t0);
+        let mut now = t0;
+        let mut seen = Vec::new();
+        for _ in 0..rounds {
+            now += S;
+            let left = b.remaining("k", now, now).expect("in back-off");
+            seen.push(left.as_secs());
+            now += left;
+            b.next("k", now, now);
+        }
+        seen
+    }
+
+    #[test]
+    fn max_container_restart_period_caps_the_backoff_and_lowers_its_start() {
+        // crashLoopBackOff.maxContainerRestartPeriod: 30s.
+        let b = BackOff::with_max(30 * S);
+        assert_eq!(delays(b, 5), [10, 20, 30, 30, 30]);
+        // Below the initial 10 s the maximum is the initial delay too.
+        let b = BackOff::with_max(4 * S);
+        assert_eq!(delays(b, 3), [4, 4, 4]);
     }
 
     #[test]

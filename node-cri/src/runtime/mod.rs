@@ -38,7 +38,7 @@ use node_core::runtime::{
     Streams, SyncAction, SyncError,
 };
 use node_core::volumes::{ContainerContext, VolumeManager};
-use tracing::{debug, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use self::actions::{compute_pod_actions_with, is_sidecar};
 use self::container::{ContainerInputs, ContainerKind, container_config_with_env};
@@ -179,8 +179,7 @@ impl CriRuntime {
     /// crash-loop back-off instead of 5 minutes; below the initial 10 s it is the initial
     /// delay too, as upstream's `newCrashLoopBackOff`.
     pub fn with_max_container_restart_period(mut self, max: Duration) -> Self {
-        let initial = backoff::INITIAL_BACKOFF.min(max);
-        self.backoff = Mutex::new(backoff::BackOff::new(initial, max));
+        self.backoff = Mutex::new(backoff::BackOff::with_max(max));
         self
     }
 
@@ -757,6 +756,74 @@ impl CriRuntime {
         Some((pod, container))
     }
 
+    /// Resizes running containers in place (upstream `doPodResizeAction`): the containers that
+    /// shrink first, then the pod's cgroup (to its allocated resources), then the containers
+    /// that grow, so that no container is ever above its pod. Returns whether every step
+    /// worked; a failure is the container's `ResizeError`.
+    async fn resize_containers(
+        &self,
+        pod: &Pod,
+        updates: &[actions::ContainerUpdate],
+        result: &mut PodSyncResult,
+    ) -> bool {
+        let names: Vec<&str> = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
+            .unwrap_or_default();
+        let name_of =
+            |u: &actions::ContainerUpdate| names.get(u.index).copied().unwrap_or_default();
+        let (shrinking, growing): (Vec<_>, Vec<_>) = updates.iter().partition(|u| u.shrinks);
+        for u in &shrinking {
+            if !self.update_resources(u, name_of(u), result).await {
+                return false;
+            }
+        }
+        if let Some(cgroups) = &self.pod_cgroups
+            && let Err(e) = cgroups.ensure(pod)
+        {
+            result.push(
+                SyncAction::UpdateContainerResources,
+                format_pod(pod),
+                Some(sync_error(
+                    "ResizeError",
+                    format!("failed to resize the pod's cgroup: {e}"),
+                )),
+            );
+            return false;
+        }
+        for u in &growing {
+            if !self.update_resources(u, name_of(u), result).await {
+                return false;
+            }
+        }
+        // A resize makes no container event: the pod syncs again soon so that its status
+        // shows the resources applied (and PodResizeInProgress gone).
+        result.retry_within(Duration::from_millis(200));
+        true
+    }
+
+    async fn update_resources(
+        &self,
+        update: &actions::ContainerUpdate,
+        name: &str,
+        result: &mut PodSyncResult,
+    ) -> bool {
+        info!(container = %name, memory_limit = update.resources.memory_limit_in_bytes, cpu_shares = update.resources.cpu_shares, cpu_quota = update.resources.cpu_quota, "resizing the container in place");
+        let outcome = self
+            .client
+            .update_container_resources(&update.id.id, Some(update.resources.clone()))
+            .await
+            .map_err(|e| sync_error("ResizeError", e.to_string()));
+        let ok = outcome.is_ok();
+        result.push(
+            SyncAction::UpdateContainerResources,
+            name.to_string(),
+            outcome.err(),
+        );
+        ok
+    }
+
     async fn kill_container(
         &self,
         pod: Option<&Pod>,
@@ -1056,7 +1123,8 @@ impl Runtime for CriRuntime {
     #[instrument(skip_all, fields(pod = %format_pod(pod)))]
     async fn sync_pod(&self, pod: &Pod, status: &PodStatus) -> PodSyncResult {
         let mut result = PodSyncResult::default();
-        let actions = compute_pod_actions_with(pod, status, self.probes.as_deref());
+        let actions =
+            compute_pod_actions_with(pod, status, self.probes.as_deref(), Some(&self.node));
         debug!(?actions, "computed pod actions");
         let pod_object = EventObject::pod(pod);
 
@@ -1118,6 +1186,13 @@ impl Runtime for CriRuntime {
                 if failed {
                     return result;
                 }
+            }
+            if !actions.containers_to_update.is_empty()
+                && !self
+                    .resize_containers(pod, &actions.containers_to_update, &mut result)
+                    .await
+            {
+                return result;
             }
         }
 

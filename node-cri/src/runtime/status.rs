@@ -84,6 +84,16 @@ pub(crate) fn convert_container_status(runtime: &str, s: &cri::ContainerStatus) 
                 supplemental_groups: l.supplemental_groups.clone(),
             }
         }),
+        resources: s
+            .resources
+            .as_ref()
+            .and_then(|r| r.linux.as_ref())
+            .map(|l| node_core::runtime::ContainerResources {
+                cpu_shares: l.cpu_shares,
+                cpu_quota: l.cpu_quota,
+                cpu_period: l.cpu_period,
+                memory_limit: l.memory_limit_in_bytes,
+            }),
     }
 }
 

@@ -248,6 +248,10 @@ fn absent_unless_required<T>(
 }
 
 impl ProjectedSources for Fetched<'_> {
+    fn fs_group_set(&self) -> bool {
+        crate::ownership::fs_group(self.pod).is_some()
+    }
+
     fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, String> {
         match self.config_maps.get(name) {
             Some(Ok(c)) => Ok(Some(c.clone())),
