@@ -822,13 +822,16 @@ fn apply_fs_group(plugin: &dyn VolumePlugin, ctx: &VolumeContext<'_>) -> Result<
         return Ok(());
     }
     let path = plugin.path(ctx);
-    crate::ownership::set_volume_ownership(
-        &path,
-        gid,
-        attributes.read_only,
-        crate::ownership::ChangePolicy::of(ctx.pod),
-    )
-    .map_err(|e| PluginError::io("setting the fsGroup ownership of", &path, &e))
+    // Content the kubelet rewrites from a source (configMap, secret, downwardAPI, projected)
+    // gets every new file re-owned, whatever the pod's policy (upstream passes no policy for
+    // these); kept data (emptyDir) follows `fsGroupChangePolicy`.
+    let policy = if plugin.requires_remount(ctx.volume) {
+        crate::ownership::ChangePolicy::Always
+    } else {
+        crate::ownership::ChangePolicy::of(ctx.pod)
+    };
+    crate::ownership::set_volume_ownership(&path, gid, attributes.read_only, policy)
+        .map_err(|e| PluginError::io("setting the fsGroup ownership of", &path, &e))
 }
 
 #[cfg(test)]

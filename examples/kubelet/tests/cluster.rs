@@ -478,6 +478,18 @@ fn api_pod(name: &str, grace: i64) -> k8s_openapi::api::core::v1::Pod {
     .unwrap()
 }
 
+/// [`api_pod`] whose container has `resources` (a `ResourceRequirements` in JSON).
+fn api_pod_with_resources(
+    name: &str,
+    grace: i64,
+    resources: serde_json::Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = api_pod(name, grace);
+    pod.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(resources).unwrap());
+    pod
+}
+
 /// The pod once `check` holds, within `secs` (else the kubelet's log in the panic).
 async fn wait_pod(
     pods: &Api<k8s_openapi::api::core::v1::Pod>,
@@ -1122,6 +1134,65 @@ async fn pods_get_their_service_account_token_configmap_and_secret_env_and_volum
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // fsGroup: a non-root container reads its token (0600 written, 0640 for the group once
+    // the volume is the group's) and its configMap, both the group's; the token stays closed
+    // to others.
+    let grouped: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "grouped", "namespace": "default"},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 1,
+            "tolerations": [{"operator": "Exists"}],
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000},
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
+            "containers": [{
+                "name": "main",
+                "image": "docker.io/library/busybox:1.35",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+                "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&post, &grouped).await.unwrap();
+    let running = wait_pod(&pods, "grouped", 90, &mut kubelet, "ran", |p| {
+        phase_of(p) == Some("Running")
+    })
+    .await
+    .unwrap();
+    let id = running.status.unwrap().container_statuses.unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap();
+    let id = id.trim_start_matches("containerd://");
+    let token = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let script = format!(
+        "head -c 10 {token} >/dev/null && stat -L -c '%g %a' {token} /cfg/greeting && id -G"
+    );
+    let out = cri
+        .exec_sync(
+            id,
+            vec!["sh".into(), "-c".into(), script],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.exit_code,
+        0,
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "2000 640", "the token: {text}");
+    assert!(lines[1].starts_with("2000 "), "the configMap file: {text}");
+    assert!(
+        lines[2].split(' ').any(|g| g == "2000"),
+        "the fsGroup is a supplemental group: {text}"
+    );
 
     drop(kubelet);
     cp.stop().await;
@@ -2482,13 +2553,13 @@ async fn memory_pressure_evicts_a_best_effort_pod_keeps_a_guaranteed_one_and_rej
         &format!("--eviction-hard=memory.available<{threshold_mib}Mi"),
     )
     .await;
-    let mut steady = api_pod("steady", 1);
-    steady.spec.as_mut().unwrap().containers[0].resources = Some(
-        serde_json::from_value(serde_json::json!({
+    let steady = api_pod_with_resources(
+        "steady",
+        1,
+        serde_json::json!({
             "requests": {"cpu": "100m", "memory": "64Mi"},
             "limits": {"cpu": "100m", "memory": "64Mi"}
-        }))
-        .unwrap(),
+        }),
     );
     pods.create(&PostParams::default(), &steady).await.unwrap();
     wait_pod(&pods, "steady", 60, &mut kubelet, "ran", |p| {
@@ -2851,13 +2922,13 @@ async fn a_pod_resized_in_place_gets_its_new_memory_limit_without_a_restart_and_
         nodes: _nodes,
         pods,
     } = ApiNode::start(&root, &root, "", "--eviction-hard=memory.available<100Mi").await;
-    let mut pod = api_pod("grow", 1);
-    pod.spec.as_mut().unwrap().containers[0].resources = Some(
-        serde_json::from_value(serde_json::json!({
+    let pod = api_pod_with_resources(
+        "grow",
+        1,
+        serde_json::json!({
             "requests": {"cpu": "100m", "memory": "64Mi"},
             "limits": {"cpu": "200m", "memory": "64Mi"}
-        }))
-        .unwrap(),
+        }),
     );
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let running = wait_pod(&pods, "grow", 90, &mut kubelet, "ran", |p| {
@@ -2938,12 +3009,12 @@ async fn a_pod_resized_in_place_gets_its_new_memory_limit_without_a_restart_and_
         .0
         .parse()
         .unwrap();
-    let mut big = api_pod("big", 0);
-    big.spec.as_mut().unwrap().containers[0].resources = Some(
-        serde_json::from_value(serde_json::json!({
+    let big = api_pod_with_resources(
+        "big",
+        0,
+        serde_json::json!({
             "requests": {"memory": (allocatable.value() - (512 << 20)).to_string()}
-        }))
-        .unwrap(),
+        }),
     );
     pods.create(&PostParams::default(), &big).await.unwrap();
     wait_pod(&pods, "big", 90, &mut kubelet, "ran", |p| {

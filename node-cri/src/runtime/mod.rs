@@ -756,6 +756,25 @@ impl CriRuntime {
         Some((pod, container))
     }
 
+    /// A sandbox step that failed: a Warning event on the pod (`event`: reason and message)
+    /// and the sync's `CreatePodSandbox` error (`reason`, `message`), which ends the sync.
+    fn sandbox_failed(
+        &self,
+        pod: &Pod,
+        mut result: PodSyncResult,
+        event: (&str, &str),
+        reason: &str,
+        message: &str,
+    ) -> PodSyncResult {
+        self.event(&EventObject::pod(pod), EventType::Warning, event.0, event.1);
+        result.push(
+            SyncAction::CreatePodSandbox,
+            format_pod(pod),
+            Some(sync_error(reason, message)),
+        );
+        result
+    }
+
     /// Resizes running containers in place (upstream `doPodResizeAction`): the containers that
     /// shrink first, then the pod's cgroup (to its allocated resources), then the containers
     /// that grow, so that no container is ever above its pod. Returns whether every step
@@ -1228,18 +1247,8 @@ impl Runtime for CriRuntime {
                     "Failed to generate sandbox config for pod {}: {e}",
                     format_pod(pod)
                 );
-                self.event(
-                    &pod_object,
-                    EventType::Warning,
-                    reasons::FAILED_CREATE_POD_SANDBOX,
-                    &message,
-                );
-                result.push(
-                    SyncAction::CreatePodSandbox,
-                    format_pod(pod),
-                    Some(sync_error("ConfigPodSandboxError", message)),
-                );
-                return result;
+                let event = (reasons::FAILED_CREATE_POD_SANDBOX, message.as_str());
+                return self.sandbox_failed(pod, result, event, "ConfigPodSandboxError", &message);
             }
         };
         if actions.create_sandbox {
@@ -1250,46 +1259,30 @@ impl Runtime for CriRuntime {
             if let Some(cgroups) = &self.pod_cgroups
                 && let Err(e) = cgroups.ensure(pod)
             {
-                self.event(
-                    &pod_object,
-                    EventType::Warning,
-                    reasons::FAILED_TO_CREATE_POD_CONTAINER,
-                    &format!("unable to ensure pod container exists: {e}"),
+                let event = format!("unable to ensure pod container exists: {e}");
+                let message = format!(
+                    "failed to ensure that the pod: {} cgroups exist and are correctly applied: {e}",
+                    pod.metadata.uid.as_deref().unwrap_or_default()
                 );
-                result.push(
-                    SyncAction::CreatePodSandbox,
-                    format_pod(pod),
-                    Some(sync_error(
-                        "CreatePodSandboxError",
-                        format!(
-                            "failed to ensure that the pod: {} cgroups exist and are correctly applied: {e}",
-                            pod.metadata.uid.as_deref().unwrap_or_default()
-                        ),
-                    )),
-                );
-                return result;
+                let event = (reasons::FAILED_TO_CREATE_POD_CONTAINER, event.as_str());
+                return self.sandbox_failed(pod, result, event, "CreatePodSandboxError", &message);
             }
             let handler = match self.runtime_handler_of(pod) {
                 Ok(handler) => handler,
                 Err(e) => {
-                    self.event(
-                        &pod_object,
-                        EventType::Warning,
-                        reasons::FAILED_CREATE_POD_SANDBOX,
-                        &format!("Failed to create pod sandbox: {e}"),
+                    let event = format!("Failed to create pod sandbox: {e}");
+                    let message = format!(
+                        "Failed to create sandbox for pod {:?}: {e}",
+                        format_pod(pod)
                     );
-                    result.push(
-                        SyncAction::CreatePodSandbox,
-                        format_pod(pod),
-                        Some(sync_error(
-                            "CreatePodSandboxError",
-                            format!(
-                                "Failed to create sandbox for pod {:?}: {e}",
-                                format_pod(pod)
-                            ),
-                        )),
+                    let event = (reasons::FAILED_CREATE_POD_SANDBOX, event.as_str());
+                    return self.sandbox_failed(
+                        pod,
+                        result,
+                        event,
+                        "CreatePodSandboxError",
+                        &message,
                     );
-                    return result;
                 }
             };
             if let Err(e) = tokio::fs::create_dir_all(&config.log_directory).await {
@@ -1312,36 +1305,28 @@ impl Runtime for CriRuntime {
                         Ok(st) => pod_ips = status::convert_sandbox_status(&st).ips,
                         Err(e) => {
                             let message = format!("Unable to get pod sandbox status: {e}");
-                            self.event(
-                                &pod_object,
-                                EventType::Warning,
-                                reasons::FAILED_STATUS_POD_SANDBOX,
+                            let event = (reasons::FAILED_STATUS_POD_SANDBOX, message.as_str());
+                            return self.sandbox_failed(
+                                pod,
+                                result,
+                                event,
+                                "CreatePodSandboxError",
                                 &message,
                             );
-                            result.push(
-                                SyncAction::CreatePodSandbox,
-                                format_pod(pod),
-                                Some(sync_error("CreatePodSandboxError", message)),
-                            );
-                            return result;
                         }
                     }
                     sandbox_id = Some(id);
                 }
                 Err(e) => {
                     let message = format!("Failed to create pod sandbox: {e}");
-                    self.event(
-                        &pod_object,
-                        EventType::Warning,
-                        reasons::FAILED_CREATE_POD_SANDBOX,
+                    let event = (reasons::FAILED_CREATE_POD_SANDBOX, message.as_str());
+                    return self.sandbox_failed(
+                        pod,
+                        result,
+                        event,
+                        "CreatePodSandboxError",
                         &message,
                     );
-                    result.push(
-                        SyncAction::CreatePodSandbox,
-                        format_pod(pod),
-                        Some(sync_error("CreatePodSandboxError", message)),
-                    );
-                    return result;
                 }
             }
         }
