@@ -706,14 +706,11 @@ pub fn generate_pod_status(
         c.observed_generation = generation;
     }
     if !ctx.terminal {
-        resize::apply(
-            containers,
-            runtime,
-            &mut regular,
-            ctx.resize_pending,
-            &mut conditions,
-            generation,
-        );
+        let regular_specs: Vec<&Container> = containers.iter().collect();
+        let sidecars: Vec<&Container> = init_specs.iter().filter(|c| is_sidecar(c)).collect();
+        let in_progress = resize::fill(&regular_specs, runtime, &mut regular)
+            | resize::fill(&sidecars, runtime, &mut init);
+        resize::conditions(ctx.resize_pending, in_progress, &mut conditions, generation);
     }
 
     let ips: Vec<String> = if host_network {

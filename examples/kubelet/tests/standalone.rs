@@ -2350,6 +2350,10 @@ async fn a_sidecar_outlives_the_app_container_during_termination() {
         side > app,
         "the sidecar is stopped after the app exited: app {app}, sidecar {side}"
     );
+    assert!(
+        !node.log_text().contains("resizing the container in place"),
+        "a spurious in-place resize of the sidecar or the app"
+    );
     node.shutdown().await;
 }
 

@@ -77,15 +77,13 @@ fn applied(spec: &Container, actual: &ContainerResources) -> (ResourceRequiremen
     (resources, differs)
 }
 
-/// Fills the regular containers' resize fields and adds the resize conditions.
-pub(super) fn apply(
-    containers: &[Container],
+/// Fills the resize fields of the statuses of `containers` (regular ones, or sidecars);
+/// returns whether a running one's applied resources differ from its allocation.
+pub(super) fn fill(
+    containers: &[&Container],
     runtime: &PodStatus,
     statuses: &mut [ApiContainerStatus],
-    pending: Option<&Pending>,
-    conditions: &mut Vec<PodCondition>,
-    generation: Option<i64>,
-) {
+) -> bool {
     let mut in_progress = false;
     for status in statuses.iter_mut() {
         let Some(spec) = containers.iter().find(|c| c.name == status.name) else {
@@ -107,6 +105,17 @@ pub(super) fn apply(
         in_progress |= differs;
         status.resources = Some(resources);
     }
+    in_progress
+}
+
+/// Adds `PodResizePending` for a resize the node did not allocate and `PodResizeInProgress`
+/// while one is being applied.
+pub(super) fn conditions(
+    pending: Option<&Pending>,
+    in_progress: bool,
+    conditions: &mut Vec<PodCondition>,
+    generation: Option<i64>,
+) {
     let condition = |kind: &str, reason: Option<&str>, message: Option<String>| PodCondition {
         type_: kind.into(),
         status: "True".into(),

@@ -52,7 +52,8 @@ pub(crate) struct PodActions {
 /// A running container's in-place resize.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ContainerUpdate {
-    pub(crate) index: usize,
+    /// The container's name (a regular container or a sidecar).
+    pub(crate) name: String,
     pub(crate) id: ContainerId,
     pub(crate) resources: crate::cri::LinuxContainerResources,
     /// A limit or request goes down: the container shrinks before its pod's cgroup does.
@@ -66,14 +67,14 @@ impl Eq for ContainerUpdate {}
 /// restart when a changed resource's `resizePolicy` is `RestartContainer`; otherwise an
 /// update of its resources.
 fn resize_action(
-    index: usize,
     pod: &Pod,
     container: &Container,
+    kind: ContainerKind,
     status: &ContainerStatus,
     ctx: &NodeContext,
 ) -> Option<Result<ContainerUpdate, ContainerToKill>> {
     let actual = status.resources?;
-    let desired = container_resources(pod, container, ContainerKind::Regular, ctx);
+    let desired = container_resources(pod, container, kind, ctx);
     let quota = |q: i64| if q <= 0 { 0 } else { q };
     let cpu_changed = desired.cpu_shares != actual.cpu_shares
         || quota(desired.cpu_quota) != quota(actual.cpu_quota);
@@ -89,9 +90,14 @@ fn resize_action(
             .any(|p| p.resource_name == resource && p.restart_policy == "RestartContainer")
     };
     if (cpu_changed && restart("cpu")) || (memory_changed && restart("memory")) {
+        let what = if kind == ContainerKind::Sidecar {
+            "Init container"
+        } else {
+            "Container"
+        };
         return Some(Err(kill_first(
             status,
-            format!("Container {} resize requires restart", container.name),
+            format!("{what} {} resize requires restart", container.name),
         )));
     }
     let unlimited = |v: i64| if v <= 0 { i64::MAX } else { v };
@@ -99,7 +105,7 @@ fn resize_action(
         || unlimited(quota(desired.cpu_quota)) < unlimited(quota(actual.cpu_quota))
         || unlimited(desired.memory_limit_in_bytes) < unlimited(actual.memory_limit);
     Some(Ok(ContainerUpdate {
-        index,
+        name: container.name.clone(),
         id: status.id.clone(),
         resources: desired,
         shrinks,
@@ -298,7 +304,7 @@ pub(crate) fn compute_pod_actions_with(
         &init_containers,
         &containers,
         status,
-        probes,
+        (probes, node),
         &mut actions,
     );
     if actions.kill_pod || !initialized {
@@ -325,7 +331,8 @@ pub(crate) fn compute_pod_actions_with(
                         actions.containers_to_start.push(i);
                     }
                 } else {
-                    match node.and_then(|ctx| resize_action(i, pod, container, s, ctx)) {
+                    let kind = ContainerKind::Regular;
+                    match node.and_then(|ctx| resize_action(pod, container, kind, s, ctx)) {
                         Some(Err(kill)) => {
                             actions.containers_to_kill.push(kill);
                             actions.containers_to_start.push(i);
@@ -371,7 +378,7 @@ fn compute_init_actions(
     init_containers: &[Container],
     containers: &[Container],
     status: &PodStatus,
-    probes: Option<&dyn ProbeVerdicts>,
+    (probes, node): (Option<&dyn ProbeVerdicts>, Option<&NodeContext>),
     actions: &mut PodActions,
 ) -> bool {
     if init_containers.is_empty() {
@@ -436,6 +443,17 @@ fn compute_init_actions(
                         .containers_to_kill
                         .push(probe_kill_init(init, current, "liveness"));
                     to_start.push(i);
+                    break 'sidecar;
+                }
+                // Sidecars are resized in place too.
+                let kind = ContainerKind::Sidecar;
+                match node.and_then(|ctx| resize_action(pod, init, kind, current, ctx)) {
+                    Some(Err(kill)) => {
+                        actions.containers_to_kill.push(kill);
+                        to_start.push(i);
+                    }
+                    Some(Ok(update)) => actions.containers_to_update.push(update),
+                    None => {}
                 }
             }
             ContainerState::Exited if sidecar => {
@@ -1043,6 +1061,43 @@ mod tests {
             "Container app resize requires restart"
         );
         assert_eq!(a.containers_to_start, [0]);
+    }
+
+    #[test]
+    fn a_running_sidecar_is_resized_in_place_too() {
+        use k8s_openapi::api::core::v1::ResourceRequirements;
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let ctx = NodeContext::default();
+        let mut side = container("side");
+        side.restart_policy = Some("Always".into());
+        side.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("96Mi".into()))].into()),
+            ..Default::default()
+        });
+        let app = container("app");
+        let p = pod("Always", vec![side.clone()], vec![app.clone()]);
+        let mut running_side = status_of(&side, ContainerState::Running, 0);
+        running_side.resources = Some(node_core::runtime::ContainerResources {
+            cpu_shares: 2,
+            memory_limit: 32 << 20,
+            ..Default::default()
+        });
+        let a = compute_pod_actions_with(
+            &p,
+            &ready(vec![
+                status_of(&app, ContainerState::Running, 0),
+                running_side,
+            ]),
+            None,
+            Some(&ctx),
+        );
+        assert_eq!(a.containers_to_update.len(), 1, "{a:?}");
+        assert_eq!(a.containers_to_update[0].name, "side");
+        assert_eq!(
+            a.containers_to_update[0].resources.memory_limit_in_bytes,
+            96 << 20
+        );
+        assert!(a.init_containers_to_start.is_empty() && a.containers_to_kill.is_empty());
     }
 
     #[test]

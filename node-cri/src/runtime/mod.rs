@@ -785,16 +785,9 @@ impl CriRuntime {
         updates: &[actions::ContainerUpdate],
         result: &mut PodSyncResult,
     ) -> bool {
-        let names: Vec<&str> = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
-            .unwrap_or_default();
-        let name_of =
-            |u: &actions::ContainerUpdate| names.get(u.index).copied().unwrap_or_default();
         let (shrinking, growing): (Vec<_>, Vec<_>) = updates.iter().partition(|u| u.shrinks);
         for u in &shrinking {
-            if !self.update_resources(u, name_of(u), result).await {
+            if !self.update_resources(u, result).await {
                 return false;
             }
         }
@@ -812,7 +805,7 @@ impl CriRuntime {
             return false;
         }
         for u in &growing {
-            if !self.update_resources(u, name_of(u), result).await {
+            if !self.update_resources(u, result).await {
                 return false;
             }
         }
@@ -825,9 +818,9 @@ impl CriRuntime {
     async fn update_resources(
         &self,
         update: &actions::ContainerUpdate,
-        name: &str,
         result: &mut PodSyncResult,
     ) -> bool {
+        let name = update.name.as_str();
         info!(container = %name, memory_limit = update.resources.memory_limit_in_bytes, cpu_shares = update.resources.cpu_shares, cpu_quota = update.resources.cpu_quota, "resizing the container in place");
         let outcome = self
             .client
