@@ -20,6 +20,9 @@ use crate::admission::{ResourceList, request_of};
 pub const POD_RESIZE_PENDING: &str = "PodResizePending";
 /// Condition type: allocated resources not yet applied to the running containers.
 pub const POD_RESIZE_IN_PROGRESS: &str = "PodResizeInProgress";
+/// The sync error (and the `PodResizeInProgress` condition's message) of a resize the
+/// runtime could not apply.
+pub const RESIZE_ERROR: &str = "ResizeError";
 /// Condition reason: the resize waits until the node has room for it.
 pub const REASON_DEFERRED: &str = "Deferred";
 /// Condition reason: the node can never hold the resize.

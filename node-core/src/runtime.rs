@@ -538,6 +538,17 @@ pub trait PodCgroups: Send + Sync {
     fn update_qos(&self, pods: &[k8s_openapi::api::core::v1::Pod]) {
         let _ = pods;
     }
+    /// The memory the pod's cgroup uses now, in bytes; `None` when unknown (no cgroup).
+    fn memory_usage(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Option<u64> {
+        let _ = pod;
+        None
+    }
+    /// The memory limit `pod`'s cgroup gets from [`ensure`](Self::ensure), in bytes; `None`
+    /// for none.
+    fn memory_limit(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Option<i64> {
+        let _ = pod;
+        None
+    }
 }
 
 /// The container garbage collection policy (upstream defaults: min age 0, 1 dead container

@@ -710,7 +710,14 @@ pub fn generate_pod_status(
         let sidecars: Vec<&Container> = init_specs.iter().filter(|c| is_sidecar(c)).collect();
         let in_progress = resize::fill(&regular_specs, runtime, &mut regular)
             | resize::fill(&sidecars, runtime, &mut init);
-        resize::conditions(ctx.resize_pending, in_progress, &mut conditions, generation);
+        let failed = errors.values().find(|e| e.reason == resize::RESIZE_ERROR);
+        resize::conditions(
+            ctx.resize_pending,
+            in_progress,
+            failed,
+            &mut conditions,
+            generation,
+        );
     }
 
     let ips: Vec<String> = if host_network {

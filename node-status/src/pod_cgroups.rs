@@ -338,6 +338,20 @@ impl PodCgroups for LinuxPodCgroups {
         Ok(())
     }
 
+    fn memory_usage(&self, pod: &Pod) -> Option<u64> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let cgroup = pod_cgroup(&self.cgroup_root, self.driver, pod_qos(pod), uid);
+        let file = match &self.cgroups {
+            Cgroups::V1 { .. } => self.dir("memory", &cgroup).join("memory.usage_in_bytes"),
+            Cgroups::V2 { .. } => self.dir("", &cgroup).join("memory.current"),
+        };
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    }
+
+    fn memory_limit(&self, pod: &Pod) -> Option<i64> {
+        self.resource_config(pod).memory_limit
+    }
+
     fn update_qos(&self, pods: &[Pod]) {
         let request: i64 = pods
             .iter()

@@ -295,6 +295,17 @@ fn a_custom_cfs_period_is_the_pod_cgroups_period_and_scales_their_quota() {
     );
     manager.ensure(&bigger).unwrap();
     assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+    // What a resize checks before shrinking a pod: its cgroup's limit and usage.
+    assert_eq!(manager.memory_limit(&bigger), Some(128 << 20));
+    assert_eq!(
+        manager.memory_usage(&bigger),
+        Some(0),
+        "an empty cgroup uses nothing"
+    );
+    assert_eq!(
+        manager.memory_usage(&pod("absent", serde_json::json!({}))),
+        None
+    );
     let mem = cgroups.dir("memory", &format!("{root}/kubepods/podgp"));
     assert_eq!(
         read(&mem.join("memory.limit_in_bytes")),

@@ -3089,4 +3089,54 @@ async fn a_pod_resized_in_place_gets_its_new_memory_limit_without_a_restart_and_
         .as_ref()
         .unwrap()[0];
     assert_eq!(status.restart_count, 0);
+
+    // Below what the pod uses: 48 MiB in its /dev/shm (64 MiB at most), then a 32Mi limit. The kubelet does not
+    // shrink the pod under its usage; the resize shows the error and the container lives on.
+    let fill = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48".to_string(),
+    ];
+    let out = cri
+        .exec_sync(&id, fill, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    pods.patch_subresource(
+        "resize",
+        "grow",
+        &PatchParams::default(),
+        &resize("32Mi", "32Mi"),
+    )
+    .await
+    .unwrap();
+    let refused = wait_pod(
+        &pods,
+        "grow",
+        60,
+        &mut kubelet,
+        "refused below usage",
+        |p| {
+            p.and_then(|p| resize_condition(p, "PodResizeInProgress"))
+                .is_some_and(|c| c.reason.as_deref() == Some("Error"))
+        },
+    )
+    .await
+    .unwrap();
+    let condition = resize_condition(&refused, "PodResizeInProgress").unwrap();
+    assert_eq!(
+        condition.message.as_deref(),
+        Some(
+            "aborting attempt to set pod memory limit less than current memory usage for pod grow"
+        )
+    );
+    assert_eq!(memory_limits_of(pid), (1 << 30, 1 << 30));
+    let status = &refused
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(status.restart_count, 0);
 }

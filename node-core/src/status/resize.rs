@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 use crate::downward::parse_quantity;
 use crate::qos::{milli_cpu_to_quota, milli_cpu_to_shares};
+pub(super) use crate::resize::RESIZE_ERROR;
 use crate::resize::{POD_RESIZE_IN_PROGRESS, POD_RESIZE_PENDING, Pending};
 use crate::runtime::{ContainerResources, ContainerState, PodStatus};
 
@@ -109,10 +110,12 @@ pub(super) fn fill(
 }
 
 /// Adds `PodResizePending` for a resize the node did not allocate and `PodResizeInProgress`
-/// while one is being applied.
+/// while one is being applied (reason `Error` and the error's message when the last attempt
+/// failed).
 pub(super) fn conditions(
     pending: Option<&Pending>,
     in_progress: bool,
+    failed: Option<&crate::runtime::SyncError>,
     conditions: &mut Vec<PodCondition>,
     generation: Option<i64>,
 ) {
@@ -132,7 +135,14 @@ pub(super) fn conditions(
         ));
     }
     if in_progress {
-        conditions.push(condition(POD_RESIZE_IN_PROGRESS, None, None));
+        conditions.push(match failed {
+            Some(e) => condition(
+                POD_RESIZE_IN_PROGRESS,
+                Some("Error"),
+                Some(e.message.clone()),
+            ),
+            None => condition(POD_RESIZE_IN_PROGRESS, None, None),
+        });
     }
 }
 

@@ -785,6 +785,26 @@ impl CriRuntime {
         updates: &[actions::ContainerUpdate],
         result: &mut PodSyncResult,
     ) -> bool {
+        // A pod memory limit below what the pod uses now would fail or OOM-kill it: the
+        // resize waits (upstream's `doPodResizeAction`, with its message).
+        if let Some(cgroups) = &self.pod_cgroups
+            && let Some(limit) = cgroups.memory_limit(pod)
+            && let Some(usage) = cgroups.memory_usage(pod)
+            && u64::try_from(limit).unwrap_or(0) <= usage
+        {
+            result.push(
+                SyncAction::UpdateContainerResources,
+                format_pod(pod),
+                Some(sync_error(
+                    node_core::resize::RESIZE_ERROR,
+                    format!(
+                        "aborting attempt to set pod memory limit less than current memory usage for pod {}",
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                )),
+            );
+            return false;
+        }
         let (shrinking, growing): (Vec<_>, Vec<_>) = updates.iter().partition(|u| u.shrinks);
         for u in &shrinking {
             if !self.update_resources(u, result).await {
@@ -798,7 +818,7 @@ impl CriRuntime {
                 SyncAction::UpdateContainerResources,
                 format_pod(pod),
                 Some(sync_error(
-                    "ResizeError",
+                    node_core::resize::RESIZE_ERROR,
                     format!("failed to resize the pod's cgroup: {e}"),
                 )),
             );
@@ -826,7 +846,7 @@ impl CriRuntime {
             .client
             .update_container_resources(&update.id.id, Some(update.resources.clone()))
             .await
-            .map_err(|e| sync_error("ResizeError", e.to_string()));
+            .map_err(|e| sync_error(node_core::resize::RESIZE_ERROR, e.to_string()));
         let ok = outcome.is_ok();
         result.push(
             SyncAction::UpdateContainerResources,
